@@ -1,0 +1,370 @@
+"""Small CNNs with named layers, their training loop and shipped checkpoints.
+
+Every model takes raw [0, 1] intensities and normalises inside: its first
+module `normalize` holds the train split's mean and std as buffers. Every
+ReLU is its own `nn.ReLU` module (never in-place, never `F.relu`) so guided
+backprop and deconvnet can hook them, and the blocks have names so the
+sanity checks can walk them top down.
+
+* `SmallCNN`: normalize, conv1, relu1, pool1, conv2, relu2, pool2, fc1,
+  relu3, fc2 (about 55k parameters).
+* `ResNetSmall`: normalize, stem, layer1, layer2, layer3, pool, fc
+  (BatchNorm, residual blocks).
+
+`load_pretrained(name)` loads the checkpoint that `course train NAME` wrote to
+`course_utils/weights/NAME.pt`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import data
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std with the train split's statistics held as buffers."""
+
+    def __init__(self, mean: float | None = None, std: float | None = None):
+        super().__init__()
+        mean = data.train_mean() if mean is None else mean
+        std = data.train_std() if std is None else std
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and two linear layers; (N, 1, 28, 28) → (N, 10) logits."""
+
+    def __init__(self, n_classes: int = 10, channels: tuple[int, int] = (16, 32),
+                 hidden: int = 32):
+        super().__init__()
+        c1, c2 = channels
+        self.normalize = Normalize()
+        self.conv1 = nn.Conv2d(1, c1, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(c2 * 7 * 7, hidden)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        return self.fc2(self.relu3(self.fc1(x)))
+
+
+class BasicBlock(nn.Module):
+    """conv-bn-relu-conv-bn plus a shortcut, then relu2 (two ReLU modules)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(c_out),
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNetSmall(nn.Module):
+    """A small ResNet-style net; (N, 1, 28, 28) → (N, 10) logits."""
+
+    def __init__(self, n_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 48)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.normalize = Normalize()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU()
+        )
+        self.layer1 = BasicBlock(w1, w1)
+        self.layer2 = BasicBlock(w1, w2, stride=2)
+        self.layer3 = BasicBlock(w2, w3, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w3, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a shipped checkpoint is built: architecture and training settings."""
+
+    build: Callable[[], nn.Module]
+    epochs: int
+    lr: float
+    seed: int
+    augment: int
+    description: str
+
+
+RECIPES: dict[str, Recipe] = {
+    "small_cnn": Recipe(SmallCNN, epochs=10, lr=3e-3, seed=0, augment=2,
+                        description="SmallCNN on the 4,000 training digits"),
+    "resnet_small": Recipe(ResNetSmall, epochs=10, lr=3e-3, seed=0, augment=2,
+                           description="ResNetSmall on the 4,000 training digits"),
+}
+
+# Checkpoint names beyond RECIPES, registered by other modules (e.g. the
+# random-label and shortcut models): name -> builder of the untrained net.
+EXTRA_MODELS: dict[str, Callable[[], nn.Module]] = {}
+
+
+# Modules that register extra checkpoints (random labels, shortcut) on import.
+_EXTENSIONS = ("course_utils.sanity", "course_utils.shortcut")
+
+
+def _load_extensions() -> None:
+    import importlib
+    import importlib.util
+
+    for mod in _EXTENSIONS:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+def known_models() -> list[str]:
+    """Names `load_pretrained` accepts."""
+    _load_extensions()
+    return sorted({*RECIPES, *EXTRA_MODELS})
+
+
+def _set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    return gen
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random (dy, dx) in −max_shift … max_shift.
+
+    Pixels shifted in from outside are black (0). x: (N, C, H, W) → same shape.
+    """
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
+    rows = torch.arange(h)[None, :] + dy[:, None]  # (N, H)
+    cols = torch.arange(w)[None, :] + dx[:, None]  # (N, W)
+    batch = torch.arange(n)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def train(
+    model: nn.Module,
+    train_data: data.Split | tuple[torch.Tensor, torch.Tensor] | None = None,
+    epochs: int = 8,
+    lr: float = 2e-3,
+    seed: int = 0,
+    batch_size: int = 64,
+    augment: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train `model` in place with Adam and cross-entropy; deterministic per seed.
+
+    The learning rate follows a cosine decay from `lr` to 0 over all steps.
+
+    Args:
+        model: any module mapping (N, 1, 28, 28) to (N, 10) logits.
+        train_data: a `Split` or an (x, y) pair; default the train split.
+        epochs: passes over the data (≥ 1).
+        lr: Adam learning rate (> 0).
+        seed: seeds the shuffling and, when the model is freshly built after
+            `torch.manual_seed(seed)`, nothing else: build the model under the
+            same seed for bit-identical runs (as `build_and_train` does).
+        batch_size: rows per optimiser step.
+        augment: shift each training digit by up to this many pixels (0 = off).
+        progress: show a tqdm bar (one tick per batch).
+    Returns:
+        {"seconds": training time, "train_accuracy": on the last epoch's batches,
+         "losses": mean loss per epoch}.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int ≥ 1, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if train_data is None:
+        train_data = data.load_split("train")
+    x, y = (train_data.x, train_data.y) if isinstance(train_data, data.Split) else train_data
+    if len(x) != len(y):
+        raise ValueError(f"train_data has {len(x)} images but {len(y)} labels")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    n_batches = (len(x) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
+    losses = []
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(total=epochs * n_batches, desc="training", disable=not progress)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            rows = order[b * batch_size : (b + 1) * batch_size]
+            xb = x[rows] if not augment else random_shift(x[rows], augment, gen)
+            logits = model(xb)
+            loss = loss_fn(logits, y[rows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(rows)
+            correct += int((logits.argmax(1) == y[rows]).sum())
+            seen += len(rows)
+            bar.update(1)
+        losses.append(total / seen)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    model.eval()
+    return {
+        "seconds": time.perf_counter() - start,
+        "train_accuracy": correct / seen,
+        "losses": losses,
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits for `x` (N, C, H, W), in chunks, without touching the model's mode."""
+    outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, split: data.Split | str = "test") -> float:
+    """Accuracy of `model` (in eval mode) on a split; restores its mode after."""
+    if isinstance(split, str):
+        split = data.load_split(split)
+    was_training = model.training
+    model.eval()
+    try:
+        pred = predict(model, split.x).argmax(1)
+    finally:
+        model.train(was_training)
+    return float((pred == split.y).float().mean())
+
+
+def confusion_matrix(model: nn.Module, split: data.Split | str = "test") -> torch.Tensor:
+    """(10, 10) counts: row = true class, column = predicted class."""
+    if isinstance(split, str):
+        split = data.load_split(split)
+    pred = predict(model.eval(), split.x).argmax(1)
+    cm = torch.zeros(10, 10, dtype=torch.long)
+    cm.index_put_((split.y, pred), torch.ones_like(pred), accumulate=True)
+    return cm
+
+
+def build(name: str) -> nn.Module:
+    """A freshly initialised (untrained) model of a known architecture name."""
+    _check_name(name)
+    if name in RECIPES:
+        return RECIPES[name].build()
+    return EXTRA_MODELS[name]()
+
+
+def build_and_train(name: str, progress: bool = True, **overrides) -> tuple[nn.Module, dict]:
+    """Build and train a model by recipe name, deterministically for its seed.
+
+    Args:
+        name: a key of `RECIPES`.
+        overrides: epochs, lr, seed or augment replacing the recipe's.
+    Returns:
+        (trained model in eval mode, train() report with "test_accuracy").
+    """
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
+    recipe = RECIPES[name]
+    epochs = overrides.get("epochs", recipe.epochs)
+    lr = overrides.get("lr", recipe.lr)
+    seed = overrides.get("seed", recipe.seed)
+    augment = overrides.get("augment", recipe.augment)
+    torch.manual_seed(seed)
+    model = recipe.build()
+    report = train(model, None, epochs=epochs, lr=lr, seed=seed, augment=augment,
+                   progress=progress)
+    report["test_accuracy"] = evaluate(model)
+    return model, report
+
+
+def checkpoint_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def save_checkpoint(model: nn.Module, name: str, meta: dict | None = None) -> Path:
+    """Write `model`'s state dict (and metadata) to weights/NAME.pt."""
+    path = checkpoint_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "meta": meta or {}}, path)
+    return path
+
+
+def _check_name(name: str) -> None:
+    if name not in RECIPES and name not in EXTRA_MODELS:
+        _load_extensions()
+    if name not in RECIPES and name not in EXTRA_MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {known_models()}")
+
+
+def load_pretrained(name: str = "small_cnn") -> nn.Module:
+    """Load a shipped checkpoint as an eval-mode model.
+
+    Args:
+        name: one of `known_models()` ("small_cnn", "resnet_small", …).
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+        FileNotFoundError: checkpoint missing (the message gives the
+            `course train NAME` command that rebuilds it).
+    """
+    _check_name(name)
+    path = checkpoint_path(name)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint {path} is missing; rebuild it with `course train {name}`"
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build(name)
+    model.load_state_dict(ckpt["state_dict"])
+    model.meta = ckpt.get("meta", {})
+    return model.eval()
+
+
+# Every checkpoint `course train NAME` can rebuild: name -> fn(progress, **overrides)
+# returning (model, report with "seconds" and "test_accuracy"). Other modules
+# (sanity, data shortcuts) add their own trainers here.
+TRAINERS: dict[str, Callable[..., tuple[nn.Module, dict]]] = {
+    name: partial(build_and_train, name) for name in RECIPES
+}
