@@ -1,0 +1,1 @@
+"""Release exercises from solutions, self-check, and grade submissions (nbgrader)."""

@@ -1,0 +1,308 @@
+"""The saliency methods computed by Captum, under the course's conventions.
+
+Each function has the name and signature of its `course_utils.saliency`
+twin and returns what Captum returns once our conventions are translated into
+Captum's arguments. Tests and notebooks use it for "our map equals Captum's".
+
+Translations (and nothing else):
+
+* model mode: the model runs in eval mode during the call, as ours does
+  (Captum uses whatever mode it is given); its flags are restored after.
+* targets: an int or one int per row, as Captum takes them.
+* baselines: names ("black", "grey", "blur", "noise") are resolved to tensors
+  exactly as ours resolves them (`saliency._common.resolve_baseline`).
+* `gradient`: `Saliency(abs=absolute)` (Captum's default abs=True).
+* `integrated_gradients`: `IntegratedGradients(method=..., n_steps=...,
+  internal_batch_size=batch_size)`. For "riemann_trapezoid" Captum's step
+  weights (1/n, halved at the ends) sum to (n − 1)/n although its points are
+  1/(n − 1) apart; the result is rescaled by n/(n − 1) to the true trapezoid
+  rule ours uses, and the convergence delta recomputed from the rescaled
+  attributions. Captum refuses n_steps = 1 for every Riemann rule.
+* `smoothgrad`: `NoiseTunnel(...)` called once per row with Captum's absolute
+  σ = noise_level · (max xᵢ − min xᵢ) (`saliency.smoothgrad.noise_sigma`).
+  Captum draws its noise from the global generator; when a `generator` is
+  given its state is loaded into the global generator for the call (inside
+  `torch.random.fork_rng`, so the global state is untouched) and copied back
+  afterwards, so Captum draws exactly the ε ours draws (ours: one
+  `torch.randn((n_samples, C, H, W))` per row, row after row; Captum:
+  `torch.normal(0, σ·ones((n_samples, C, H, W)))` per row, the same values).
+  `batch_size` → `nt_samples_batch_size` (samples per call, one row per call).
+* `occlusion`: `Occlusion(f)` with `sliding_window_shapes=(C, patch, patch)`,
+  `strides=(C, stride, stride)`, f = softmax ∘ model for output="prob";
+  `batch_size` → `perturbations_per_eval = max(1, batch_size // N)`
+  (None → Captum's default, 1).
+* `grad_cam`: `LayerGradCam(relu_attributions=relu)` +
+  `LayerAttribution.interpolate(..., interpolate_mode="bilinear")`.
+* `guided_grad_cam`: `GuidedGradCam(interpolate_mode="bilinear")`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from . import saliency as sal
+from .saliency import _common
+from .saliency.integrated_gradients import BASELINES
+from .saliency.smoothgrad import noise_sigma
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+
+
+def _prepare(model, x, target):
+    _common.check_model(model)
+    _common.check_input(x)
+    idx = _common.resolve_target(target, x.shape[0], x.device)
+    # A private copy that requires grad, as Captum's gradient methods expect
+    # (it would otherwise set the flag on the caller's tensor and warn).
+    return x.detach().clone().requires_grad_(), idx.tolist()
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        warnings.filterwarnings("ignore", message=".*did not already require gradients")
+        return fn(*args, **kwargs)
+
+
+def gradient(model, x, target, absolute: bool = False) -> torch.Tensor:
+    """`Saliency(model).attribute(x, target=target, abs=absolute)`."""
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        return Saliency(model).attribute(x, target=target, abs=absolute).detach()
+
+
+def input_x_gradient(model, x, target) -> torch.Tensor:
+    """`InputXGradient(model).attribute(x, target=target)`."""
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        return InputXGradient(model).attribute(x, target=target).detach()
+
+
+def integrated_gradients(
+    model,
+    x,
+    target,
+    baseline="black",
+    n_steps: int = 50,
+    method: str = "riemann_trapezoid",
+    batch_size: int | None = None,
+    return_delta: bool = False,
+):
+    """`IntegratedGradients(model).attribute(...)`, trapezoid weights corrected.
+
+    See the module docstring for the n/(n − 1) rescaling of Captum's
+    "riemann_trapezoid" result.
+    """
+    base = _common.resolve_baseline(baseline, x, model, extra=BASELINES)
+    x, target = _prepare(model, x, target)
+    base = base.expand_as(x).contiguous()
+    with _eval(model):
+        attr, delta = IntegratedGradients(model).attribute(
+            x,
+            baselines=base,
+            target=target,
+            n_steps=n_steps,
+            method=method,
+            internal_batch_size=batch_size,
+            return_convergence_delta=True,
+        )
+    if method == "riemann_trapezoid":
+        scaled = attr * (n_steps / (n_steps - 1))
+        n = x.shape[0]
+        delta = delta + scaled.reshape(n, -1).sum(1) - attr.reshape(n, -1).sum(1)
+        attr = scaled
+    attr = attr.detach()
+    return (attr, delta.detach()) if return_delta else attr
+
+
+# Our explain functions and the Captum class that computes each.
+_CAPTUM_CLASS = {
+    sal.gradient: (Saliency, {"abs": False}),
+    sal.input_x_gradient: (InputXGradient, {}),
+    sal.guided_backprop: (GuidedBackprop, {}),
+    sal.deconvnet: (Deconvolution, {}),
+}
+
+
+@contextmanager
+def _global_rng_from(generator: torch.Generator | None, device: torch.device):
+    """Run the block on the global generator of `device` set to `generator`'s state."""
+    if generator is None:
+        yield
+        return
+    if device.type == "cpu":
+        default, devices = torch.default_generator, []
+    else:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        default, devices = torch.cuda.default_generators[index], [index]
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        default.set_state(generator.get_state())
+        yield
+        generator.set_state(default.get_state())
+
+
+def smoothgrad(
+    model,
+    x,
+    target,
+    explain=sal.gradient,
+    n_samples: int = 50,
+    noise_level: float = 0.15,
+    kind: str = "smoothgrad",
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """`NoiseTunnel(<explain's Captum class>)` per row with σᵢ from noise_level.
+
+    Args:
+        explain: one of sal.gradient, sal.input_x_gradient,
+            sal.guided_backprop, sal.deconvnet (or their reference twins).
+        other arguments: as `saliency.smoothgrad`.
+    """
+    explain = {
+        gradient: sal.gradient,
+        input_x_gradient: sal.input_x_gradient,
+        guided_backprop: sal.guided_backprop,
+        deconvnet: sal.deconvnet,
+    }.get(explain, explain)
+    if explain not in _CAPTUM_CLASS:
+        raise ValueError(
+            "explain must be one of sal.gradient, sal.input_x_gradient, "
+            f"sal.guided_backprop, sal.deconvnet for the Captum reference, got {explain!r}"
+        )
+    cls, extra = _CAPTUM_CLASS[explain]
+    sigma = noise_sigma(x, noise_level)
+    x, target = _prepare(model, x, target)
+    rows = []
+    with _eval(model), _global_rng_from(generator, x.device):
+        tunnel = NoiseTunnel(cls(model))
+        for i in range(x.shape[0]):
+            rows.append(
+                _quiet(
+                    tunnel.attribute,
+                    x[i : i + 1],
+                    nt_type=kind,
+                    nt_samples=n_samples,
+                    nt_samples_batch_size=batch_size,
+                    stdevs=float(sigma[i]),
+                    target=target[i],
+                    **extra,
+                )
+            )
+    return torch.cat(rows).detach()
+
+
+def occlusion(
+    model,
+    x,
+    target,
+    patch: int = 4,
+    stride: int | None = None,
+    baseline="grey",
+    output: str = "prob",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """`Occlusion(f).attribute(x, sliding_window_shapes=(C, p, p), strides=(C, s, s))`."""
+    base = _common.resolve_baseline(baseline, x, model)
+    x, target = _prepare(model, x, target)
+    stride = patch if stride is None else stride
+    c = x.shape[1]
+
+    def prob(inputs):
+        return torch.softmax(model(inputs), dim=1)
+
+    forward = prob if output == "prob" else model
+    per_eval = 1 if batch_size is None else max(1, batch_size // x.shape[0])
+    with _eval(model), torch.no_grad():
+        return Occlusion(forward).attribute(
+            x,
+            sliding_window_shapes=(c, patch, patch),
+            strides=(c, stride, stride),
+            baselines=base.expand_as(x).contiguous(),
+            target=target,
+            perturbations_per_eval=per_eval,
+        )
+
+
+def _layer(model, layer):
+    return _common.get_layer(model, _common.default_layer(model) if layer is None else layer)
+
+
+def grad_cam(model, x, target, layer=None, relu: bool = True, upsample: bool = True):
+    """`LayerGradCam(model, layer).attribute(x, target, relu_attributions=relu)`,
+    then `LayerAttribution.interpolate(attr, (H, W), interpolate_mode="bilinear")`."""
+    module = _layer(model, layer)
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        attr = LayerGradCam(model, module).attribute(
+            x, target=target, relu_attributions=relu
+        )
+    if upsample:
+        attr = LayerAttribution.interpolate(attr, tuple(x.shape[2:]), "bilinear")
+    return attr.detach()
+
+
+def guided_backprop(model, x, target) -> torch.Tensor:
+    """`GuidedBackprop(model).attribute(x, target=target)`."""
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        return _quiet(GuidedBackprop(model).attribute, x, target=target).detach()
+
+
+def deconvnet(model, x, target) -> torch.Tensor:
+    """`Deconvolution(model).attribute(x, target=target)`."""
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        return _quiet(Deconvolution(model).attribute, x, target=target).detach()
+
+
+def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
+    """`GuidedGradCam(model, layer).attribute(x, target, interpolate_mode="bilinear")`."""
+    module = _layer(model, layer)
+    x, target = _prepare(model, x, target)
+    with _eval(model):
+        return _quiet(
+            GuidedGradCam(model, module).attribute,
+            x,
+            target=target,
+            interpolate_mode="bilinear",
+        ).detach()
+
+
+METHODS = {
+    "gradient": gradient,
+    "input_x_gradient": input_x_gradient,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "occlusion": occlusion,
+    "grad_cam": grad_cam,
+    "guided_backprop": guided_backprop,
+    "guided_grad_cam": guided_grad_cam,
+    "deconvnet": deconvnet,
+}

@@ -1,0 +1,68 @@
+"""Saliency methods, one plain function per module.
+
+Every function takes `(model, x, target, …)`: `model` maps (N, C, H, W)
+inputs to (N, K) logits, `x` is (N, C, H, W), `target` is a class index or
+one per row. Each returns a detached tensor on x's device shaped like x
+(Grad-CAM: (N, 1, H, W)), runs the model in eval mode, and leaves the
+model's weights, modes, `requires_grad` flags and hooks, and x, as they were
+(also when it raises).
+
+`METHODS` maps a name to a function callable generically as
+`f(model, x, target)` with every other argument at its default:
+
+====================  =====================================================
+"gradient"            gradient (signed)
+"input_x_gradient"    input_x_gradient
+"integrated_gradients" integrated_gradients (black baseline, 50 trapezoid steps)
+"smoothgrad"          smoothgrad of the gradient (50 samples, noise 0.15)
+"occlusion"           occlusion (patch 4, stride 4, grey, probability drop)
+"grad_cam"            grad_cam at `default_layer(model)`; returns (N, 1, H, W)
+"guided_backprop"     guided_backprop
+"guided_grad_cam"     guided_grad_cam at `default_layer(model)`
+"deconvnet"           deconvnet
+====================  =====================================================
+
+`grad_cam` and `guided_grad_cam` take `layer=None` to mean
+`default_layer(model)` (the last conv block: "relu2" for SmallCNN, "layer3"
+for ResNetSmall), which is what makes them callable as `f(model, x, target)`.
+Their (N, 1, H, W) Grad-CAM map broadcasts against x.
+"""
+
+from ._common import DEFAULT_BATCH_SIZE, default_layer, get_layer
+from .grad_cam import grad_cam
+from .gradient import gradient
+from .guided_backprop import deconvnet, guided_backprop
+from .guided_grad_cam import guided_grad_cam
+from .input_x_gradient import input_x_gradient
+from .integrated_gradients import integrated_gradients
+from .occlusion import forward_passes_occlusion, occlusion
+from .smoothgrad import smoothgrad
+
+METHODS = {
+    "gradient": gradient,
+    "input_x_gradient": input_x_gradient,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "occlusion": occlusion,
+    "grad_cam": grad_cam,
+    "guided_backprop": guided_backprop,
+    "guided_grad_cam": guided_grad_cam,
+    "deconvnet": deconvnet,
+}
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "METHODS",
+    "deconvnet",
+    "default_layer",
+    "forward_passes_occlusion",
+    "get_layer",
+    "grad_cam",
+    "gradient",
+    "guided_backprop",
+    "guided_grad_cam",
+    "input_x_gradient",
+    "integrated_gradients",
+    "occlusion",
+    "smoothgrad",
+]

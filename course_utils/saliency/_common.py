@@ -1,0 +1,396 @@
+"""Pieces every saliency method shares, written once.
+
+* input checks (`check_model`, `check_input`, `check_int`, …) that raise a
+  `TypeError`/`ValueError` naming the argument and what it accepts;
+* target selection (`resolve_target`, `select`);
+* chunking (`chunks`, `DEFAULT_BATCH_SIZE`);
+* baselines by name or value (`resolve_baseline`);
+* `frozen_eval`: runs the model in eval mode with frozen parameters and puts
+  every module's `training` flag and every parameter's `requires_grad` back
+  afterwards, also when the body raises;
+* `removing_hooks` / `capture_output`: hooks live in context managers that
+  always remove them and never swallow the exception that left the body;
+* `input_gradient`: ∂ f_target / ∂x via `torch.autograd.grad`, the one
+  backward pass most methods are built from;
+* `get_layer` / `default_layer`: layers by dotted name or module.
+
+Why eval mode: a saliency map explains the deployed function. A model left in
+train mode would use batch statistics in BatchNorm (so a row's map would
+depend on the other rows, the IG steps and the noisy copies in its chunk) and
+would overwrite BatchNorm's running statistics, a side effect. Captum runs the
+model in whatever mode it is given; for eval-mode models (the shipped ones,
+`load_pretrained` returns eval mode) the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+# Rows per model call for batched methods (IG steps, noisy copies, occluded
+# copies). Measured on the 2-core course machine: cost per image is flat from
+# 64 to 256 rows per call and doubles above ~1,000 (see bench/bench_saliency.py).
+DEFAULT_BATCH_SIZE = 128
+
+BASELINE_NAMES = ("black", "zero", "grey")
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def check_model(model: object) -> nn.Module:
+    """Accept only an `nn.Module` (we need its modes, parameters and hooks)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "model must be a torch.nn.Module mapping (N, C, H, W) inputs to "
+            f"(N, K) logits, got {type(model).__name__}"
+        )
+    return model
+
+
+def check_input(x: object, name: str = "x") -> torch.Tensor:
+    """Accept a finite floating-point (N, C, H, W) tensor with N ≥ 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (N, C, H, W), "
+            f"got {type(x).__name__}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype (e.g. torch.float32), "
+            f"got {x.dtype}"
+        )
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)} "
+            f"({x.dim()} dims); use x.unsqueeze(0) for a single image"
+        )
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{name} must hold at least one non-empty image, "
+                         f"got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite; it holds NaN or Inf values")
+    return x
+
+
+def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+    """Accept a Python/numpy int (not bool) in low … high (high=None: no cap)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        accepted = f"{low}..{high}" if high is not None else f"≥ {low}"
+        raise ValueError(f"{name} must be an int in {accepted}, got {value}")
+    return value
+
+
+def check_batch_size(batch_size: object) -> int:
+    """None → DEFAULT_BATCH_SIZE; otherwise an int ≥ 1."""
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    return check_int(batch_size, "batch_size", 1)
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Accept one of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------- targets
+
+
+def resolve_target(target: object, n: int, device: torch.device) -> torch.Tensor:
+    """One class index per row as an int64 tensor of shape (n,) on `device`.
+
+    Args:
+        target: an int (same class for every row), or a list/tuple/1-D tensor
+            of n ints (one per row), or a 0-d integer tensor.
+        n: number of rows in x.
+    """
+    if isinstance(target, bool):
+        raise TypeError("target must be an int or one int per row, got bool")
+    if isinstance(target, numbers.Integral):
+        idx = torch.full((n,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(
+                f"target must hold integers (class indices), got dtype {target.dtype}"
+            )
+        if target.dim() == 0:
+            idx = target.reshape(1).expand(n).long()
+        elif target.dim() == 1:
+            idx = target.long()
+        else:
+            raise ValueError(
+                "target must be an int or a 1-D tensor with one int per row, "
+                f"got a tensor of shape {tuple(target.shape)}"
+            )
+    elif isinstance(target, (list, tuple)):
+        if not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
+        ):
+            raise TypeError(f"target must be an int or a list of ints, got {target!r}")
+        idx = torch.tensor([int(t) for t in target], dtype=torch.long)
+    else:
+        raise TypeError(
+            "target must be an int, a list of ints or an integer tensor, "
+            f"got {type(target).__name__}"
+        )
+    if idx.shape[0] != n:
+        raise ValueError(
+            f"target must be an int or hold one class per row of x: x has {n} "
+            f"rows, target has {idx.shape[0]}"
+        )
+    if bool((idx < 0).any()):
+        raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
+    return idx.to(device)
+
+
+def select(logits: object, idx: torch.Tensor) -> torch.Tensor:
+    """logits[i, idx[i]] for every row; checks the model's output and idx's range."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
+        raise ValueError(
+            f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
+        )
+    if logits.shape[0] != idx.shape[0]:
+        raise ValueError(
+            f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
+            "model must map (N, C, H, W) to (N, K)"
+        )
+    k = logits.shape[1]
+    if int(idx.max()) >= k:
+        raise ValueError(
+            f"target must be a class index in 0..{k - 1} (the model has {k} "
+            f"outputs), got {sorted(set(idx.tolist()))}"
+        )
+    return logits.gather(1, idx[:, None])[:, 0]
+
+
+# ----------------------------------------------------------------- batching
+
+
+def chunks(n: int, batch_size: int) -> Iterator[slice]:
+    """Slices start:stop covering range(n) in pieces of at most batch_size."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def grey(model: nn.Module) -> torch.Tensor | float:
+    """The model's neutral grey: `model.normalize.mean` (zero after normalisation).
+
+    Falls back to `course_utils.data.grey_value()` for a model without a
+    `normalize` module holding a `mean` buffer. A per-channel mean of shape
+    (C,) is returned as (1, C, 1, 1).
+    """
+    norm = getattr(model, "normalize", None)
+    mean = getattr(norm, "mean", None)
+    if isinstance(mean, torch.Tensor):
+        mean = mean.detach()
+        return mean.reshape(1, -1, 1, 1) if mean.dim() == 1 else mean
+    from .. import data
+
+    return data.grey_value()
+
+
+def resolve_baseline(
+    baseline: object,
+    x: torch.Tensor,
+    model: nn.Module,
+    extra: dict | None = None,
+) -> torch.Tensor:
+    """A baseline as a tensor broadcastable to x, on x's device and dtype.
+
+    Args:
+        baseline: a number; a tensor broadcastable to x (e.g. (C, H, W),
+            (1, C, H, W) or (N, C, H, W)); or a name: "black"/"zero" (0),
+            "grey" (see `grey`), or a key of `extra`.
+        x: (N, C, H, W) inputs.
+        extra: more names, name → fn(x) returning a tensor shaped like x
+            (integrated_gradients adds "blur" and "noise").
+    """
+    names = BASELINE_NAMES + tuple(extra or ())
+    if isinstance(baseline, str):
+        if baseline in ("black", "zero"):
+            value: object = 0.0
+        elif baseline == "grey":
+            value = grey(model)
+        elif extra and baseline in extra:
+            value = extra[baseline](x)
+        else:
+            raise ValueError(
+                f"baseline must be a number, a tensor broadcastable to x or one of "
+                f"{list(names)}, got {baseline!r}"
+            )
+    else:
+        value = baseline
+    if isinstance(value, bool):
+        raise TypeError("baseline must be a number, a tensor or a name, got bool")
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"baseline must be finite, got {value!r}")
+        return torch.tensor(float(value), dtype=x.dtype, device=x.device)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"baseline must be a number, a tensor broadcastable to x or one of "
+            f"{list(names)}, got {type(value).__name__}"
+        )
+    try:
+        shape = torch.broadcast_shapes(value.shape, x.shape)
+    except RuntimeError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(
+            f"baseline must be broadcastable to x's shape {tuple(x.shape)}, "
+            f"got shape {tuple(value.shape)}"
+        )
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError("baseline must be finite; it holds NaN or Inf values")
+    return value.detach().to(device=x.device, dtype=x.dtype)
+
+
+# ------------------------------------------------- model state and hooks
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters inside; exact previous state afterwards.
+
+    Restores each module's own `training` flag (not just the root's) and each
+    parameter's `requires_grad`, in a `finally`, so it also holds when the body
+    raises; the exception propagates unchanged.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, was_training in modes:
+            m.training = was_training
+        for p, required in flags:
+            p.requires_grad_(required)
+
+
+@contextmanager
+def removing_hooks() -> Iterator[list]:
+    """Yield a list; every handle appended to it is removed on the way out.
+
+    Register hooks *inside* the `with` block so a failure halfway through
+    registration still removes the ones already registered. Exceptions are
+    never swallowed.
+    """
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_output(module: nn.Module) -> Iterator[dict]:
+    """Record `module`'s output tensor (under key "output") on each forward."""
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(
+                f"layer must output a single tensor, got {type(output).__name__}"
+            )
+        store["output"] = output
+
+    with removing_hooks() as handles:
+        handles.append(module.register_forward_hook(hook))
+        yield store
+
+
+# ------------------------------------------------------------ gradients
+
+
+def as_leaf(x: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf sharing x's values that requires grad (x is left untouched)."""
+    leaf = x.detach()
+    if leaf.is_inference():
+        leaf = leaf.clone()
+    return leaf.requires_grad_(True)
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂ f_idx(x) / ∂x for every row, with one forward and one backward pass.
+
+    Rows are independent (the model is in eval mode), so the gradient of the
+    sum of the selected logits is the per-row gradient, as in Captum's
+    `compute_gradients`. Only x's gradient is computed (`torch.autograd.grad`),
+    nothing accumulates into parameters' `.grad`.
+
+    Returns:
+        (grad shaped like x, logits (N, K) detached).
+    """
+    leaf = as_leaf(x)
+    with torch.enable_grad():
+        logits = model(leaf)
+        out = select(logits, idx)
+        (grad,) = torch.autograd.grad(out.sum(), leaf)
+    return grad, logits.detach()
+
+
+# ---------------------------------------------------------------- layers
+
+
+def get_layer(model: nn.Module, layer: object) -> nn.Module:
+    """A submodule of model given by dotted name ("layer3", "layer2.conv1") or itself."""
+    if isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer not in modules or layer == "":
+            names = [name for name in modules if name]
+            raise ValueError(
+                f"layer must name a submodule of the model; {layer!r} not found. "
+                f"Available: {names}"
+            )
+        return modules[layer]
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError("layer must be a submodule of model (or its dotted name)")
+        return layer
+    raise TypeError(
+        "layer must be a dotted module name (str) or an nn.Module of the model, "
+        f"got {type(layer).__name__}"
+    )
+
+
+def default_layer(model: nn.Module) -> str:
+    """Name of the last convolutional block's output: Grad-CAM's default layer.
+
+    Rule: the last top-level child that is or contains an `nn.Conv2d`; if the
+    next top-level child is an `nn.ReLU`, that ReLU (its rectified feature
+    maps, the paper's A^k). SmallCNN → "relu2", ResNetSmall → "layer3".
+    """
+    check_model(model)
+    children = list(model.named_children())
+    last = None
+    for i, (_name, child) in enumerate(children):
+        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            last = i
+    if last is None:
+        raise ValueError(
+            "model has no nn.Conv2d, so there is no default Grad-CAM layer; "
+            "pass layer= (a dotted module name or a module)"
+        )
+    if last + 1 < len(children) and isinstance(children[last + 1][1], nn.ReLU):
+        last += 1
+    return children[last][0]

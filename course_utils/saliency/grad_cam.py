@@ -1,0 +1,95 @@
+"""Grad-CAM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import (
+    as_leaf,
+    capture_output,
+    check_input,
+    check_model,
+    default_layer,
+    frozen_eval,
+    get_layer,
+    resolve_target,
+    select,
+)
+
+
+def cam_from(act: torch.Tensor, grad: torch.Tensor, relu: bool) -> torch.Tensor:
+    """Σ_k α_k A^k with α_k = mean over (h, w) of ∂f/∂A^k; (N, 1, h, w)."""
+    if act.dim() != 4:
+        raise ValueError(
+            "layer must output (N, C, h, w) feature maps for Grad-CAM, got shape "
+            f"{tuple(act.shape)}"
+        )
+    alpha = grad.mean(dim=(2, 3), keepdim=True)
+    cam = (alpha * act).sum(1, keepdim=True)
+    return cam.clamp(min=0) if relu else cam
+
+
+def upsample_cam(cam: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize to (H, W), `align_corners=False` (Captum's interpolate)."""
+    return nn.functional.interpolate(cam, size=tuple(size), mode="bilinear")
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    layer=None,
+    relu: bool = True,
+    upsample: bool = True,
+) -> torch.Tensor:
+    """L = ReLU(Σ_k α_k A^k), α_k = (1/hw) Σ_ij ∂f_target/∂A^k_ij.
+
+    A = the layer's output (N, K, h, w) for x; α_k the spatial mean of the
+    target logit's gradient with respect to feature map k.
+
+    Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, "Grad-CAM: Visual
+    Explanations from Deep Networks via Gradient-based Localization", ICCV
+    2017.
+
+    Args:
+        model: maps (N, C, H, W) inputs to (N, K) logits.
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+        layer: a dotted submodule name ("relu2", "layer3", "layer2.conv1") or
+            the module itself; it must output (N, K, h, w). None (default, as
+            in `METHODS`) = `default_layer(model)`: "relu2" for SmallCNN,
+            "layer3" for ResNetSmall. If the module runs more than once in a
+            forward pass, its last call is used.
+        relu: apply the paper's ReLU (default True).
+        upsample: resize to x's (H, W) bilinearly (default True).
+    Returns:
+        (N, 1, H, W) if upsample else (N, 1, h, w); detached, on x's device.
+
+    Captum: `LayerGradCam(model, module).attribute(x, target=target,
+    relu_attributions=relu)`, then `LayerAttribution.interpolate(attr, (H,
+    W), interpolate_mode="bilinear")`. Departures: Captum skips the ReLU by
+    default (`relu_attributions=False`) and interpolates with "nearest" by
+    default.
+    """
+    check_model(model)
+    check_input(x)
+    module = get_layer(model, default_layer(model) if layer is None else layer)
+    idx = resolve_target(target, x.shape[0], x.device)
+    with frozen_eval(model), capture_output(module) as store:
+        leaf = as_leaf(x)
+        with torch.enable_grad():
+            out = select(model(leaf), idx)
+            act = _captured(store, layer)
+            (grad,) = torch.autograd.grad(out.sum(), act)
+    cam = cam_from(act.detach(), grad, relu)
+    return upsample_cam(cam, x.shape[2:]) if upsample else cam
+
+
+def _captured(store: dict, layer) -> torch.Tensor:
+    if "output" not in store:
+        raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
+    act = store["output"]
+    if not act.requires_grad:
+        raise ValueError(f"layer {layer!r} output does not depend on the input x")
+    return act

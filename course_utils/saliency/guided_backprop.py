@@ -1,0 +1,146 @@
+"""Guided backpropagation and deconvnet: gradients with modified ReLU backward."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ._common import (
+    check_input,
+    check_model,
+    frozen_eval,
+    input_gradient,
+    removing_hooks,
+    resolve_target,
+)
+
+RULES = ("plain", "guided", "deconvnet")
+
+
+class _ReLUWithRule(torch.autograd.Function):
+    """relu(x) forward; the backward rule is read from `switch["rule"]` when it runs.
+
+    For an upstream gradient g and output y = relu(x):
+
+    * "plain":     g · 1[y > 0]            (the true ReLU gradient)
+    * "guided":    max(g, 0) · 1[y > 0]    (guided backprop)
+    * "deconvnet": max(g, 0)               (deconvnet ignores the forward mask)
+
+    Reading the rule at backward time lets guided Grad-CAM take the plain
+    gradient at its layer and then the guided one at the input from a single
+    forward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, switch):
+        out = x.clamp(min=0)
+        ctx.switch = switch
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        rule = ctx.switch["rule"]
+        zero = grad.new_zeros(())
+        if rule == "deconvnet":
+            return grad.clamp(min=0), None
+        if rule == "guided":
+            grad = grad.clamp(min=0)
+        return torch.where(out > 0, grad, zero), None
+
+
+def check_relus(model: nn.Module) -> list[str]:
+    """Names of the model's nn.ReLU modules; ValueError if any is in-place."""
+    inplace = [name for name, m in model.named_modules()
+               if isinstance(m, nn.ReLU) and m.inplace]
+    if inplace:
+        raise ValueError(
+            "model must use out-of-place nn.ReLU modules (inplace=False) for guided "
+            f"backprop / deconvnet; in-place ReLUs: {inplace}"
+        )
+    return [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+
+
+@contextmanager
+def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
+    """Route every nn.ReLU module of model through `_ReLUWithRule` inside the block.
+
+    Yields the switch dict; set `switch["rule"]` to change the backward rule
+    of the graph built inside the block. The forward hooks are removed on
+    exit, also when the body raises (the exception propagates).
+    """
+    check_relus(model)
+    switch = {"rule": rule}
+
+    def hook(_module, inputs, _output):
+        return _ReLUWithRule.apply(inputs[0], switch)
+
+    with removing_hooks() as handles:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                handles.append(module.register_forward_hook(hook))
+        yield switch
+
+
+def _modified_gradient(model, x, target, rule: str) -> torch.Tensor:
+    check_model(model)
+    check_input(x)
+    idx = resolve_target(target, x.shape[0], x.device)
+    with frozen_eval(model), relu_rule(model, rule):
+        grad, _ = input_gradient(model, x, idx)
+    return grad
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """∇ₓ f_target(x) with every ReLU's backward replaced by max(g, 0)·1[y > 0].
+
+    Only positive gradient flows back, and only through units that were
+    active in the forward pass.
+
+    Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity:
+    The All Convolutional Net", ICLR workshop 2015.
+
+    Args:
+        model: maps (N, C, H, W) inputs to (N, K) logits; every ReLU must be
+            its own out-of-place `nn.ReLU` module. A ReLU applied as a
+            function (`F.relu`, `torch.relu`, `x.clamp(min=0)`) cannot be
+            detected: it silently keeps the plain gradient.
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+    Returns:
+        (N, C, H, W) guided gradients, detached, on x's device.
+    Raises:
+        ValueError: naming `model`, if it has an in-place nn.ReLU.
+
+    Captum: `GuidedBackprop(model).attribute(x, target=target)` (same rule,
+    applied with backward hooks; Captum does not refuse in-place ReLUs).
+    """
+    return _modified_gradient(model, x, target, "guided")
+
+
+def deconvnet(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """∇ₓ f_target(x) with every ReLU's backward replaced by max(g, 0).
+
+    The backward pass ignores which units were active (the "deconvnet"
+    reconstruction of Zeiler & Fergus, as framed by Springenberg et al.).
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014.
+
+    Args:
+        model: as for `guided_backprop` (out-of-place nn.ReLU modules only;
+            functional ReLUs cannot be detected and keep the plain gradient).
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+    Returns:
+        (N, C, H, W) attributions, detached, on x's device.
+    Raises:
+        ValueError: naming `model`, if it has an in-place nn.ReLU.
+
+    Captum: `Deconvolution(model).attribute(x, target=target)`.
+    """
+    return _modified_gradient(model, x, target, "deconvnet")

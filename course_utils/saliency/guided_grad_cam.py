@@ -1,0 +1,67 @@
+"""Guided Grad-CAM."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import (
+    as_leaf,
+    capture_output,
+    check_input,
+    check_model,
+    default_layer,
+    frozen_eval,
+    get_layer,
+    resolve_target,
+    select,
+)
+from .grad_cam import _captured, cam_from, upsample_cam
+from .guided_backprop import relu_rule
+
+
+def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch.Tensor:
+    """GuidedBackprop(x) ⊙ upsample(Grad-CAM(x)): fine detail masked by the class map.
+
+    Grad-CAM with its ReLU, resized bilinearly to (H, W), multiplies the
+    guided-backprop gradient channel by channel.
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017 (section 3.2).
+
+    Args:
+        model: maps (N, C, H, W) inputs to (N, K) logits, with out-of-place
+            nn.ReLU modules (see `guided_backprop`).
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+        layer: Grad-CAM's layer (dotted name or module); None (default) =
+            `default_layer(model)`.
+    Returns:
+        (N, C, H, W) attributions, detached, on x's device.
+    Raises:
+        ValueError: naming `model`, if it has an in-place nn.ReLU.
+
+    One forward pass serves both maps: the ReLUs' backward rule is switched
+    from the true gradient (for Grad-CAM's ∂f/∂A) to the guided one (for the
+    input) between the two backward passes.
+
+    Captum: `GuidedGradCam(model, module).attribute(x, target=target,
+    interpolate_mode="bilinear")`. Departure: Captum's default
+    interpolate_mode is "nearest".
+    """
+    check_model(model)
+    check_input(x)
+    module = get_layer(model, default_layer(model) if layer is None else layer)
+    idx = resolve_target(target, x.shape[0], x.device)
+    with frozen_eval(model), relu_rule(model, "plain") as switch, capture_output(
+        module
+    ) as store:
+        leaf = as_leaf(x)
+        with torch.enable_grad():
+            out = select(model(leaf), idx).sum()
+            act = _captured(store, layer)
+            (grad,) = torch.autograd.grad(out, act, retain_graph=True)
+            switch["rule"] = "guided"
+            (guided,) = torch.autograd.grad(out, leaf)
+    cam = cam_from(act.detach(), grad, relu=True)
+    return guided * upsample_cam(cam, x.shape[2:])

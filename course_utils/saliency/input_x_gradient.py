@@ -1,0 +1,29 @@
+"""Input × gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .gradient import gradient
+
+
+def input_x_gradient(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """E(x) = x ⊙ ∇ₓ f_target(x)  (Shrikumar et al., 2016).
+
+    Shrikumar, Greenside, Shcherbina & Kundaje, "Not Just a Black Box:
+    Learning Important Features Through Propagating Activation Differences",
+    arXiv:1605.01713, 2016.
+
+    Args:
+        model: maps (N, C, H, W) inputs to (N, K) logits.
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+    Returns:
+        (N, C, H, W) attributions; zero wherever x is zero (the black
+        background of the digits).
+
+    Captum: `captum.attr.InputXGradient(model).attribute(x, target=target)`
+    (same defaults, no departure).
+    """
+    return x.detach() * gradient(model, x, target)

@@ -1,0 +1,159 @@
+"""Occlusion sensitivity."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from ._common import (
+    check_batch_size,
+    check_choice,
+    check_input,
+    check_int,
+    check_model,
+    chunks,
+    frozen_eval,
+    resolve_baseline,
+    resolve_target,
+    select,
+)
+
+OUTPUTS = ("prob", "logit")
+
+
+def _windows(size: int, patch: int, stride: int) -> int:
+    """Captum's window count along one axis: ⌈(size − patch)/stride⌉ + 1."""
+    return math.ceil((size - patch) / stride) + 1
+
+
+def _check_patch_stride(patch, stride, height: int, width: int) -> tuple[int, int]:
+    patch = check_int(patch, "patch", 1, min(height, width))
+    stride = patch if stride is None else check_int(stride, "stride", 1, patch)
+    return patch, stride
+
+
+def forward_passes_occlusion(image_shape, patch: int = 4, stride: int | None = None) -> int:
+    """Model evaluations `occlusion` spends: one per window, plus the clean input.
+
+    Windows are counted as Captum counts them: ⌈(H − patch)/stride⌉ + 1 rows of
+    windows times ⌈(W − patch)/stride⌉ + 1 columns (the last window in a row
+    or column may be cut off by the border). A 28×28 digit with patch 4 and
+    stride 4 costs 7·7 + 1 = 50 evaluations; with stride 1, 25·25 + 1 = 626.
+
+    Args:
+        image_shape: (H, W), (C, H, W) — cost per image — or (N, C, H, W) —
+            cost for the batch (N times as much).
+        patch: square window side, 1 … min(H, W). Default 4.
+        stride: window step, 1 … patch; default patch.
+    Returns:
+        The number of rows the model is evaluated on.
+    """
+    if not isinstance(image_shape, (tuple, list, torch.Size)) or not 2 <= len(
+        image_shape
+    ) <= 4:
+        raise ValueError(
+            "image_shape must be (H, W), (C, H, W) or (N, C, H, W), "
+            f"got {image_shape!r}"
+        )
+    dims = [check_int(d, "image_shape", 1) for d in image_shape]
+    height, width = dims[-2:]
+    patch, stride = _check_patch_stride(patch, stride, height, width)
+    per_image = _windows(height, patch, stride) * _windows(width, patch, stride) + 1
+    return per_image * (dims[0] if len(dims) == 4 else 1)
+
+
+def window_matrix(
+    height: int, width: int, patch: int, stride: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Window-membership matrix M: (n_windows, H·W), M[j, p] = 1 if pixel p ∈ window j.
+
+    Window (a, b) covers rows a·stride … a·stride + patch − 1 and columns
+    b·stride … b·stride + patch − 1, clipped to the image; j = a·n_cols + b.
+    """
+    def axis(size: int) -> torch.Tensor:
+        starts = torch.arange(_windows(size, patch, stride), device=device) * stride
+        pos = torch.arange(size, device=device)
+        return ((pos >= starts[:, None]) & (pos < starts[:, None] + patch)).to(dtype)
+
+    rows, cols = axis(height), axis(width)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(-1, height * width)
+
+
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    patch: int = 4,
+    stride: int | None = None,
+    baseline="grey",
+    output: str = "prob",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """s(p) = mean over windows W ∋ p of [f_c(x) − f_c(x̃_W)].
+
+    x̃_W is x with the square window W (all channels) replaced by the baseline;
+    f_c is the softmax probability of the target ("prob", as in the lecture)
+    or its logit ("logit"). Each pixel gets the average drop over the windows
+    that cover it (one window when stride = patch).
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
+    ECCV 2014.
+
+    Args:
+        model: maps (N, C, H, W) inputs to (N, K) logits.
+        x: (N, C, H, W) inputs.
+        target: class index, or one per row.
+        patch: window side in pixels, 1 … min(H, W). Default 4.
+        stride: step between windows, 1 … patch; default patch (a tiling).
+            Windows start at 0, stride, 2·stride, … while they still reach
+            new pixels (Captum's ⌈(H − patch)/stride⌉ + 1 per axis); the last
+            one may be cut off by the border.
+        baseline: the occluding value: a number, a tensor broadcastable to x,
+            "grey" (default: `model.normalize.mean`, zero after
+            normalisation) or "black"/"zero" (0).
+        output: "prob" (softmax probability, default) or "logit".
+        batch_size: rows per model call; the N·(windows + 1) copies (clean
+            input included) go through in chunks of this many. Default
+            DEFAULT_BATCH_SIZE (128). See `forward_passes_occlusion` for the
+            count.
+    Returns:
+        (N, C, H, W) drops (equal across channels), detached, on x's device.
+
+    Captum: `Occlusion(f).attribute(x, sliding_window_shapes=(C, patch,
+    patch), strides=(C, stride, stride), baselines=baseline, target=target,
+    perturbations_per_eval=…)` with f = softmax ∘ model for "prob", f = model
+    for "logit". Departures: Captum's default stride is 1 and its default
+    baseline 0; ours are patch and grey. Same windows and per-pixel averaging.
+    """
+    check_model(model)
+    check_input(x)
+    n, c, height, width = x.shape
+    patch, stride = _check_patch_stride(patch, stride, height, width)
+    output = check_choice(output, "output", OUTPUTS)
+    batch_size = check_batch_size(batch_size)
+    idx = resolve_target(target, n, x.device)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
+    x = x.detach()
+    member = window_matrix(height, width, patch, stride, x.device, x.dtype)
+    n_windows = member.shape[0]
+    # Row 0 of `masks` occludes nothing: it evaluates the clean input.
+    masks = torch.cat([member.new_zeros(1, height * width), member]).bool()
+    masks = masks.view(-1, 1, height, width)
+    per_row = n_windows + 1
+    rows = torch.arange(n * per_row, device=x.device)
+    scores = []
+    with frozen_eval(model), torch.inference_mode():
+        for part in chunks(n * per_row, batch_size):
+            row, window = rows[part] // per_row, rows[part] % per_row
+            copies = torch.where(masks[window], base[row], x[row])
+            logits = model(copies)
+            if output == "prob":
+                logits = torch.softmax(logits, dim=1)
+            scores.append(select(logits, idx[row]))
+        scores = torch.cat(scores).view(n, per_row)
+        drops = scores[:, :1] - scores[:, 1:]
+        attr = (drops @ member) / member.sum(0)
+    return attr.view(n, 1, height, width).expand(n, c, height, width).clone()

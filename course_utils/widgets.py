@@ -1,0 +1,691 @@
+"""Interactive explorers: move a slider, the saliency map is recomputed and redrawn.
+
+Each explorer is a small class with
+
+* ``view``      the displayable widget (put it last in a cell, or ``display(e.view)``);
+* ``controls``  dict of its ipywidgets by name (set ``.value`` from Python to
+  drive it, as a test or a notebook cell would);
+* ``result``    the last attribution tensor (1, C, H, W) — `MethodBrowser`:
+  a dict {method name: tensor};
+* ``chart``     the last Altair chart;
+* ``update()``  recompute and redraw with the current control values.
+
+One change → one recompute. Controls that constrain each other (occlusion's
+stride ≤ patch, IG's trapezoid rule needing n_steps ≥ 2) are adjusted inside a
+guard while the explorer updates, so the dependent slider's own change event
+does not trigger a second computation. ``n_updates`` counts computations.
+
+The chart is shown in an ``ipywidgets.Output`` as a Vega-Lite 5 display bundle
+(`plotting.mimebundle`), which JupyterLab draws offline with its built-in
+Vega viewer. Charts are built from PNG image marks (`plotting.panels`,
+`plotting.grid`), so a redraw costs a few milliseconds in Python.
+
+Every widget carries a stable CSS class for browser tests: "sal-explorer" plus
+"sal-occlusion" / "sal-ig" / "sal-smoothgrad" / "sal-methods" on the view;
+"sal-chart" (the Output); "sal-prev", "sal-next", "sal-index", "sal-target";
+per control "sal-<name>" with "_" → "-" ("sal-patch", "sal-stride",
+"sal-n-steps", "sal-baseline", "sal-method", "sal-noise-level",
+"sal-n-samples", "sal-kind", "sal-explain"); text read-outs "sal-prediction",
+"sal-confidence", "sal-patch-size", "sal-forward-passes", "sal-delta",
+"sal-status" (errors from a callback are shown there, not raised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import importlib
+import numbers
+import time
+from collections.abc import Sequence
+
+import altair as alt
+import ipywidgets as widgets
+import torch
+from torch import nn
+
+from . import plotting
+from . import saliency as sal
+
+__all__ = [
+    "OcclusionExplorer",
+    "IGExplorer",
+    "SmoothGradExplorer",
+    "MethodBrowser",
+    "IG_BASELINES",
+    "IG_RULES",
+    "SMOOTHGRAD_KINDS",
+    "SMOOTHGRAD_EXPLAIN",
+]
+
+PREDICTED = "predicted"
+IG_BASELINES = (
+    ("black (zeros)", "black"),
+    ("grey (mean, 0 after normalisation)", "grey"),
+    ("blurred digit", "blur"),
+    ("uniform noise", "noise"),
+)
+IG_RULES = (
+    "riemann_trapezoid",
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+)
+SMOOTHGRAD_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# label → name of the function in course_utils.saliency (looked up per call)
+SMOOTHGRAD_EXPLAIN = (
+    ("gradient", "gradient"),
+    ("input × gradient", "input_x_gradient"),
+    ("guided backprop", "guided_backprop"),
+)
+
+
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "model must be a torch.nn.Module mapping (N, C, H, W) inputs to (N, K) "
+            f"logits, got {type(model).__name__}"
+        )
+    return model
+
+
+def _check_images(images: object) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(
+            f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}"
+        )
+    if images.dim() != 4:
+        raise ValueError(
+            f"images must have shape (N, C, H, W), got {tuple(images.shape)}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("images must hold at least one image, got an empty batch")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images must be finite; they hold NaN or Inf values")
+    return images.detach()
+
+
+def _check_labels(labels: object, n: int) -> list | None:
+    if labels is None:
+        return None
+    if isinstance(labels, torch.Tensor):
+        labels = labels.tolist()
+    elif isinstance(labels, str) or not isinstance(labels, Sequence):
+        raise TypeError(
+            f"labels must be None, a 1-D tensor or a list, got {type(labels).__name__}"
+        )
+    labels = list(labels)
+    if len(labels) != n:
+        raise ValueError(
+            f"labels must have one entry per image ({n}), got {len(labels)}"
+        )
+    return labels
+
+
+def _html(label: str, value: str) -> str:
+    return (
+        f'<span class="sal-label">{html.escape(label)}</span>: '
+        f'<b class="sal-value">{html.escape(value)}</b>'
+    )
+
+
+def _css(name: str) -> str:
+    return "sal-" + name.replace("_", "-")
+
+
+class _Explorer:
+    """Shared machinery: browsing, target choice, prediction, guard, display."""
+
+    css = "sal-explorer"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: Sequence | torch.Tensor | None = None,
+        *,
+        index: int = 0,
+        target: int | str = PREDICTED,
+        size: int = 140,
+        batch_size: int | None = None,
+    ):
+        self.model = _check_model(model)
+        self.images = _check_images(images)
+        n = self.images.shape[0]
+        self.labels = _check_labels(labels, n)
+        if not isinstance(index, numbers.Integral) or not 0 <= index < n:
+            raise ValueError(f"index must be an int in 0..{n - 1}, got {index!r}")
+        self.size = plotting._check_size(size)
+        self.batch_size = batch_size
+        self._probs: dict[int, torch.Tensor] = {}
+        self.n_classes = int(self._probabilities(int(index)).shape[0])
+        if target != PREDICTED and (
+            not isinstance(target, numbers.Integral)
+            or isinstance(target, bool)
+            or not 0 <= target < self.n_classes
+        ):
+            raise ValueError(
+                f"target must be {PREDICTED!r} or a class in 0..{self.n_classes - 1}, "
+                f"got {target!r}"
+            )
+        self.result = None
+        self.chart = None
+        self.n_updates = 0
+        self.timings: dict[str, float] = {}
+        self._busy = False
+
+        self.controls: dict[str, widgets.Widget] = {}
+        self.controls["index"] = widgets.IntSlider(
+            value=int(index), min=0, max=n - 1, description="digit",
+            continuous_update=False,
+        )
+        self.controls["prev"] = widgets.Button(
+            description="←", tooltip="previous digit", layout={"width": "40px"}
+        )
+        self.controls["next"] = widgets.Button(
+            description="→", tooltip="next digit", layout={"width": "40px"}
+        )
+        self.controls["target"] = widgets.Dropdown(
+            options=[("predicted class", PREDICTED)]
+            + [(f"class {k}", k) for k in range(self.n_classes)],
+            value=target if target == PREDICTED else int(target),
+            description="explain",
+        )
+        self.controls["prev"].on_click(lambda _: self.prev())
+        self.controls["next"].on_click(lambda _: self.next())
+        self.controls.update(self._method_controls())
+
+        self.outputs = {
+            "prediction": widgets.HTML(), "confidence": widgets.HTML(),
+            **self._method_outputs(),
+        }
+        self.status = widgets.HTML().add_class("sal-status")
+        self._out = widgets.Output().add_class("sal-chart")
+        for name, w in {**self.controls, **self.outputs}.items():
+            w.add_class(_css(name))
+        for name, w in self.controls.items():
+            if not isinstance(w, widgets.Button):
+                w.observe(self._on_change, names="value")
+
+        browse = widgets.HBox(
+            [self.controls["prev"], self.controls["index"], self.controls["next"],
+             self.controls["target"]]
+        )
+        own = [w for k, w in self.controls.items()
+               if k not in ("index", "prev", "next", "target")]
+        self.view = widgets.VBox(
+            [browse, widgets.HBox(own), widgets.HBox(list(self.outputs.values())),
+             self._out, self.status],
+        ).add_class("sal-explorer").add_class(self.css)
+        self.update()
+
+    # ------------------------------------------------------------ subclass API
+
+    def _method_controls(self) -> dict[str, widgets.Widget]:
+        return {}
+
+    def _method_outputs(self) -> dict[str, widgets.Widget]:
+        return {}
+
+    def _sync(self) -> None:
+        """Adjust dependent controls (runs with change events suppressed)."""
+
+    def _compute(self, x: torch.Tensor, target: int):
+        raise NotImplementedError
+
+    def _draw(self, x: torch.Tensor, target: int, result):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ browsing
+
+    @property
+    def index(self) -> int:
+        """Row of `images` being explained."""
+        return int(self.controls["index"].value)
+
+    def next(self) -> None:
+        """Show the next digit (wraps around to the first)."""
+        n = self.images.shape[0]
+        self._set_index((self.index + 1) % n)
+
+    def prev(self) -> None:
+        """Show the previous digit (wraps around to the last)."""
+        n = self.images.shape[0]
+        self._set_index((self.index - 1) % n)
+
+    def _set_index(self, i: int) -> None:
+        if i == self.index:  # one image: no value change, redraw anyway
+            self._on_change(None)
+        else:
+            self.controls["index"].value = i
+
+    # ------------------------------------------------------------ prediction
+
+    def _probabilities(self, i: int) -> torch.Tensor:
+        if i not in self._probs:
+            with torch.no_grad():
+                logits = self.model(self.images[i : i + 1])
+            self._probs[i] = torch.softmax(logits[0].double(), dim=0)
+        return self._probs[i]
+
+    @property
+    def target(self) -> int:
+        """The class explained now: the prediction, or the chosen class."""
+        t = self.controls["target"].value
+        return int(self._probabilities(self.index).argmax()) if t == PREDICTED else t
+
+    # ------------------------------------------------------------ updating
+
+    @contextlib.contextmanager
+    def _guard(self):
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
+
+    def _on_change(self, change) -> None:
+        if self._busy:
+            return
+        try:
+            self.update()
+        except (ValueError, TypeError) as err:
+            self.status.value = f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+
+    def update(self):
+        """Recompute the map for the current controls and redraw (once).
+
+        Returns:
+            `result`.
+        """
+        with self._guard():
+            with contextlib.ExitStack() as stack:
+                for w in self.controls.values():
+                    stack.enter_context(w.hold_trait_notifications())
+                self._sync()
+            i, target = self.index, self.target
+            x = self.images[i : i + 1]
+            t0 = time.perf_counter()
+            result = self._compute(x, target)
+            t1 = time.perf_counter()
+            chart = self._draw(x, target, result)
+            bundle = plotting.mimebundle(chart)
+            t2 = time.perf_counter()
+            self.result, self.chart = result, chart
+            self.n_updates += 1
+            self._out.outputs = (
+                {"output_type": "display_data", "data": bundle, "metadata": {}},
+            )
+            self._show_prediction(i, target)
+            self.status.value = ""
+            self.timings = {"compute": t1 - t0, "chart": t2 - t1,
+                            "total": time.perf_counter() - t0}
+        return self.result
+
+    def _show_prediction(self, i: int, target: int) -> None:
+        probs = self._probabilities(i)
+        pred = int(probs.argmax())
+        text = f"{pred}"
+        if self.labels is not None:
+            text += f" (label {self.labels[i]})"
+        self.outputs["prediction"].value = _html("prediction", text)
+        conf = f"{100 * float(probs[pred]):.1f} %"
+        if target != pred:
+            conf += f"; class {target}: {100 * float(probs[target]):.1f} %"
+        self.outputs["confidence"].value = _html("confidence", conf)
+
+    def _title(self, target: int) -> str:
+        i = self.index
+        label = "" if self.labels is None else f", label {self.labels[i]}"
+        return f"digit #{i}{label}: explaining class {target}"
+
+    def _ipython_display_(self):  # pragma: no cover - only inside IPython
+        from IPython.display import display
+
+        display(self.view)
+
+
+def _int_slider_value(name, value, lo, hi, why=""):
+    if (
+        not isinstance(value, numbers.Integral)
+        or isinstance(value, bool)
+        or not lo <= value <= hi
+    ):
+        why = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be an int in {lo}..{hi}{why}, got {value!r}")
+    return int(value)
+
+
+def _int_slider(name, value, lo, hi, description):
+    return widgets.IntSlider(
+        value=_int_slider_value(name, value, lo, hi), min=lo, max=hi,
+        description=description, continuous_update=False,
+    )
+
+
+def _choice(name, value, options, description):
+    values = [v if not isinstance(v, tuple) else v[1] for v in options]
+    if value not in values:
+        raise ValueError(f"{name} must be one of {values}, got {value!r}")
+    return widgets.Dropdown(options=list(options), value=value, description=description)
+
+
+class OcclusionExplorer(_Explorer):
+    """Occlusion sensitivity with patch / stride sliders and a digit browser.
+
+    Shows the digit, the map (drop of the target's softmax probability when a
+    grey patch hides each region, `sal.occlusion`), the overlay, the
+    prediction and confidence, and how many forward passes the setting costs
+    (`sal.forward_passes_occlusion`).
+
+    Args:
+        model: maps (N, C, H, W) to (N, K) logits.
+        images: (N, C, H, W) digits in [0, 1], N ≥ 1 (e.g. the test split).
+        labels: optional N true labels (shown next to the prediction).
+        patch: initial patch side, 1 … min(14, H, W). Default 4.
+        stride: initial stride, 1 … patch; default patch.
+        index: first digit shown. Default 0.
+        target: "predicted" (default) or a class index.
+        size: panel width in pixels. batch_size: passed to `sal.occlusion`.
+
+    Controls: "patch", "stride" (its maximum follows patch), "index", "prev",
+    "next", "target". Read-outs: "patch_size", "forward_passes",
+    "prediction", "confidence".
+    """
+
+    css = "sal-occlusion"
+    MAX_PATCH = 14
+
+    def __init__(self, model, images, labels=None, *, patch=4, stride=None, **kwargs):
+        images = _check_images(images)
+        h, w = images.shape[-2:]
+        self._max_patch = min(self.MAX_PATCH, h, w)
+        self._patch0 = _int_slider_value("patch", patch, 1, self._max_patch,
+                                         f"the image is {h}×{w}")
+        self._stride0 = self._patch0 if stride is None else _int_slider_value(
+            "stride", stride, 1, self._patch0, "at most patch"
+        )
+        super().__init__(model, images, labels, **kwargs)
+
+    def _method_controls(self):
+        return {
+            "patch": _int_slider("patch", self._patch0, 1, self._max_patch, "patch"),
+            "stride": _int_slider("stride", self._stride0, 1, self._patch0, "stride"),
+        }
+
+    def _method_outputs(self):
+        return {"patch_size": widgets.HTML(), "forward_passes": widgets.HTML()}
+
+    def _sync(self):
+        patch, stride = self.controls["patch"], self.controls["stride"]
+        if stride.max != patch.value:
+            stride.max = patch.value  # clamps stride.value; event is ignored
+
+    def _settings(self):
+        return int(self.controls["patch"].value), int(self.controls["stride"].value)
+
+    def _compute(self, x, target):
+        patch, stride = self._settings()
+        return sal.occlusion(
+            self.model, x, target, patch=patch, stride=stride, batch_size=self.batch_size
+        )
+
+    def _draw(self, x, target, result):
+        patch, stride = self._settings()
+        passes = sal.forward_passes_occlusion(tuple(x.shape[1:]), patch, stride)
+        self.forward_passes = passes
+        self.outputs["patch_size"].value = _html(
+            "patch", f"{patch}×{patch} px, stride {stride}"
+        )
+        self.outputs["forward_passes"].value = _html("forward passes", f"{passes}")
+        return plotting.panels(
+            x[0], result[0], size=self.size,
+            title=f"{self._title(target)} (occlusion, {passes} forward passes)",
+            legend_title="probability drop",
+        )
+
+
+class IGExplorer(_Explorer):
+    """Integrated gradients with n_steps, baseline and quadrature-rule controls.
+
+    Shows the digit, the baseline x₀, the map, the overlay and the completeness
+    gap δ = Σ attr − (f(x) − f(x₀)) (from ``return_delta=True``), which shrinks
+    as n_steps grows.
+
+    Args:
+        model, images, labels, index, target, size, batch_size: as in
+            `OcclusionExplorer` (batch_size goes to `sal.integrated_gradients`).
+        n_steps: initial steps, 1 … 300 (≥ 2 for "riemann_trapezoid").
+            Default 50.
+        baseline: "black" (default), "grey", "blur" or "noise" (see
+            `sal.integrated_gradients`; the noise baseline is seeded, so it is
+            the same image every time).
+        method: quadrature rule, one of `IG_RULES`. Default "riemann_trapezoid".
+
+    Controls: "n_steps", "baseline", "method" plus browsing. Read-outs:
+    "delta", "prediction", "confidence". Attribute ``delta``: the last gap.
+    """
+
+    css = "sal-ig"
+    MAX_STEPS = 300
+
+    def __init__(self, model, images, labels=None, *, n_steps=50, baseline="black",
+                 method="riemann_trapezoid", **kwargs):
+        low = 2 if method == "riemann_trapezoid" else 1
+        self._init = (
+            _int_slider_value("n_steps", n_steps, low, self.MAX_STEPS,
+                              f"rule {method!r}"),
+            baseline,
+            method,
+        )
+        self.delta = None
+        self._baselines: dict[tuple[int, str], torch.Tensor] = {}
+        super().__init__(model, images, labels, **kwargs)
+
+    def _method_controls(self):
+        n_steps, baseline, method = self._init
+        low = 2 if method == "riemann_trapezoid" else 1
+        return {
+            "n_steps": _int_slider("n_steps", n_steps, low, self.MAX_STEPS, "n_steps"),
+            "baseline": _choice("baseline", baseline, IG_BASELINES, "baseline"),
+            "method": _choice("method", method, IG_RULES, "rule"),
+        }
+
+    def _method_outputs(self):
+        return {"delta": widgets.HTML()}
+
+    def _sync(self):
+        low = 2 if self.controls["method"].value == "riemann_trapezoid" else 1
+        if self.controls["n_steps"].min != low:
+            self.controls["n_steps"].min = low  # clamps n_steps; event is ignored
+
+    def _settings(self):
+        c = self.controls
+        return int(c["n_steps"].value), c["baseline"].value, c["method"].value
+
+    def _compute(self, x, target):
+        n_steps, baseline, method = self._settings()
+        attr, delta = sal.integrated_gradients(
+            self.model, x, target, baseline=baseline, n_steps=n_steps, method=method,
+            batch_size=self.batch_size, return_delta=True,
+        )
+        self.delta = float(delta[0])
+        self._gap_of = float(attr.sum()) - self.delta  # f(x) − f(x₀)
+        return attr
+
+    def baseline_image(self) -> torch.Tensor:
+        """The current baseline x₀ as a (1, C, H, W) tensor (cached per digit)."""
+        _, baseline, _ = self._settings()
+        key = (self.index, baseline)
+        if key not in self._baselines:
+            x = self.images[self.index : self.index + 1]
+            extra = importlib.import_module(
+                "course_utils.saliency.integrated_gradients"
+            ).BASELINES
+            from .saliency._common import resolve_baseline
+
+            self._baselines[key] = resolve_baseline(
+                baseline, x, self.model, extra=extra
+            ).expand_as(x)
+        return self._baselines[key]
+
+    def _draw(self, x, target, result):
+        n_steps, _, method = self._settings()
+        diff = self._gap_of
+        rel = abs(self.delta) / abs(diff) if diff != 0 else float("inf")
+        self.outputs["delta"].value = _html(
+            "completeness gap Σattr − (f(x) − f(x₀))",
+            f"{self.delta:+.4f} ({100 * rel:.2f} % of f(x) − f(x₀) = {diff:.3f})",
+        )
+        return plotting.panels(
+            x[0], result[0], extra={"baseline": self.baseline_image()[0]},
+            size=self.size,
+            title=f"{self._title(target)} (IG, {n_steps} steps, {method})",
+        )
+
+
+class SmoothGradExplorer(_Explorer):
+    """SmoothGrad / SmoothGrad² / VarGrad with noise and sample-count sliders.
+
+    The noise comes from a `torch.Generator` seeded with `seed` on every
+    recompute, so the same settings always give the same map (and moving a
+    slider back restores the earlier picture).
+
+    Args:
+        model, images, labels, index, target, size, batch_size: as in
+            `OcclusionExplorer` (batch_size goes to `sal.smoothgrad`).
+        noise_level: σ as a fraction of the input's range, 0 … 0.5. Default 0.15.
+        n_samples: noisy copies, 1 … 100. Default 50.
+        kind: "smoothgrad" (default), "smoothgrad_sq" or "vargrad".
+        explain: the map being smoothed: "gradient" (default),
+            "input_x_gradient" or "guided_backprop".
+        seed: the generator's seed. Default 0.
+
+    Controls: "noise_level", "n_samples", "kind", "explain" plus browsing.
+    """
+
+    css = "sal-smoothgrad"
+    MAX_SAMPLES = 100
+    MAX_NOISE = 0.5
+
+    def __init__(self, model, images, labels=None, *, noise_level=0.15, n_samples=50,
+                 kind="smoothgrad", explain="gradient", seed=0, **kwargs):
+        if (
+            not isinstance(noise_level, numbers.Real)
+            or isinstance(noise_level, bool)
+            or not 0 <= noise_level <= self.MAX_NOISE
+        ):
+            raise ValueError(
+                f"noise_level must be a number in 0..{self.MAX_NOISE}, got {noise_level!r}"
+            )
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.seed = int(seed)
+        self._init = (
+            float(noise_level),
+            _int_slider_value("n_samples", n_samples, 1, self.MAX_SAMPLES, "samples"),
+            kind,
+            explain,
+        )
+        super().__init__(model, images, labels, **kwargs)
+
+    def _method_controls(self):
+        noise_level, n_samples, kind, explain = self._init
+        return {
+            "noise_level": widgets.FloatSlider(
+                value=noise_level, min=0.0, max=self.MAX_NOISE, step=0.01,
+                description="noise σ", readout_format=".2f", continuous_update=False,
+            ),
+            "n_samples": _int_slider("n_samples", n_samples, 1, self.MAX_SAMPLES,
+                                     "samples"),
+            "kind": _choice("kind", kind, SMOOTHGRAD_KINDS, "kind"),
+            "explain": _choice("explain", explain, SMOOTHGRAD_EXPLAIN, "smooth"),
+        }
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator seeded with `seed`, on the images' device."""
+        return torch.Generator(device=self.images.device).manual_seed(self.seed)
+
+    def _settings(self):
+        c = self.controls
+        return (float(c["noise_level"].value), int(c["n_samples"].value),
+                c["kind"].value, c["explain"].value)
+
+    def _compute(self, x, target):
+        noise_level, n_samples, kind, explain = self._settings()
+        return sal.smoothgrad(
+            self.model, x, target, explain=getattr(sal, explain), n_samples=n_samples,
+            noise_level=noise_level, kind=kind, batch_size=self.batch_size,
+            generator=self.generator(),
+        )
+
+    def _draw(self, x, target, result):
+        noise_level, n_samples, kind, explain = self._settings()
+        return plotting.panels(
+            x[0], result[0], size=self.size,
+            title=(f"{self._title(target)} ({kind} of {explain}, σ = {noise_level:.2f}, "
+                   f"{n_samples} samples)"),
+        )
+
+
+class MethodBrowser(_Explorer):
+    """Every method of `sal.METHODS` side by side for one digit, browsable ← →.
+
+    Each map has its own colour scale (methods differ by orders of magnitude),
+    so the grid shows attribution / vmax per map. Methods that draw random
+    numbers (SmoothGrad) run under a fixed seed (`torch.random.fork_rng`, the
+    global generator is restored afterwards), so a digit always gets the same
+    maps.
+
+    Args:
+        model, images, labels, index, target, batch_size: as in
+            `OcclusionExplorer`.
+        methods: names from `sal.METHODS` to show, in order. Default: all.
+        seed: seed for methods that draw noise. Default 0.
+        size: width of each map in pixels. Default 84.
+
+    ``result`` is a dict {method name: (1, C, H, W) or (1, 1, H, W) tensor}.
+    """
+
+    css = "sal-methods"
+
+    def __init__(self, model, images, labels=None, *, methods=None, seed=0, size=84,
+                 **kwargs):
+        if methods is None:
+            methods = list(sal.METHODS)
+        if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+            raise ValueError(
+                f"methods must be a non-empty list of names from {list(sal.METHODS)}"
+            )
+        unknown = [m for m in methods if m not in sal.METHODS]
+        if unknown:
+            raise ValueError(
+                f"methods must be names from {list(sal.METHODS)}, got unknown {unknown}"
+            )
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        self.methods = list(methods)
+        self.seed = int(seed)
+        super().__init__(model, images, labels, size=size, **kwargs)
+
+    def _compute(self, x, target):
+        maps = {}
+        for name in self.methods:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                maps[name] = sal.METHODS[name](self.model, x, target)
+        return maps
+
+    def _draw(self, x, target, result):
+        probs = self._probabilities(self.index)
+        label = None if self.labels is None else [self.labels[self.index]]
+        digit = plotting.digits(x, label, predictions=[int(probs.argmax())],
+                                columns=1, size=self.size)
+        maps = plotting.grid(
+            {f"class {target}": {k: v[0] for k, v in result.items()}},
+            scale="independent", size=self.size,
+        )
+        return alt.hconcat(digit, maps, title=self._title(target))
