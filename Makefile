@@ -22,8 +22,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 	@echo "environment ready in $(VENV)"
 
+# --allow-root only where it is needed (containers, CI machines running as root).
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -44,7 +44,7 @@ from .saliency._common import (
     check_int,
     check_model,
     chunks,
-    frozen_eval,
+    eval_mode,
     resolve_baseline,
     resolve_target,
     select,
@@ -154,6 +154,65 @@ def random_attr(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.rand((n, 1, h, w), generator=gen, dtype=x.dtype).to(x.device)
 
 
+def _ranks(attr: torch.Tensor, x: torch.Tensor, absolute: bool, seed: int) -> torch.Tensor:
+    """(N, H·W) rank of each pixel in `pixel_order` (0 = most important)."""
+    n, _, h, w = x.shape
+    order = pixel_order(_attr_scores(attr, x).view(n, 1, h, w), absolute, seed)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(n, -1))
+    return rank
+
+
+def _mix(x_flat, base_flat, rank, n_changed, kind: str) -> torch.Tensor:
+    """Rows of x with their first n_changed (one count per row) pixels changed.
+
+    x_flat, base_flat: (B, C, P); rank: (B, P); n_changed: (B,). Deletion puts
+    the baseline at the changed pixels, insertion puts x there (on the
+    baseline).
+    """
+    changed = (rank < n_changed[:, None])[:, None, :]
+    if kind == "deletion":
+        return torch.where(changed, base_flat, x_flat)
+    return torch.where(changed, x_flat, base_flat)
+
+
+def perturb(
+    model: nn.Module,
+    x: torch.Tensor,
+    attr: torch.Tensor,
+    n_changed: int,
+    kind: str = "deletion",
+    baseline="black",
+    absolute: bool = False,
+    seed: int = 0,
+) -> torch.Tensor:
+    """The images the model sees at one point of a deletion / insertion curve.
+
+    Deletion: x with its `n_changed` most important pixels (by `attr`, see
+    `pixel_order`) set to the baseline. Insertion: the baseline with those
+    pixels of x put back.
+
+    Args:
+        model: only used to resolve the "grey" baseline (its normalize.mean).
+        x: (N, C, H, W) inputs (never modified).
+        attr: (N, C, H, W) or (N, 1, H, W) map of x.
+        n_changed: pixels to change, 0 … H·W.
+        kind, baseline, absolute, seed: as in `perturbation_curve`.
+    Returns:
+        (N, C, H, W) new tensor.
+    """
+    check_input(x)
+    kind = check_choice(kind, "kind", KINDS)
+    n, c, h, w = x.shape
+    n_changed = check_int(n_changed, "n_changed", 0, h * w)
+    rank = _ranks(attr, x, absolute, seed)
+    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
+    counts = torch.full((n,), n_changed, device=x.device)
+    out = _mix(x.detach().reshape(n, c, h * w), base.reshape(n, c, h * w), rank,
+               counts, kind)
+    return out.reshape(n, c, h, w).clone()
+
+
 def perturbation_curve(
     model: nn.Module,
     x: torch.Tensor,
@@ -171,7 +230,7 @@ def perturbation_curve(
 
     With pixels ordered by decreasing attribution (`pixel_order`) and
     m_k = round(k · H·W / n_steps) for k = 0 … n_steps, the k-th point is
-    f_target(x̃_k), where x̃_k is
+    f_target(x̃_k), where x̃_k (`perturb`) is
 
     * deletion: x with its first m_k pixels set to the baseline x₀;
     * insertion: x₀ with the first m_k pixels of x put back.
@@ -213,24 +272,20 @@ def perturbation_curve(
     n_steps = check_int(n_steps, "n_steps", 1, n_pixels)
     batch_size = check_batch_size(batch_size)
     idx = resolve_target(target, n, x.device)
-    scores_in = _attr_scores(attr, x)
-    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES)
+    rank = _ranks(attr, x, absolute, seed)
+    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     x_flat = x.detach().reshape(n, c, n_pixels)
-    base_flat = base.expand_as(x).reshape(n, c, n_pixels)
-    order = pixel_order(scores_in.view(n, 1, h, w), absolute=absolute, seed=seed)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(n_pixels, device=x.device).expand(n, -1))
+    base_flat = base.reshape(n, c, n_pixels)
     n_changed = torch.linspace(0, n_pixels, n_steps + 1).round().long().to(x.device)
     n_points = n_steps + 1
     rows = torch.arange(n * n_points, device=x.device)
     scores = torch.empty(n * n_points, dtype=x.dtype, device=x.device)
-    first, second = (base_flat, x_flat) if kind == "deletion" else (x_flat, base_flat)
-    with frozen_eval(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
+        # Row r of the flattened batch is image r // n_points at step r % n_points.
         for part in chunks(n * n_points, batch_size):
             img, step = rows[part] // n_points, rows[part] % n_points
-            changed = (rank[img] < n_changed[step, None])[:, None, :]
-            batch = torch.where(changed, first[img], second[img]).view(-1, c, h, w)
-            logits = model(batch)
+            batch = _mix(x_flat[img], base_flat[img], rank[img], n_changed[step], kind)
+            logits = model(batch.view(-1, c, h, w))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
             scores[part] = select(logits, idx[img])
@@ -298,7 +353,7 @@ def completeness_gap(
     batch_size = check_batch_size(batch_size)
     base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     ends = torch.cat([x.detach(), base])
-    with frozen_eval(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         logits = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
         out = select(logits, torch.cat([idx, idx]))
     return (total - (out[:n] - out[n:])).clone()
@@ -394,7 +449,7 @@ def faithfulness_table(
         if completeness and name != RANDOM:
             gap = completeness_gap(model, x, target, attr, baseline=baseline,
                                    batch_size=batch_size)
-            if base_logit is None:
+            if base_logit is None:  # the gap of an all-zero map is −(f(x) − f(x₀))
                 base_logit = completeness_gap(model, x, target, torch.zeros_like(x),
                                               baseline=baseline, batch_size=batch_size)
             row["completeness_gap"] = float(gap.abs().mean())

@@ -42,9 +42,11 @@ import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import altair as alt
+from altair.utils import schemapi
 import numpy as np
 import torch
 
@@ -313,15 +315,14 @@ def _check_vmax(vmax: object) -> float | None:
     return float(vmax)
 
 
-def _scale(signed: bool, vmax: float) -> alt.Scale:
+def _scale(signed: bool, vmax: float | None = None) -> alt.Scale:
+    """The course's colour scale; domain [-vmax, vmax] / [0, vmax], or from data."""
+    kwargs = {"interpolate": "rgb", "clamp": True, "nice": False, "zero": False}
+    if vmax is not None:
+        kwargs["domain"] = [-vmax, vmax] if signed else [0.0, vmax]
     if signed:
-        return alt.Scale(
-            domain=[-vmax, vmax], range=list(SIGNED_COLORS), interpolate="rgb",
-            clamp=True,
-        )
-    return alt.Scale(
-        domain=[0.0, vmax], range=list(MAGNITUDE_COLORS), interpolate="rgb", clamp=True
-    )
+        return alt.Scale(range=list(SIGNED_COLORS), domainMid=0, **kwargs)
+    return alt.Scale(range=list(MAGNITUDE_COLORS), **kwargs)
 
 
 def _title(title: str | None) -> dict:
@@ -498,17 +499,27 @@ def overlay(
     )
 
 
-def _legend_layer(signed: bool, vmax: float, title: str) -> alt.Chart:
-    """An invisible mark that carries the colour scale, so a legend is drawn."""
+def _legend_layer(signed: bool, title: str) -> alt.Chart:
+    """An invisible mark that carries the colour scale, so a legend is drawn.
+
+    Its domain comes from the data rows holding `_legend` (±vmax, or 0 and
+    vmax), so a template chart can be reused with new data.
+    """
     return (
         alt.Chart()
         .mark_point(opacity=0, size=0)
         .encode(
             color=alt.Color(
-                "_legend:Q", scale=_scale(signed, vmax), legend=alt.Legend(title=title)
+                "_legend:Q", scale=_scale(signed), legend=alt.Legend(title=title)
             )
         )
+        .transform_filter("isValid(datum._legend)")
     )
+
+
+def _legend_rows(signed: bool, vmax: float, **where) -> list[dict]:
+    lo = -vmax if signed else 0.0
+    return [{**where, "_legend": lo}, {**where, "_legend": vmax}]
 
 
 def _image_layer(width: int, height: int, tooltip=None, data=None) -> alt.Chart:
@@ -526,13 +537,77 @@ def _image_layer(width: int, height: int, tooltip=None, data=None) -> alt.Chart:
 
 
 def _image_chart(rgb, width, height, legend_title, vmax, signed, **kwargs):
-    data = alt.Data(values=[{"url": _png_url(rgb), "_legend": 0.0}])
+    values = [{"url": _png_url(rgb)}, *_legend_rows(signed, vmax)]
     return alt.layer(
-        _image_layer(width, height),
-        _legend_layer(signed, vmax, legend_title),
-        data=data,
+        _image_layer(width, height).transform_filter("isValid(datum.url)"),
+        _legend_layer(signed, legend_title),
+        data=alt.Data(values=values),
         **kwargs,
     ).properties(width=width, height=height)
+
+
+_GRID_TOOLTIP = (
+    ("row:N", "row"), ("col:N", "column"), ("vmax:Q", "scale end (vmax)"),
+)
+
+
+@lru_cache(maxsize=64)
+def _facet_template(
+    signed: bool,
+    legend_title: str,
+    width: int,
+    height: int,
+    rows: tuple[str, ...] | None,
+    cols: tuple[str, ...],
+    row_title: str | None,
+    column_title: str | None,
+    tooltip: bool,
+    spacing: int,
+) -> tuple[alt.FacetChart, dict]:
+    """An image-mark facet chart with empty data, and its spec (built once)."""
+    tips = [alt.Tooltip(f, title=t, **({"format": ".4g"} if f.endswith(":Q") else {}))
+            for f, t in _GRID_TOOLTIP] if tooltip else None
+    layer = alt.layer(
+        _image_layer(width, height, tips).transform_filter("isValid(datum.url)"),
+        _legend_layer(signed, legend_title),
+    ).properties(width=width, height=height)
+    facets = {"column": alt.Column(
+        "col:N", sort=list(cols), title=column_title,
+        header=alt.Header(labelFontSize=12 if rows is None else 11,
+                          labelLimit=width + spacing),
+    )}
+    if rows is not None:
+        facets["row"] = alt.Row(
+            "row:N", sort=list(rows), title=row_title,
+            header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=11),
+        )
+    chart = layer.facet(data=alt.Data(values=[]), spacing=spacing, **facets)
+    spec = chart.to_dict(validate=False)
+    spec.pop("datasets", None)
+    spec.pop("title", None)
+    return chart, spec
+
+
+def _from_template(template: tuple, values: list[dict], title: str | None):
+    """A new chart (and its spec) from a cached template: only data and title change.
+
+    Copying a template costs a few milliseconds; building the chart through
+    Altair's API and serialising it costs tens (it validates and deep-copies),
+    which is what makes the explorers redraw fast.
+    """
+    chart0, spec0 = _facet_template(*template)
+    kwds = {**chart0._kwds}
+    spec = {**spec0, "data": {"values": values}}
+    if title is not None:
+        kwds["title"] = spec["title"] = str(title)
+    # The template was validated when it was built and the new data are plain
+    # records, so skip the re-validation (debug mode) and FacetChart.__init__'s
+    # deep copies: build the object with SchemaBase's own constructor.
+    with schemapi.debug_mode(False):
+        kwds["data"] = alt.Data(values=values)
+        chart = alt.FacetChart.__new__(alt.FacetChart)
+        schemapi.SchemaBase.__init__(chart, **kwds)
+    return chart, spec
 
 
 def panels(
@@ -549,11 +624,13 @@ def panels(
     size: int = 140,
     title: str | None = None,
     legend_title: str = "attribution",
-) -> alt.Chart:
+    return_spec: bool = False,
+):
     """Digit | map | overlay side by side, light enough to redraw per slider move.
 
-    The explorers' picture: three image marks (PNG data URLs, ~1 KB each) and
-    one colour legend, so building it costs a few milliseconds.
+    The explorers' picture: one image mark per panel (PNG data URLs, ~1 KB
+    each) and one colour legend. The chart's structure is cached per layout,
+    so a call costs a few milliseconds, most of it colouring and PNG-encoding.
 
     Args:
         image: (H, W), (1, H, W) or (1, 1, H, W) input in [0, 1].
@@ -563,9 +640,12 @@ def panels(
         opacity, fade, reduce, signed, outlier_perc, vmax, legend_title: as in
             `overlay`.
         size: width of each panel in pixels. title: chart title.
+        return_spec: also return the Vega-Lite spec (a dict equal to
+            ``chart.to_dict()`` with the data inline), without paying for
+            Altair's serialisation. Default False.
     Returns:
         An Altair chart with one column per panel ("input", extras…, "map",
-        "overlay").
+        "overlay"); with return_spec, (chart, spec).
     """
     opacity = _check_opacity(opacity)
     m, img, signed, vmax = _prepare(attr, image, reduce, signed, outlier_perc, vmax)
@@ -582,24 +662,15 @@ def panels(
         cells.append((str(name), _grey_rgb(other)))
     cells += [("map", colorize(m, vmax, signed)),
               ("overlay", blend(img, m, vmax, signed, opacity, fade))]
-    names = [name for name, _ in cells]
+    names = tuple(name for name, _ in cells)
     if len(set(names)) != len(names):
-        raise ValueError(f"extra must not reuse the panel names {names}")
-    values = [{"panel": n, "url": _png_url(rgb), "_legend": 0.0} for n, rgb in cells]
-    return (
-        alt.layer(
-            _image_layer(size, height),
-            _legend_layer(signed, vmax, legend_title),
-            data=alt.Data(values=values),
-        )
-        .properties(width=size, height=height)
-        .facet(
-            column=alt.Column("panel:N", sort=names, title=None,
-                              header=alt.Header(labelFontSize=12)),
-            spacing=6,
-            **_title(title),
-        )
-    )
+        raise ValueError(f"extra must not reuse the panel names {list(names)}")
+    values = [{"col": n, "url": _png_url(rgb)} for n, rgb in cells]
+    values += _legend_rows(signed, vmax, col="map")
+    template = (signed, str(legend_title), size, height, None, names, None, None,
+                False, 6)
+    chart, spec = _from_template(template, values, title)
+    return (chart, spec) if return_spec else chart
 
 
 # ------------------------------------------------------------------ grids
@@ -645,15 +716,16 @@ def _grid_rows(maps: object) -> list[tuple[str, list[tuple[str, object]]]]:
     return rows
 
 
-def _grid_images(image, col_labels: list[str]) -> dict[str, np.ndarray] | None:
+def _grid_images(image, col_labels: list[str]) -> tuple[dict | None, bool]:
+    """→ ({column label: (H, W) image} or None, True if one image serves all)."""
     if image is None:
-        return None
+        return None, False
     if isinstance(image, Mapping):
-        missing = [c for c in col_labels if str(c) not in {str(k) for k in image}]
+        by_label = {str(k): v for k, v in image.items()}
+        missing = [c for c in col_labels if c not in by_label]
         if missing:
             raise ValueError(f"image has no entry for the columns {missing}")
-        by_label = {str(k): v for k, v in image.items()}
-        return {c: _to_image(by_label[c], f"image[{c!r}]") for c in col_labels}
+        return {c: _to_image(by_label[c], f"image[{c!r}]") for c in col_labels}, False
     arr = _to_numpy(image, "image")
     if arr.ndim == 4 and arr.shape[0] > 1:
         if arr.shape[0] != len(col_labels):
@@ -662,9 +734,10 @@ def _grid_images(image, col_labels: list[str]) -> dict[str, np.ndarray] | None:
                 f"{len(col_labels)} columns; give one image per column or one "
                 "image for all"
             )
-        return {c: _to_image(arr[i : i + 1], "image") for i, c in enumerate(col_labels)}
+        images = {c: _to_image(arr[i : i + 1], "image") for i, c in enumerate(col_labels)}
+        return images, False
     one = _to_image(arr, "image")
-    return {c: one for c in col_labels}
+    return {c: one for c in col_labels}, True
 
 
 def grid(
@@ -675,6 +748,7 @@ def grid(
     signed: bool | None = None,
     reduce: str = "sum",
     outlier_perc: float = OUTLIER_PERC,
+    overlay: bool = True,
     show_input: bool = False,
     opacity: float = 0.7,
     fade: bool = True,
@@ -683,12 +757,13 @@ def grid(
     row_title: str | None = None,
     column_title: str | None = None,
     legend_title: str = "attribution",
-) -> alt.Chart:
+    return_spec: bool = False,
+):
     """Maps laid out rows × columns as one faceted chart (method / cascade figures).
 
     Examples::
 
-        grid({"gradient": g, "IG": ig}, image=x)           # methods × images
+        grid({"gradient": g, "IG": ig}, image=x, show_input=True)  # methods × images
         grid({"logits": {"gradient": g0, "Grad-CAM": c0},  # cascade: steps ×
               "fc2": {"gradient": g1, "Grad-CAM": c1}},     # methods, one digit
              image=x[0], scale="row")
@@ -699,10 +774,9 @@ def grid(
             each map (H, W), (C, H, W) or (1, C, H, W); or one (N, C, H, W) /
             (N, H, W) tensor whose columns are labelled "0".."N-1". Rows may
             list different columns; missing cells stay empty.
-        image: None (maps only, default); one image (H, W)/(1, H, W)/(1, 1, H,
-            W) used under every cell; an (N, 1, H, W) batch with one image per
-            column (in column order); or {column label: image}. When given,
-            cells show the overlay.
+        image: None (default); one image (H, W)/(1, H, W)/(1, 1, H, W) for
+            every cell; an (N, 1, H, W) batch with one image per column (in
+            column order); or {column label: image}.
         scale: "shared" (default: one colour scale for all maps), "row" (one
             per row, e.g. per randomization step), "column" or "independent"
             (one per map). Non-shared scales divide each group by its own vmax,
@@ -711,17 +785,24 @@ def grid(
         signed: True / False / None (auto: signed iff any map is negative); one
             choice for the whole grid so one legend reads every cell.
         reduce, outlier_perc: as in `heatmap` (vmax is computed per scale group).
-        show_input: add a first row "input" with each column's image (needs
-            `image`). Default False.
+        overlay: blend each map over its image (needs `image`; default True).
+            False draws the bare maps.
+        show_input: also draw the input, grey (needs `image`): a first row
+            "input" when there is one image per column, a first column "input"
+            when one image serves the whole grid. Default False.
         opacity, fade: overlay blending, as in `overlay`.
         size: width of each cell in pixels (default 84 = 3 px per digit pixel).
         title, row_title, column_title, legend_title: texts.
+        return_spec: also return the spec dict (see `panels`). Default False.
     Returns:
         A faceted Altair chart with one image mark per cell (PNG data URL; see
-        the module docstring) and one colour legend.
+        the module docstring) and one colour legend; with return_spec,
+        (chart, spec).
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if not isinstance(overlay, bool) or not isinstance(show_input, bool):
+        raise TypeError("overlay and show_input must be True or False")
     opacity = _check_opacity(opacity)
     size = _check_size(size)
     rows = _grid_rows(maps)
@@ -741,16 +822,18 @@ def grid(
     signed = _check_signed(signed, [m for _, _, m in cells])
     if not signed:
         cells = [(r, c, np.abs(m)) for r, c, m in cells]
-    images = _grid_images(image, col_labels)
+    images, one_image = _grid_images(image, col_labels)
     if images is not None:
         for c, img in images.items():
             if img.shape != shape:
-                raise ValueError(f"image for column {c!r} is {img.shape}, maps are {shape}")
+                raise ValueError(
+                    f"image for column {c!r} is {img.shape}, maps are {shape}"
+                )
     if show_input and images is None:
         raise ValueError("show_input=True needs image (one per column or one for all)")
     row_labels = [r for r, _ in rows]
-    if show_input and "input" in row_labels:
-        raise ValueError("show_input=True adds a row 'input'; rename that row of maps")
+    if show_input and ("input" in (col_labels if one_image else row_labels)):
+        raise ValueError("show_input=True adds an 'input' row/column; rename yours")
 
     def group(r: str, c: str) -> tuple:
         return {"shared": (), "row": (r,), "column": (c,), "independent": (r, c)}[scale]
@@ -761,45 +844,35 @@ def grid(
     limits = {g: color_limit(np.stack(ms), outlier_perc) for g, ms in groups.items()}
 
     values = []
-    if show_input:
+    if show_input and one_image:
+        url = _png_url(_grey_rgb(next(iter(images.values()))))
+        values += [{"row": r, "col": "input", "url": url, "vmax": None}
+                   for r in row_labels]
+        col_labels = ["input", *col_labels]
+    elif show_input:
+        values += [{"row": "input", "col": c, "url": _png_url(_grey_rgb(images[c])),
+                    "vmax": None} for c in col_labels]
         row_labels = ["input", *row_labels]
-        for c in col_labels:
-            values.append({"row": "input", "col": c, "url": _png_url(_grey_rgb(images[c])),
-                           "vmax": None})
     for r, c, m in cells:
         vmax = limits[group(r, c)]
-        if images is None:
-            rgb = colorize(m, vmax, signed)
-        else:
+        if images is not None and overlay:
             rgb = blend(images[c], m, vmax, signed, opacity, fade)
+        else:
+            rgb = colorize(m, vmax, signed)
         values.append({"row": r, "col": c, "url": _png_url(rgb),
                        "vmax": float(f"{vmax:.4g}")})
-    for v in values:
-        v["_legend"] = 0.0
 
-    h, w = shape
-    height = max(1, round(size * h / w))
     if scale == "shared":
         legend_vmax, legend = next(iter(limits.values())), legend_title
     else:
         legend_vmax, legend = 1.0, f"{legend_title} / vmax ({scale})"
-    tooltip = [alt.Tooltip("row:N"), alt.Tooltip("col:N", title="column"),
-               alt.Tooltip("vmax:Q", title="scale end (vmax)", format=".4g")]
-    header = alt.Header(labelAngle=0, labelAlign="left", labelFontSize=11)
-    return (
-        alt.layer(
-            _image_layer(size, height, tooltip),
-            _legend_layer(signed, legend_vmax, legend),
-            data=alt.Data(values=values),
-        )
-        .properties(width=size, height=height)
-        .facet(
-            row=alt.Row("row:N", sort=row_labels, title=row_title, header=header),
-            column=alt.Column("col:N", sort=col_labels, title=column_title),
-            spacing=4,
-            **_title(title),
-        )
-    )
+    values += _legend_rows(signed, legend_vmax, row=row_labels[0], col=col_labels[0])
+    h, w = shape
+    height = max(1, round(size * h / w))
+    template = (signed, legend, size, height, tuple(row_labels), tuple(col_labels),
+                row_title, column_title, True, 4)
+    chart, spec = _from_template(template, values, title)
+    return (chart, spec) if return_spec else chart
 
 
 def digits(
@@ -984,7 +1057,7 @@ def _scale_svg(svg: str, scale: float) -> str:
     return svg[: head.start()] + new + svg[head.end() :]
 
 
-def mimebundle(chart: alt.TopLevelMixin, validate: bool = False) -> dict:
+def mimebundle(chart: alt.TopLevelMixin | dict, validate: bool = False) -> dict:
     """A Jupyter display bundle that JupyterLab renders offline.
 
     JupyterLab (4.x) ships a Vega-Lite 5 viewer for the MIME type
@@ -993,12 +1066,21 @@ def mimebundle(chart: alt.TopLevelMixin, validate: bool = False) -> dict:
     use only features Vega-Lite 5 has, so the spec is passed on as v5.
 
     Args:
-        chart: an Altair chart.
-        validate: validate against Altair's schema first (costs ~10–30 ms).
+        chart: an Altair chart, or a spec dict (e.g. from ``panels(...,
+            return_spec=True)``; used as is, not copied deeply).
+        validate: validate an Altair chart against the schema first (costs
+            ~10–30 ms). Default False.
     Returns:
         {"application/vnd.vegalite.v5+json": spec, "text/plain": "<Altair chart>"}.
     """
-    spec = chart.to_dict(validate=validate)
+    if isinstance(chart, dict):
+        spec = dict(chart)
+    elif isinstance(chart, alt.TopLevelMixin):
+        spec = chart.to_dict(validate=validate)
+    else:
+        raise TypeError(
+            f"chart must be an Altair chart or a spec dict, got {type(chart).__name__}"
+        )
     spec["$schema"] = "https://vega.github.io/schema/vega-lite/v5.json"
     return {
         "application/vnd.vegalite.v5+json": spec,

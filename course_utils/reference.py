@@ -159,7 +159,9 @@ def _global_rng_from(generator: torch.Generator | None, device: torch.device):
     if device.type == "cpu":
         default, devices = torch.default_generator, []
     else:
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = (
+            device.index if device.index is not None else torch.cuda.current_device()
+        )
         default, devices = torch.cuda.default_generators[index], [index]
     with torch.random.fork_rng(devices=devices, device_type=device.type):
         default.set_state(generator.get_state())
@@ -251,7 +253,9 @@ def occlusion(
 
 
 def _layer(model, layer):
-    return _common.get_layer(model, _common.default_layer(model) if layer is None else layer)
+    return _common.get_layer(
+        model, _common.default_layer(model) if layer is None else layer
+    )
 
 
 def grad_cam(model, x, target, layer=None, relu: bool = True, upsample: bool = True):

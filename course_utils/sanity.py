@@ -63,6 +63,7 @@ __all__ = [
     "RANDOM_LABELS_NAME",
     "RESEEDED_NAME",
     "SanityResult",
+    "default_methods",
     "randomization_layers",
     "randomize",
     "similarity",
@@ -75,6 +76,7 @@ __all__ = [
     "random_labels",
     "train_random_labels",
     "verdict",
+    "VERDICT_METRICS",
     "cascade_curve",
     "cascade_grid",
     "label_chart",
@@ -103,8 +105,9 @@ TARGET_MODES = ("original", "argmax")
 # it shares no ranking/structure with the other → 0 (never NaN).
 BOTH_CONSTANT = 1.0
 ONE_CONSTANT = 0.0
-# HOG parameters for 28×28 maps: 7×7 cells of 4×4 pixels, 2×2-cell blocks.
-HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (4, 4), "cells_per_block": (2, 2)}
+# HOG parameters for 28×28 maps: 4×4 cells of 7×7 pixels, 3×3 blocks of 2×2 cells
+# (324 features; skimage's default 8×8-pixel cells leave one block on a digit).
+HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (7, 7), "cells_per_block": (2, 2)}
 
 RANDOM_LABELS_NAME = "small_cnn_random_labels"
 RESEEDED_NAME = "small_cnn_seed1"
@@ -117,6 +120,19 @@ RANDOM_LABELS_MAX_EPOCHS = 150
 RANDOM_LABELS_LR = 3e-3
 RANDOM_LABELS_BATCH_SIZE = 64
 RANDOM_LABELS_SEED = 0
+
+
+def default_methods(n_steps: int = 50, n_samples: int = 50) -> dict[str, Callable]:
+    """The six `DEFAULT_METHODS` as {name: f(model, x, target)}, with IG's
+    `n_steps` and SmoothGrad's `n_samples` set (both ≥ 1; default 50 = the
+    `sal.METHODS` defaults). Fewer steps/samples make the many recomputations
+    of a randomization test cheaper; the cost is linear in both."""
+    n_steps = sal._common.check_int(n_steps, "n_steps", 1)
+    n_samples = sal._common.check_int(n_samples, "n_samples", 1)
+    out = {name: sal.METHODS[name] for name in DEFAULT_METHODS}
+    out["integrated_gradients"] = partial(sal.integrated_gradients, n_steps=n_steps)
+    out["smoothgrad"] = partial(sal.smoothgrad, n_samples=n_samples)
+    return out
 
 
 # ------------------------------------------------------------------ layers
@@ -347,8 +363,8 @@ def hog_similarity(reference, maps) -> np.ndarray:
 
     Each map is normalised to Ê = |E| / max|E| ∈ [0, 1] (Adebayo et al.), then
     described by histograms of oriented gradients (Dalal & Triggs, 2005;
-    `skimage.feature.hog` with `HOG_PARAMS`: 9 orientations, 4×4-pixel cells,
-    2×2-cell blocks, L2-Hys) and the two feature vectors are correlated.
+    `skimage.feature.hog` with `HOG_PARAMS`: 9 orientations, 7×7-pixel cells,
+    2×2-cell blocks, L2-Hys normalisation) and the two feature vectors are correlated.
 
     Constant map (or constant HOG vector): ONE_CONSTANT (0.0) / BOTH_CONSTANT
     (1.0), as for `spearman`.
@@ -366,44 +382,74 @@ def _ssim_window(shape) -> int:
     return min(7, side if side % 2 else side - 1)
 
 
-def _hog_features(unit: np.ndarray) -> np.ndarray:
-    return np.stack([hog(m, feature_vector=True, **HOG_PARAMS) for m in unit])
+class _Prepared:
+    """One batch of maps with what every metric needs, computed once (lazily).
+
+    signed: (N, H·W) maps (channels summed); abs: |signed|; ranks of both
+    (average ranks for ties); unit: |E| / max|E| as (N, H, W); hog: HOG
+    features of unit; constant flags of the signed and absolute maps.
+    """
+
+    def __init__(self, maps, name: str):
+        self.maps = _as_maps(maps, name)
+        n = len(self.maps)
+        self.signed = self.maps.reshape(n, -1)
+        self.abs = np.abs(self.signed)
+        self.const_signed = _constant(self.signed)
+        self.const_abs = _constant(self.abs)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def get(self, what: str) -> np.ndarray:
+        if what not in self._cache:
+            if what == "rank_signed":
+                value = rankdata(self.signed, axis=1)
+            elif what == "rank_abs":
+                value = rankdata(self.abs, axis=1)
+            elif what == "unit":
+                value = _unit_abs(self.maps)
+            else:  # "hog"
+                value = np.stack(
+                    [hog(m, feature_vector=True, **HOG_PARAMS) for m in self.get("unit")]
+                )
+            self._cache[what] = value
+        return self._cache[what]
+
+
+def _compare(metric: str, a: _Prepared, b: _Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """(values (N,), constant (N,) bool) of one metric; constant-map rule applied."""
+    if a.maps.shape != b.maps.shape:
+        raise ValueError(
+            f"reference and maps must have the same shape, got {a.maps.shape} and "
+            f"{b.maps.shape}"
+        )
+    if metric == "spearman":
+        ca, cb = a.const_signed, b.const_signed
+        vals, _ = _correlation(a.get("rank_signed"), b.get("rank_signed"))
+    elif metric == "spearman_abs":
+        ca, cb = a.const_abs, b.const_abs
+        vals, _ = _correlation(a.get("rank_abs"), b.get("rank_abs"))
+    elif metric == "ssim":
+        ca, cb = a.const_abs, b.const_abs
+        win = _ssim_window(a.maps.shape[1:])
+        vals = np.array(
+            [structural_similarity(p, q, data_range=1.0, win_size=win)
+             for p, q in zip(a.get("unit"), b.get("unit"))]
+        )
+    elif metric == "hog":
+        ca = a.const_abs | _constant(a.get("hog"))
+        cb = b.const_abs | _constant(b.get("hog"))
+        vals, _ = _correlation(a.get("hog"), b.get("hog"))
+    else:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    vals = np.where(ca & cb, BOTH_CONSTANT, np.where(ca | cb, ONE_CONSTANT, vals))
+    return vals.astype(np.float64), ca | cb
 
 
 def _metric_values(metric: str, reference, maps) -> tuple[np.ndarray, np.ndarray]:
     """(values (N,), constant (N,) bool) of one metric for two batches of maps."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    a = _as_maps(reference, "reference")
-    b = _as_maps(maps, "maps")
-    if a.shape != b.shape:
-        raise ValueError(
-            f"reference and maps must have the same shape, got {a.shape} and {b.shape}"
-        )
-    n = len(a)
-    fa, fb = a.reshape(n, -1), b.reshape(n, -1)
-    if metric == "spearman":
-        const = _constant(fa) | _constant(fb)
-        r, _ = _correlation(rankdata(fa, axis=1), rankdata(fb, axis=1))
-        return r, const
-    fa, fb = np.abs(fa), np.abs(fb)
-    ca, cb = _constant(fa), _constant(fb)
-    if metric == "spearman_abs":
-        r, _ = _correlation(rankdata(fa, axis=1), rankdata(fb, axis=1))
-        return r, ca | cb
-    ua, ub = _unit_abs(a), _unit_abs(b)
-    if metric == "ssim":
-        win = _ssim_window(a.shape[1:])
-        vals = np.array(
-            [structural_similarity(p, q, data_range=1.0, win_size=win)
-             for p, q in zip(ua, ub)]
-        )
-        vals = np.where(ca & cb, BOTH_CONSTANT, np.where(ca | cb, ONE_CONSTANT, vals))
-        return vals, ca | cb
-    ha, hb = _hog_features(ua), _hog_features(ub)
-    r, const = _correlation(ha, hb)
-    r = np.where(ca & cb, BOTH_CONSTANT, np.where(ca | cb, ONE_CONSTANT, r))
-    return r, const | ca | cb
+    return _compare(metric, _Prepared(reference, "reference"), _Prepared(maps, "maps"))
 
 
 def similarity(reference, maps, metric: str = "spearman") -> np.ndarray:
@@ -588,10 +634,11 @@ def _explain_all(model, x, target, methods, seed) -> dict[str, torch.Tensor]:
 
 
 def _rows(step, key, label, ref, maps, metrics) -> list[dict]:
+    """Per-image rows comparing `maps` with `ref` ({method: _Prepared})."""
     rows = []
     for method, m in maps.items():
         for metric in metrics:
-            vals, const = _metric_values(metric, ref[method], m)
+            vals, const = _compare(metric, ref[method], m)
             for i, (v, c) in enumerate(zip(vals, const)):
                 rows.append({"step": step, key: label, "method": method,
                              "metric": metric, "image": i, "value": float(v),
@@ -619,8 +666,8 @@ def _run(test, key, model, x, target, methods, variants, metrics, seed, target_m
     trained = copy.deepcopy(model).eval()
     target = _resolve_target(trained, x, target)
     bar = tqdm(total=len(variants) + 1, desc=f"{test} randomization", disable=not progress)
-    ref = _explain_all(trained, x, target, methods, seed)
-    maps = {"original": ref}
+    maps = {"original": _explain_all(trained, x, target, methods, seed)}
+    ref = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps["original"].items()}
     rows = _rows(0, key, "original", ref, ref, metrics)
     bar.update(1)
     for step, (label, build) in enumerate(variants, start=1):
@@ -628,7 +675,8 @@ def _run(test, key, model, x, target, methods, variants, metrics, seed, target_m
         variant = build()
         t = _target_for(variant, x, target, target_mode)
         maps[label] = _explain_all(variant, x, t, methods, seed)
-        rows += _rows(step, key, label, ref, maps[label], metrics)
+        prepared = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps[label].items()}
+        rows += _rows(step, key, label, ref, prepared, metrics)
         bar.update(1)
     bar.close()
     per_image = pd.DataFrame(rows)
@@ -920,38 +968,49 @@ def label_randomization(
 # ------------------------------------------------------------------ verdicts
 
 
+VERDICT_METRICS = ("spearman", "spearman_abs", "ssim")
+
+
 def verdict(
     result: SanityResult,
-    metric: str = "spearman_abs",
     at: str | None = None,
+    metrics: Sequence[str] = VERDICT_METRICS,
     threshold: float = 0.5,
 ) -> pd.DataFrame:
-    """Pass/fail per method: does the map change when the model does?
+    """Pass/fail per method: did the map change when the model did?
 
     A method passes at a step if its mean similarity to the trained model's
-    map is below `threshold` there (the map changed); a map that stays
-    similar after the weights or labels were destroyed fails.
+    map (over the images) is below `threshold` on every one of `metrics`: the
+    map changed, whichever way one looks at it. A map that stays similar on
+    any of them after the weights or labels were destroyed fails — it shows
+    something that does not depend on what was destroyed.
 
     Args:
         result: a `SanityResult`.
-        metric: one of `METRICS`. Default "spearman_abs".
-        at: the step label to judge (e.g. "fc2" = after the top layer,
-            "conv1" = after the full cascade, "random labels"); None = the
-            last step.
+        at: the step label to judge, e.g. "fc2" (top layer randomized),
+            "conv1" (full SmallCNN cascade), "random labels"; None = the last
+            step.
+        metrics: names from `METRICS`. Default signed and absolute Spearman
+            and SSIM.
         threshold: in (−1, 1]. Default 0.5.
     Returns:
-        DataFrame indexed by method: similarity, std, passes.
+        DataFrame indexed by method: one column of mean similarity per
+        metric, then "passes" (bool).
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    metrics = _check_metrics(metrics)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
+            or not -1 < threshold <= 1:
+        raise ValueError(f"threshold must be a number in (-1, 1], got {threshold!r}")
     labels = result.order
     at = labels[-1] if at is None else at
     if at not in labels:
         raise ValueError(f"at must be one of {labels}, got {at!r}")
     t = result.table
-    t = t[(t.metric == metric) & (t[result.key] == at)].set_index("method")
-    out = t[["mean", "std"]].rename(columns={"mean": "similarity"})
-    out["passes"] = out["similarity"] < threshold
+    t = t[(t.metric.isin(metrics)) & (t[result.key] == at)]
+    out = t.pivot(index="method", columns="metric", values="mean")
+    out = out.loc[list(dict.fromkeys(t.method)), metrics]
+    out.columns.name = None
+    out["passes"] = (out[metrics] < threshold).all(axis=1)
     return out
 
 

@@ -39,7 +39,6 @@ import numbers
 import time
 from collections.abc import Sequence
 
-import altair as alt
 import ipywidgets as widgets
 import torch
 from torch import nn
@@ -311,8 +310,8 @@ class _Explorer:
             t0 = time.perf_counter()
             result = self._compute(x, target)
             t1 = time.perf_counter()
-            chart = self._draw(x, target, result)
-            bundle = plotting.mimebundle(chart)
+            chart, spec = self._draw(x, target, result)
+            bundle = plotting.mimebundle(spec)
             t2 = time.perf_counter()
             self.result, self.chart = result, chart
             self.n_updates += 1
@@ -444,7 +443,7 @@ class OcclusionExplorer(_Explorer):
         return plotting.panels(
             x[0], result[0], size=self.size,
             title=f"{self._title(target)} (occlusion, {passes} forward passes)",
-            legend_title="probability drop",
+            legend_title="probability drop", return_spec=True,
         )
 
 
@@ -544,6 +543,7 @@ class IGExplorer(_Explorer):
             x[0], result[0], extra={"baseline": self.baseline_image()[0]},
             size=self.size,
             title=f"{self._title(target)} (IG, {n_steps} steps, {method})",
+            return_spec=True,
         )
 
 
@@ -628,6 +628,7 @@ class SmoothGradExplorer(_Explorer):
             x[0], result[0], size=self.size,
             title=(f"{self._title(target)} ({kind} of {explain}, σ = {noise_level:.2f}, "
                    f"{n_samples} samples)"),
+            return_spec=True,
         )
 
 
@@ -680,12 +681,8 @@ class MethodBrowser(_Explorer):
         return maps
 
     def _draw(self, x, target, result):
-        probs = self._probabilities(self.index)
-        label = None if self.labels is None else [self.labels[self.index]]
-        digit = plotting.digits(x, label, predictions=[int(probs.argmax())],
-                                columns=1, size=self.size)
-        maps = plotting.grid(
-            {f"class {target}": {k: v[0] for k, v in result.items()}},
-            scale="independent", size=self.size,
+        return plotting.grid(
+            {"map": {k: v[0] for k, v in result.items()}},
+            image=x[0], overlay=False, show_input=True, scale="independent",
+            size=self.size, title=self._title(target), return_spec=True,
         )
-        return alt.hconcat(digit, maps, title=self._title(target))

@@ -123,14 +123,17 @@ def test_grad_cam_default_layer_and_module(small_cnn, digits):
     x, y = digits
     assert sal.default_layer(small_cnn) == "relu2"
     ours = sal.METHODS["grad_cam"](small_cnn, x[:3], y[:3])
-    assert_parity(ours, ref.grad_cam(small_cnn, x[:3], y[:3], small_cnn.relu2), REL_GRAD)
+    assert_parity(
+        ours, ref.grad_cam(small_cnn, x[:3], y[:3], small_cnn.relu2), REL_GRAD
+    )
 
 
 # Every rule with 1, 7 and 50 steps where Captum allows it (it refuses
 # n_steps=1 for the Riemann rules; ours is checked by hand there, see
 # test_saliency_analytic.py).
-IG_GRID = [(m, n) for m in IG_RULES for n in (1, 7, 50)
-           if n > 1 or m == "gausslegendre"]
+IG_GRID = [
+    (m, n) for m in IG_RULES for n in (1, 7, 50) if n > 1 or m == "gausslegendre"
+]
 
 
 @pytest.mark.parametrize("method,n_steps", IG_GRID)
@@ -139,7 +142,12 @@ def test_integrated_gradients_rules(case, method, n_steps):
     rows = 5 if n_steps < 50 else 2  # keeps the 50-step ResNet runs short
     target = targets(rows)[1]
     ours, delta = sal.integrated_gradients(
-        model, x[:rows], target, n_steps=n_steps, method=method, batch_size=64,
+        model,
+        x[:rows],
+        target,
+        n_steps=n_steps,
+        method=method,
+        batch_size=64,
         return_delta=True,
     )
     theirs, their_delta = ref.integrated_gradients(
@@ -177,11 +185,29 @@ def test_smoothgrad_kinds(case, kind, n):
     model, x, _ = case
     rel = REL_VAR if kind == "vargrad" else REL_SG
     for target in targets(n):
-        gen_ours, gen_ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-        ours = sal.smoothgrad(model, x[:n], target, n_samples=10, noise_level=0.2,
-                              kind=kind, batch_size=16, generator=gen_ours)
-        theirs = ref.smoothgrad(model, x[:n], target, n_samples=10, noise_level=0.2,
-                                kind=kind, generator=gen_ref)
+        gen_ours, gen_ref = (
+            torch.Generator().manual_seed(7),
+            torch.Generator().manual_seed(7),
+        )
+        ours = sal.smoothgrad(
+            model,
+            x[:n],
+            target,
+            n_samples=10,
+            noise_level=0.2,
+            kind=kind,
+            batch_size=16,
+            generator=gen_ours,
+        )
+        theirs = ref.smoothgrad(
+            model,
+            x[:n],
+            target,
+            n_samples=10,
+            noise_level=0.2,
+            kind=kind,
+            generator=gen_ref,
+        )
         assert_parity(ours, theirs, rel)
         # Both consumed the same draws: the generators end in the same state.
         assert torch.equal(gen_ours.get_state(), gen_ref.get_state())
@@ -190,10 +216,22 @@ def test_smoothgrad_kinds(case, kind, n):
 def test_smoothgrad_other_explainers(small_cnn, digits):
     x, y = digits
     for explain in [sal.input_x_gradient, sal.guided_backprop]:
-        ours = sal.smoothgrad(small_cnn, x[:3], y[:3], explain=explain, n_samples=6,
-                              generator=torch.Generator().manual_seed(3))
-        theirs = ref.smoothgrad(small_cnn, x[:3], y[:3], explain=explain, n_samples=6,
-                                generator=torch.Generator().manual_seed(3))
+        ours = sal.smoothgrad(
+            small_cnn,
+            x[:3],
+            y[:3],
+            explain=explain,
+            n_samples=6,
+            generator=torch.Generator().manual_seed(3),
+        )
+        theirs = ref.smoothgrad(
+            small_cnn,
+            x[:3],
+            y[:3],
+            explain=explain,
+            n_samples=6,
+            generator=torch.Generator().manual_seed(3),
+        )
         assert_parity(ours, theirs, REL_SG)
 
 
@@ -215,23 +253,41 @@ def test_occlusion_windows(case, patch, stride):
     model, x, _ = case
     for n, target, output in [(1, 1, "prob"), (5, targets(5)[1], "logit")]:
         ours = sal.occlusion(model, x[:n], target, patch, stride, output=output)
-        theirs = ref.occlusion(model, x[:n], target, patch, stride, output=output,
-                               batch_size=256)
+        theirs = ref.occlusion(
+            model, x[:n], target, patch, stride, output=output, batch_size=256
+        )
         assert_parity(ours, theirs, REL_OCC)
 
 
 def test_occlusion_stride_one(small_cnn, digits):
     x, y = digits
     ours = sal.occlusion(small_cnn, x[:1], y[:1], patch=3, stride=1)
-    assert_parity(ours, ref.occlusion(small_cnn, x[:1], y[:1], 3, 1, batch_size=700),
-                  REL_OCC)
+    assert_parity(
+        ours, ref.occlusion(small_cnn, x[:1], y[:1], 3, 1, batch_size=700), REL_OCC
+    )
 
 
 def test_occlusion_baselines_and_defaults(case):
     model, x, _ = case
     for baseline in ["black", "grey", 0.7, x[3:4].flip(-1)]:
-        ours = sal.occlusion(model, x[:2], [0, 1], patch=6, stride=5, baseline=baseline,
-                             output="logit", batch_size=17)
-        theirs = ref.occlusion(model, x[:2], [0, 1], patch=6, stride=5,
-                               baseline=baseline, output="logit", batch_size=64)
+        ours = sal.occlusion(
+            model,
+            x[:2],
+            [0, 1],
+            patch=6,
+            stride=5,
+            baseline=baseline,
+            output="logit",
+            batch_size=17,
+        )
+        theirs = ref.occlusion(
+            model,
+            x[:2],
+            [0, 1],
+            patch=6,
+            stride=5,
+            baseline=baseline,
+            output="logit",
+            batch_size=64,
+        )
         assert_parity(ours, theirs, REL_OCC)

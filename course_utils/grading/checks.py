@@ -680,6 +680,28 @@ def check_value(
 # ------------------------------------------------------- helpers for cases
 
 
+def saliency(method: str, **fixed) -> Callable:
+    """The course's implementation of a method, as a reference for `check`.
+
+    ``checks.saliency("integrated_gradients", method="riemann_right")`` calls
+    `course_utils.saliency.integrated_gradients` with those arguments fixed.
+    Test cells use this rather than importing the package, so that no name
+    bound to the reference implementation lands in the student's namespace.
+    """
+    from course_utils import saliency as sal
+
+    if method not in sal.METHODS and not hasattr(sal, method):
+        raise ValueError(f"method must be one of {sorted(sal.METHODS)}, got {method!r}")
+    fn = getattr(sal, method)
+
+    def reference(*args, **kwargs):
+        return fn(*args, **{**kwargs, **fixed})
+
+    reference.__name__ = f"saliency.{method}"
+    return reference
+
+
+
 def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
     """Per-parameter change of a returned model, then of the model passed in.
 

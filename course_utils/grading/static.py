@@ -48,6 +48,9 @@ FORBIDDEN_IMPORTS = {
     "course_utils.grading": "tamper",
     "captum": "reference",
 }
+# The test helpers a notebook's setup cell imports; answers may call them (e.g. to
+# re-run a visible check) but not touch their private parts.
+PUBLIC_HELPERS = frozenset({"course_utils.grading.checks"})
 FORBIDDEN_NAMES = {
     "open": "system", "exec": "tamper", "eval": "tamper", "compile": "tamper",
     "__import__": "tamper", "globals": "tamper", "vars": "tamper",
@@ -76,7 +79,10 @@ FORBIDDEN_ATTRS = {
     "fromfile": "system", "tofile": "system", "loadtxt": "system",
     "savetxt": "system", "genfromtxt": "system", "memmap": "system",
     "hub": "system", "ctypeslib": "system", "cpp_extension": "system",
-    "_C": "system",
+    "_C": "system", "ctypes": "system", "shutil": "system", "pathlib": "system",
+    "pickle": "system", "io": "system", "socket": "system", "tempfile": "system",
+    "inspect": "tamper", "threading": "system", "multiprocessing": "system",
+    "signal": "system", "glob": "system", "gc": "tamper", "marshal": "system",
 }
 REASONS = {
     "reference": "calls a reference implementation",
@@ -162,16 +168,21 @@ def _dotted(node: ast.AST) -> str:
     return ".".join(reversed(parts)) or type(node).__name__
 
 
-def import_bindings(tree: ast.AST) -> set[str]:
-    """Names bound by import statements anywhere in `tree`."""
-    names = set()
+def _import_path(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str:
+    """What an import binds: `import a.b` binds a; `import a.b as c` binds a.b."""
+    if isinstance(node, ast.Import):
+        return alias.name if alias.asname else alias.name.split(".")[0]
+    return f"{'.' * node.level}{node.module or ''}.{alias.name}"
+
+
+def import_bindings(tree: ast.AST) -> dict[str, str]:
+    """Names bound by import statements anywhere in `tree`, and what they hold."""
+    names = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
             for alias in node.names:
-                names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                names.add(alias.asname or alias.name)
+                name = alias.asname or alias.name.split(".")[0]
+                names[name] = _import_path(node, alias)
     return names
 
 
@@ -183,7 +194,7 @@ def _matches(module: str, prefixes: Iterable[str]) -> str | None:
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, where: str, tainted: set[str], protected: set[str],
+    def __init__(self, where: str, tainted: set[str], protected: dict[str, str],
                  policy: Policy):
         self.where = where
         self.tainted = tainted
@@ -217,7 +228,8 @@ class _Scanner(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self._check_module(node, alias.name)
-            self._bind(node, alias.asname or alias.name.split(".")[0])
+            self._bind(node, alias.asname or alias.name.split(".")[0],
+                       _import_path(node, alias))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
@@ -231,21 +243,35 @@ class _Scanner(ast.NodeVisitor):
             full = f"{base}.{alias.name}"
             is_sub = base in ALLOWED_IMPORTS or _matches(full, FORBIDDEN_IMPORTS)
             self._check_module(node, full if is_sub else base)
-            self._bind(node, alias.asname or alias.name)
+            self._bind(node, alias.asname or alias.name, _import_path(node, alias))
 
     # names and attributes ----------------------------------------------------
-    def _bind(self, node: ast.AST, name: str) -> None:
-        """A store to `name`: flag it when it shadows a name the tests use."""
+    def _bind(self, node: ast.AST, name: str, path: str | None = None) -> None:
+        """A store to `name`: flag it when it shadows a name the tests use.
+
+        Re-importing what the setup cell imported (`import torch`) is fine.
+        """
         at_top = self.depth == 0 or name in self.globals_declared
-        if name in self.protected and at_top:
+        if name in self.protected and at_top and path != self.protected[name]:
             self.add(node, f"redefines `{name}`, which the tests use", "tamper")
 
     def visit_Global(self, node: ast.Global) -> None:
         self.globals_declared.update(node.names)
 
+    def _forbidden_module(self, module: str) -> str | None:
+        """The category when `module` is one answers may not use, else None."""
+        if _matches(module, self.policy.allow_imports) or _matches(module, PUBLIC_HELPERS):
+            return None
+        prefix = _matches(module, FORBIDDEN_IMPORTS)
+        return FORBIDDEN_IMPORTS[prefix] if prefix else None
+
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load) and node.id in FORBIDDEN_NAMES:
             self.add(node, f"uses {node.id}", FORBIDDEN_NAMES[node.id])
+        elif isinstance(node.ctx, ast.Load) and node.id in self.protected:
+            category = self._forbidden_module(self.protected[node.id])
+            if category:
+                self.add(node, f"uses {node.id} ({self.protected[node.id]})", category)
         elif isinstance(node.ctx, (ast.Store, ast.Del)):
             self._bind(node, node.id)
 
@@ -253,6 +279,14 @@ class _Scanner(ast.NodeVisitor):
         if node.attr in FORBIDDEN_ATTRS:
             self.add(node, f"uses .{node.attr} ({_dotted(node)})",
                      FORBIDDEN_ATTRS[node.attr])
+        elif (node.attr.startswith("_") and not node.attr.startswith("__")
+              and _root(node) in self.tainted):
+            self.add(node, f"uses the private {_dotted(node)}", "tamper")
+        elif _root(node) in self.tainted and _is_chain(node):
+            category = self._forbidden_module(_dotted(node).replace(
+                _root(node) or "", self.protected.get(_root(node) or "", _root(node) or ""), 1))
+            if category:
+                self.add(node, f"uses {_dotted(node)}", category)
         if isinstance(node.ctx, (ast.Store, ast.Del)) and _root(node) in self.tainted:
             verb = "assigns to" if isinstance(node.ctx, ast.Store) else "deletes"
             self.add(node, f"{verb} {_dotted(node)} (changing a module is not allowed)",
@@ -305,7 +339,7 @@ def _taint(trees: Sequence[ast.AST], seed: set[str]) -> set[str]:
     """
     tainted = set(seed)
     for tree in trees:
-        tainted |= import_bindings(tree)
+        tainted |= set(import_bindings(tree))
     changed = True
     while changed:
         changed = False
@@ -334,18 +368,22 @@ def scan_sources(
         policy: extra allowed imports.
     """
     trusted_trees = [t for t in (_parse(s) for s in trusted) if t is not None]
-    protected = set()
+    protected: dict[str, str] = {}
     for tree in trusted_trees:
-        protected |= import_bindings(tree)
+        protected.update(import_bindings(tree))
     parsed = [(where, _parse(src)) for where, src in untrusted]
     tainted = _taint([t for _, t in parsed if t is not None] + trusted_trees, set())
     findings: list[Finding] = []
+    seen = set()
     for where, tree in parsed:
         if tree is None:
             continue  # a syntax error: the cell fails when it runs
         scanner = _Scanner(where, tainted, protected, policy)
         scanner.visit(tree)
-        findings += scanner.findings
+        for f in scanner.findings:  # one finding per line and category
+            if (f.where, f.line, f.category) not in seen:
+                seen.add((f.where, f.line, f.category))
+                findings.append(f)
     return findings
 
 

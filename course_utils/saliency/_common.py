@@ -5,9 +5,9 @@
 * target selection (`resolve_target`, `select`);
 * chunking (`chunks`, `DEFAULT_BATCH_SIZE`);
 * baselines by name or value (`resolve_baseline`);
-* `frozen_eval`: runs the model in eval mode with frozen parameters and puts
-  every module's `training` flag and every parameter's `requires_grad` back
-  afterwards, also when the body raises;
+* `eval_mode`: runs the model in eval mode and puts every module's own
+  `training` flag back afterwards, also when the body raises (parameters and
+  their `requires_grad` are never touched);
 * `removing_hooks` / `capture_output`: hooks live in context managers that
   always remove them and never swallow the exception that left the body;
 * `input_gradient`: ∂ f_target / ∂x via `torch.autograd.grad`, the one
@@ -71,8 +71,9 @@ def check_input(x: object, name: str = "x") -> torch.Tensor:
             f"({x.dim()} dims); use x.unsqueeze(0) for a single image"
         )
     if x.shape[0] == 0 or x.numel() == 0:
-        raise ValueError(f"{name} must hold at least one non-empty image, "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must hold at least one non-empty image, got shape {tuple(x.shape)}"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} must be finite; it holds NaN or Inf values")
     return x
@@ -84,8 +85,8 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     value = int(value)
     if value < low or (high is not None and value > high):
-        accepted = f"{low}..{high}" if high is not None else f"≥ {low}"
-        raise ValueError(f"{name} must be an int in {accepted}, got {value}")
+        accepted = f"in {low}..{high}" if high is not None else f"≥ {low}"
+        raise ValueError(f"{name} must be an int {accepted}, got {value}")
     return value
 
 
@@ -119,7 +120,11 @@ def resolve_target(target: object, n: int, device: torch.device) -> torch.Tensor
     if isinstance(target, numbers.Integral):
         idx = torch.full((n,), int(target), dtype=torch.long)
     elif isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        if (
+            target.is_floating_point()
+            or target.is_complex()
+            or target.dtype == torch.bool
+        ):
             raise TypeError(
                 f"target must hold integers (class indices), got dtype {target.dtype}"
             )
@@ -263,25 +268,23 @@ def resolve_baseline(
 
 
 @contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and frozen parameters inside; exact previous state afterwards.
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; each module's own `training` flag restored after.
 
-    Restores each module's own `training` flag (not just the root's) and each
-    parameter's `requires_grad`, in a `finally`, so it also holds when the body
-    raises; the exception propagates unchanged.
+    Only the modules that were training are switched (and switched back, in a
+    `finally`, so also when the body raises; the exception propagates
+    unchanged). Parameters are never touched: gradients are taken with
+    respect to the input only (`torch.autograd.grad`), so their
+    `requires_grad` flags stay as they are and `.grad` never accumulates.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = [m for m in model.modules() if m.training]
     try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
+        for m in training:
+            m.training = False
         yield model
     finally:
-        for m, was_training in modes:
-            m.training = was_training
-        for p, required in flags:
-            p.requires_grad_(required)
+        for m in training:
+            m.training = True
 
 
 @contextmanager
@@ -307,7 +310,7 @@ def capture_output(module: nn.Module) -> Iterator[dict]:
 
     def hook(_module, _inputs, output):
         if not isinstance(output, torch.Tensor):
-            raise ValueError(
+            raise TypeError(
                 f"layer must output a single tensor, got {type(output).__name__}"
             )
         store["output"] = output

@@ -11,7 +11,7 @@ from ._common import (
     check_input,
     check_model,
     default_layer,
-    frozen_eval,
+    eval_mode,
     get_layer,
     resolve_target,
     select,
@@ -76,7 +76,7 @@ def grad_cam(
     check_input(x)
     module = get_layer(model, default_layer(model) if layer is None else layer)
     idx = resolve_target(target, x.shape[0], x.device)
-    with frozen_eval(model), capture_output(module) as store:
+    with eval_mode(model), capture_output(module) as store:
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx)

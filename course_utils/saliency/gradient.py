@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import check_input, check_model, frozen_eval, input_gradient, resolve_target
+from ._common import (
+    check_input,
+    check_model,
+    eval_mode,
+    input_gradient,
+    resolve_target,
+)
 
 
 def gradient(
@@ -18,8 +24,8 @@ def gradient(
     2014.
 
     Args:
-        model: maps (N, C, H, W) inputs to (N, K) logits; run in eval mode,
-            its modes and `requires_grad` flags are restored afterwards.
+        model: maps (N, C, H, W) inputs to (N, K) logits; run in eval mode
+            (each module's `training` flag is restored afterwards).
         x: (N, C, H, W) finite float inputs (left untouched).
         target: class index (int) for every row, or one per row
             (list / 1-D integer tensor of length N).
@@ -35,6 +41,6 @@ def gradient(
     check_model(model)
     check_input(x)
     idx = resolve_target(target, x.shape[0], x.device)
-    with frozen_eval(model):
+    with eval_mode(model):
         grad, _ = input_gradient(model, x, idx)
     return grad.abs() if absolute else grad

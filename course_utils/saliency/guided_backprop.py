@@ -11,7 +11,7 @@ from torch import nn
 from ._common import (
     check_input,
     check_model,
-    frozen_eval,
+    eval_mode,
     input_gradient,
     removing_hooks,
     resolve_target,
@@ -20,43 +20,25 @@ from ._common import (
 RULES = ("plain", "guided", "deconvnet")
 
 
-class _ReLUWithRule(torch.autograd.Function):
-    """relu(x) forward; the backward rule is read from `switch["rule"]` when it runs.
-
-    For an upstream gradient g and output y = relu(x):
-
-    * "plain":     g · 1[y > 0]            (the true ReLU gradient)
-    * "guided":    max(g, 0) · 1[y > 0]    (guided backprop)
-    * "deconvnet": max(g, 0)               (deconvnet ignores the forward mask)
-
-    Reading the rule at backward time lets guided Grad-CAM take the plain
-    gradient at its layer and then the guided one at the input from a single
-    forward pass.
-    """
+class _DeconvReLU(torch.autograd.Function):
+    """relu(x) forward; backward passes max(g, 0), ignoring the forward mask."""
 
     @staticmethod
-    def forward(ctx, x, switch):
-        out = x.clamp(min=0)
-        ctx.switch = switch
-        ctx.save_for_backward(out)
-        return out
+    def forward(ctx, x):
+        return x.clamp(min=0)
 
     @staticmethod
     def backward(ctx, grad):
-        (out,) = ctx.saved_tensors
-        rule = ctx.switch["rule"]
-        zero = grad.new_zeros(())
-        if rule == "deconvnet":
-            return grad.clamp(min=0), None
-        if rule == "guided":
-            grad = grad.clamp(min=0)
-        return torch.where(out > 0, grad, zero), None
+        return grad.clamp(min=0)
 
 
 def check_relus(model: nn.Module) -> list[str]:
     """Names of the model's nn.ReLU modules; ValueError if any is in-place."""
-    inplace = [name for name, m in model.named_modules()
-               if isinstance(m, nn.ReLU) and m.inplace]
+    inplace = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ReLU) and m.inplace
+    ]
     if inplace:
         raise ValueError(
             "model must use out-of-place nn.ReLU modules (inplace=False) for guided "
@@ -67,17 +49,36 @@ def check_relus(model: nn.Module) -> list[str]:
 
 @contextmanager
 def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
-    """Route every nn.ReLU module of model through `_ReLUWithRule` inside the block.
+    """Change the backward rule of every nn.ReLU module of model inside the block.
 
-    Yields the switch dict; set `switch["rule"]` to change the backward rule
-    of the graph built inside the block. The forward hooks are removed on
-    exit, also when the body raises (the exception propagates).
+    For the upstream gradient g at a ReLU's output y = relu(x), the gradient
+    passed to x becomes
+
+    * "plain":     g · 1[y > 0]            (the true ReLU gradient)
+    * "guided":    max(g, 0) · 1[y > 0]    (guided backprop)
+    * "deconvnet": max(g, 0)               (ignores the forward mask)
+
+    "plain"/"guided": a forward hook puts a tensor hook on y that clamps g
+    before ReLU's own backward masks it; the rule is read from the yielded
+    `switch["rule"]` when the backward pass runs, so guided Grad-CAM can take
+    the plain gradient at its layer and then the guided one at the input from
+    one forward pass. "deconvnet": the forward hook swaps y for an
+    equal-valued output of `_DeconvReLU`. The forward values are unchanged.
+    Hooks are removed on exit, also when the body raises (the exception
+    propagates).
     """
     check_relus(model)
     switch = {"rule": rule}
 
-    def hook(_module, inputs, _output):
-        return _ReLUWithRule.apply(inputs[0], switch)
+    def clamp_if_guided(grad):
+        return grad.clamp(min=0) if switch["rule"] == "guided" else None
+
+    def hook(_module, inputs, output):
+        if rule == "deconvnet":
+            return _DeconvReLU.apply(inputs[0])
+        if output.requires_grad:
+            output.register_hook(clamp_if_guided)
+        return None
 
     with removing_hooks() as handles:
         for module in model.modules():
@@ -90,7 +91,7 @@ def _modified_gradient(model, x, target, rule: str) -> torch.Tensor:
     check_model(model)
     check_input(x)
     idx = resolve_target(target, x.shape[0], x.device)
-    with frozen_eval(model), relu_rule(model, rule):
+    with eval_mode(model), relu_rule(model, rule):
         grad, _ = input_gradient(model, x, idx)
     return grad
 

@@ -11,7 +11,7 @@ from ._common import (
     check_input,
     check_model,
     default_layer,
-    frozen_eval,
+    eval_mode,
     get_layer,
     resolve_target,
     select,
@@ -20,7 +20,9 @@ from .grad_cam import _captured, cam_from, upsample_cam
 from .guided_backprop import relu_rule
 
 
-def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch.Tensor:
+def guided_grad_cam(
+    model: nn.Module, x: torch.Tensor, target, layer=None
+) -> torch.Tensor:
     """GuidedBackprop(x) ⊙ upsample(Grad-CAM(x)): fine detail masked by the class map.
 
     Grad-CAM with its ReLU, resized bilinearly to (H, W), multiplies the
@@ -53,9 +55,11 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> to
     check_input(x)
     module = get_layer(model, default_layer(model) if layer is None else layer)
     idx = resolve_target(target, x.shape[0], x.device)
-    with frozen_eval(model), relu_rule(model, "plain") as switch, capture_output(
-        module
-    ) as store:
+    with (
+        eval_mode(model),
+        relu_rule(model, "plain") as switch,
+        capture_output(module) as store,
+    ):
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx).sum()

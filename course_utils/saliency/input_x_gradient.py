@@ -26,4 +26,5 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     Captum: `captum.attr.InputXGradient(model).attribute(x, target=target)`
     (same defaults, no departure).
     """
-    return x.detach() * gradient(model, x, target)
+    grad = gradient(model, x, target)  # checks model, x and target first
+    return x.detach() * grad

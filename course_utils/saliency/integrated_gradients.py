@@ -15,7 +15,7 @@ from ._common import (
     check_int,
     check_model,
     chunks,
-    frozen_eval,
+    eval_mode,
     input_gradient,
     resolve_baseline,
     resolve_target,
@@ -87,8 +87,12 @@ def blur_baseline(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
     kernel = kernel / kernel.sum()
     c = x.shape[1]
     out = nn.functional.pad(x.detach(), (radius,) * 4, mode="replicate")
-    out = nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    out = nn.functional.conv2d(
+        out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
+    )
+    return nn.functional.conv2d(
+        out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
+    )
 
 
 def noise_baseline(x: torch.Tensor, seed: int = NOISE_SEED) -> torch.Tensor:
@@ -161,7 +165,12 @@ def integrated_gradients(
     check_model(model)
     check_input(x)
     method = check_choice(method, "method", METHODS)
-    n_steps = check_int(n_steps, "n_steps", 2 if method == "riemann_trapezoid" else 1)
+    n_steps = check_int(n_steps, "n_steps", 1)
+    if method == "riemann_trapezoid" and n_steps < 2:
+        raise ValueError(
+            "n_steps must be an int ≥ 2 for method='riemann_trapezoid' (the rule "
+            f"needs both ends); use ≥ 1 with the other rules, got {n_steps}"
+        )
     batch_size = check_batch_size(batch_size)
     n = x.shape[0]
     idx = resolve_target(target, n, x.device)
@@ -175,7 +184,7 @@ def integrated_gradients(
     total = torch.zeros_like(x)
     shape = (-1,) + (1,) * (x.dim() - 1)
     rows = torch.arange(n * n_steps, device=x.device)
-    with frozen_eval(model):
+    with eval_mode(model):
         # Path points in Captum's order: step-major, (step k, row i) ↦ k·N + i.
         for part in chunks(n * n_steps, batch_size):
             step, row = rows[part] // n, rows[part] % n

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
@@ -15,7 +14,7 @@ from ._common import (
     check_int,
     check_model,
     chunks,
-    frozen_eval,
+    eval_mode,
     resolve_baseline,
     resolve_target,
     select,
@@ -35,7 +34,9 @@ def _check_patch_stride(patch, stride, height: int, width: int) -> tuple[int, in
     return patch, stride
 
 
-def forward_passes_occlusion(image_shape, patch: int = 4, stride: int | None = None) -> int:
+def forward_passes_occlusion(
+    image_shape, patch: int = 4, stride: int | None = None
+) -> int:
     """Model evaluations `occlusion` spends: one per window, plus the clean input.
 
     Windows are counted as Captum counts them: ⌈(H − patch)/stride⌉ + 1 rows of
@@ -51,9 +52,10 @@ def forward_passes_occlusion(image_shape, patch: int = 4, stride: int | None = N
     Returns:
         The number of rows the model is evaluated on.
     """
-    if not isinstance(image_shape, (tuple, list, torch.Size)) or not 2 <= len(
-        image_shape
-    ) <= 4:
+    if (
+        not isinstance(image_shape, (tuple, list, torch.Size))
+        or not 2 <= len(image_shape) <= 4
+    ):
         raise ValueError(
             "image_shape must be (H, W), (C, H, W) or (N, C, H, W), "
             f"got {image_shape!r}"
@@ -73,6 +75,7 @@ def window_matrix(
     Window (a, b) covers rows a·stride … a·stride + patch − 1 and columns
     b·stride … b·stride + patch − 1, clipped to the image; j = a·n_cols + b.
     """
+
     def axis(size: int) -> torch.Tensor:
         starts = torch.arange(_windows(size, patch, stride), device=device) * stride
         pos = torch.arange(size, device=device)
@@ -145,7 +148,7 @@ def occlusion(
     per_row = n_windows + 1
     rows = torch.arange(n * per_row, device=x.device)
     scores = []
-    with frozen_eval(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for part in chunks(n * per_row, batch_size):
             row, window = rows[part] // per_row, rows[part] % per_row
             copies = torch.where(masks[window], base[row], x[row])

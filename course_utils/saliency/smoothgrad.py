@@ -45,7 +45,9 @@ def noisy_copies(
     out = []
     for i in range(x.shape[0]):
         eps = torch.randn(
-            (n_samples, *x.shape[1:]), generator=generator, dtype=x.dtype,
+            (n_samples, *x.shape[1:]),
+            generator=generator,
+            dtype=x.dtype,
             device=x.device,
         )
         out.append(x[i : i + 1].detach() + eps * sigma[i])
@@ -130,7 +132,10 @@ def smoothgrad(
     noisy = noisy_copies(x, n_samples, float(noise_level), generator)
     targets = idx.repeat_interleave(n_samples)
     maps = torch.cat(
-        [explain(model, noisy[part], targets[part]) for part in chunks(len(noisy), batch_size)]
+        [
+            explain(model, noisy[part], targets[part])
+            for part in chunks(len(noisy), batch_size)
+        ]
     )
     maps = maps.reshape(n, n_samples, *maps.shape[1:])
     if kind == "smoothgrad":

@@ -1,0 +1,305 @@
+"""Saliency timings: ours vs Captum (defaults, best batching) vs the compute floor.
+
+Run with `make bench` (or `.venv/bin/python bench/bench_saliency.py [--quick]`).
+Not a pytest test. Timings on the course machines swing by tens of percent
+from run to run, so every variant of one (method, setting) is timed side by
+side: the variants are interleaved repeat by repeat and each reports its
+median; the table shows ratios of those medians.
+
+Settings: the shipped SmallCNN on 1 and on 32 digits (1×28×28), and a wider
+CNN (defined here) on one 3×64×64 input.
+
+Columns (ms = median milliseconds of ours):
+
+* ours/cap  — ours ÷ Captum with its default batching (IG and NoiseTunnel
+  all rows in one call, Occlusion one window per call);
+* ours/best — ours ÷ Captum with its best batching argument
+  (internal_batch_size / nt_samples_batch_size / perturbations_per_eval,
+  the fastest of several values, all timed); "-" where Captum has none;
+* ours/floor — ours ÷ the compute floor: the same number of model
+  evaluations with nothing else, chunked like ours: one forward (occlusion,
+  under inference_mode) or forward + input-gradient backward (gradient
+  methods; Grad-CAM's backward stops at its layer; guided Grad-CAM's is one
+  forward with a backward to the layer and one to the input).
+
+Goals: ours/cap ≤ 0.7 for occlusion and batched IG and SmoothGrad (32
+digits), ≤ 1.0 elsewhere; ours/floor ≤ 1.15 everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from captum.attr import (
+    Deconvolution,
+    GuidedBackprop,
+    GuidedGradCam,
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from course_utils import data, models
+from course_utils import saliency as sal
+
+warnings.filterwarnings("ignore", module="captum")
+warnings.filterwarnings("ignore", message=".*did not already require gradients")
+
+N_STEPS = 50  # IG
+N_SAMPLES = 50  # SmoothGrad
+NOISE = 0.15
+PATCH = 4  # occlusion, stride = patch
+ROWS = (64, 128, 256, 512)  # rows per call tried for Captum's best batching
+
+
+class WideCNN(nn.Module):
+    """Three conv blocks, 3×64×64 → 10 logits (≈ 0.3 M parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1)
+        self.relu3 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.pool(self.relu3(self.conv3(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+# ------------------------------------------------------------------ floors
+
+
+def floor_grad(model, x, target, batch_size):
+    """Forward + input-gradient backward over the rows of x, in chunks."""
+    for start in range(0, len(x), batch_size):
+        leaf = x[start : start + batch_size].detach().requires_grad_()
+        out = model(leaf)
+        t = target[start : start + batch_size]
+        torch.autograd.grad(out.gather(1, t[:, None]).sum(), leaf)
+
+
+def floor_forward(model, x, batch_size):
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size])
+
+
+class LayerFloor:
+    """Forward + backward to one layer's output (a hook kept registered)."""
+
+    def __init__(self, model, layer):
+        self.model, self.store = model, {}
+        module = sal.get_layer(model, layer)
+        module.register_forward_hook(lambda m, i, o: self.store.update(out=o))
+
+    def __call__(self, x, target, to_input=False):
+        leaf = x.detach().requires_grad_()
+        out = self.model(leaf).gather(1, target[:, None]).sum()
+        torch.autograd.grad(out, self.store["out"], retain_graph=to_input)
+        if to_input:
+            torch.autograd.grad(out, leaf)
+
+
+# ----------------------------------------------------------------- timing
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def race(variants: dict, repeats: int) -> dict:
+    """Median seconds per variant, interleaving the variants repeat by repeat."""
+    for fn in variants.values():  # warm-up
+        fn()
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def rows_options(n):
+    """Per-example batching values giving about ROWS rows per call (deduplicated)."""
+    return sorted({max(1, r // n) for r in ROWS})
+
+
+def methods(model, x, target, layer):
+    """name -> (ours, captum default, {captum best candidates}, floor)."""
+    n = len(x)
+    bs = sal.DEFAULT_BATCH_SIZE
+    t_list = target.tolist()
+    xg = x.clone().requires_grad_()
+    c = x.shape[1]
+    module = sal.get_layer(model, layer)
+    layer_floor = LayerFloor(model, layer)
+    ig_points = x.repeat(N_STEPS, 1, 1, 1)
+    ig_target = target.repeat(N_STEPS)
+    sg_points = x.repeat_interleave(N_SAMPLES, 0)
+    sg_target = target.repeat_interleave(N_SAMPLES)
+    n_occ = sal.forward_passes_occlusion(tuple(x.shape), PATCH)
+    occ_points = x.repeat(n_occ // n, 1, 1, 1)
+    sigma = float(NOISE * (x.max() - x.min()))
+
+    def prob(inputs):
+        return torch.softmax(model(inputs), 1)
+
+    ig = IntegratedGradients(model)
+    nt = NoiseTunnel(Saliency(model))
+    occ = Occlusion(prob)
+    gc = LayerGradCam(model, module)
+
+    def captum_ig(**kw):
+        return lambda: ig.attribute(xg, target=t_list, n_steps=N_STEPS,
+                                    method="riemann_trapezoid", **kw)
+
+    def captum_sg(**kw):
+        return lambda: nt.attribute(xg, nt_type="smoothgrad", nt_samples=N_SAMPLES,
+                                    stdevs=sigma, target=t_list, abs=False, **kw)
+
+    def captum_occ(**kw):
+        return lambda: occ.attribute(x, sliding_window_shapes=(c, PATCH, PATCH),
+                                     strides=(c, PATCH, PATCH), target=t_list,
+                                     baselines=float(model.normalize.mean)
+                                     if hasattr(model, "normalize") else 0.0, **kw)
+
+    def captum_gc():
+        attr = gc.attribute(xg, target=t_list, relu_attributions=True)
+        return LayerAttribution.interpolate(attr, tuple(x.shape[2:]), "bilinear")
+
+    grad_floor = (lambda: floor_grad(model, x, target, bs))
+    return {
+        "gradient": (
+            lambda: sal.gradient(model, x, target),
+            lambda: Saliency(model).attribute(xg, target=t_list, abs=False),
+            {}, grad_floor,
+        ),
+        "input_x_gradient": (
+            lambda: sal.input_x_gradient(model, x, target),
+            lambda: InputXGradient(model).attribute(xg, target=t_list),
+            {}, grad_floor,
+        ),
+        "integrated_gradients": (
+            lambda: sal.integrated_gradients(model, x, target, n_steps=N_STEPS),
+            captum_ig(),
+            {f"ibs={n * k}": captum_ig(internal_batch_size=n * k)
+             for k in rows_options(n) if k <= N_STEPS},
+            lambda: floor_grad(model, ig_points, ig_target, bs),
+        ),
+        "smoothgrad": (
+            lambda: sal.smoothgrad(model, x, target, n_samples=N_SAMPLES,
+                                   noise_level=NOISE),
+            captum_sg(),
+            {f"nsb={k}": captum_sg(nt_samples_batch_size=k)
+             for k in rows_options(n) if k < N_SAMPLES},
+            lambda: floor_grad(model, sg_points, sg_target, bs),
+        ),
+        "occlusion": (
+            lambda: sal.occlusion(model, x, target, patch=PATCH),
+            captum_occ(),
+            {f"ppe={k}": captum_occ(perturbations_per_eval=k) for k in rows_options(n)},
+            lambda: floor_forward(model, occ_points, bs),
+        ),
+        "grad_cam": (
+            lambda: sal.grad_cam(model, x, target, layer),
+            captum_gc, {},
+            lambda: layer_floor(x, target),
+        ),
+        "guided_backprop": (
+            lambda: sal.guided_backprop(model, x, target),
+            lambda: GuidedBackprop(model).attribute(xg, target=t_list),
+            {}, grad_floor,
+        ),
+        "deconvnet": (
+            lambda: sal.deconvnet(model, x, target),
+            lambda: Deconvolution(model).attribute(xg, target=t_list),
+            {}, grad_floor,
+        ),
+        "guided_grad_cam": (
+            lambda: sal.guided_grad_cam(model, x, target, layer),
+            lambda: GuidedGradCam(model, module).attribute(
+                xg, target=t_list, interpolate_mode="bilinear"),
+            {}, lambda: layer_floor(x, target, to_input=True),
+        ),
+    }
+
+
+def repeats_for(seconds_per_call: float, budget: float, quick: bool) -> int:
+    """Enough repeats to spend about `budget` seconds, between 5 and 200."""
+    reps = int(budget / max(seconds_per_call, 1e-6))
+    return max(3 if quick else 5, min(reps, 20 if quick else 200))
+
+
+def bench_setting(label, model, x, target, layer, quick, only=None):
+    print(f"\n{label}")
+    print(f"{'method':22s} {'ms':>9s} {'ours/cap':>9s} {'ours/best':>10s} "
+          f"{'(best)':>9s} {'ours/floor':>11s}")
+    rows = []
+    for name, (ours, cap, best, floor) in methods(model, x, target, layer).items():
+        if only and name not in only:
+            continue
+        variants = {"ours": ours, "cap": cap, "floor": floor, **best}
+        per_call = sum(timed(v) for v in variants.values())
+        med = race(variants, repeats_for(per_call, 1.5 if quick else 6.0, quick))
+        best_name = min(best, key=med.get) if best else None
+        best_ratio = f"{med['ours'] / med[best_name]:10.2f}" if best else f"{'-':>10s}"
+        print(f"{name:22s} {med['ours'] * 1e3:9.2f} {med['ours'] / med['cap']:9.2f} "
+              f"{best_ratio} {best_name or '':>9s} {med['ours'] / med['floor']:11.2f}",
+              flush=True)
+        rows.append((label, name, med))
+    return rows
+
+
+def bench_batch_size(model, x, target, quick):
+    """Our IG on 32 digits by batch_size: the basis of DEFAULT_BATCH_SIZE."""
+    print("\nintegrated_gradients, 32 digits, by batch_size (ms)")
+    variants = {
+        bs: (lambda bs=bs: sal.integrated_gradients(model, x, target, n_steps=N_STEPS,
+                                                    batch_size=bs))
+        for bs in (32, 64, 128, 256, 512, 1600)
+    }
+    med = race(variants, 3 if quick else 7)
+    print("  ".join(f"{bs}: {t * 1e3:.0f}" for bs, t in med.items()))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--only", nargs="*", help="method names to run")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    small = models.load_pretrained("small_cnn")
+    x, y = data.demo_digits(32)
+    wide = WideCNN().eval()
+    xw = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    yw = torch.tensor([3])
+    bench_setting("SmallCNN, 1 digit", small, x[:1], y[:1], "relu2", args.quick,
+                  args.only)
+    bench_setting("SmallCNN, 32 digits", small, x, y, "relu2", args.quick, args.only)
+    bench_setting("WideCNN, 1 × 3×64×64", wide, xw, yw, "relu3", args.quick, args.only)
+    if not args.only:
+        bench_batch_size(small, x, y, args.quick)
+
+
+if __name__ == "__main__":
+    main()

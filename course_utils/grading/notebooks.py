@@ -1,0 +1,177 @@
+"""Exercise notebooks as nbgrader sees them, and the notebook a submission is graded as.
+
+nbgrader marks cells in their metadata (``metadata.nbgrader``): answer cells
+(``solution: true``), test cells (``grade: true`` with ``points``), and locked
+cells. A submission is never executed as the student left it: `merge` rebuilds
+it from the instructor's source notebook, taking only the answer cells and the
+cells the student added from the submission. Every test, setup and locked cell
+comes from the source (with its hidden tests), so editing or deleting them
+changes nothing; a missing answer cell gets the released stub.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+MAX_NOTEBOOK_BYTES = 20 * 2**20
+
+
+def meta(cell) -> dict:
+    """A cell's nbgrader metadata ({} for a plain cell)."""
+    value = cell.get("metadata", {}).get("nbgrader", {})
+    return value if isinstance(value, dict) else {}
+
+
+def grade_id(cell) -> str | None:
+    gid = meta(cell).get("grade_id")
+    return gid if isinstance(gid, str) and gid else None
+
+
+def is_answer(cell) -> bool:
+    """A cell the student writes in (nbgrader "solution" cell)."""
+    return bool(meta(cell).get("solution"))
+
+
+def is_graded(cell) -> bool:
+    """A cell with points: an auto-graded test cell or a manually graded answer."""
+    return bool(meta(cell).get("grade")) or bool(meta(cell).get("task"))
+
+
+def is_autograded_test(cell) -> bool:
+    """A code cell whose points are earned by passing the checks it runs."""
+    return cell.cell_type == "code" and bool(meta(cell).get("grade")) and not is_answer(cell)
+
+
+def is_manual(cell) -> bool:
+    """A graded cell a person scores: a graded answer or a task."""
+    return is_graded(cell) and (is_answer(cell) or bool(meta(cell).get("task")))
+
+
+def points(cell) -> float:
+    return float(meta(cell).get("points", 0) or 0)
+
+
+def graded_cells(nb) -> list:
+    """The notebook's graded cells in order."""
+    return [c for c in nb.cells if is_graded(c) and grade_id(c)]
+
+
+def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> nbformat.NotebookNode:
+    """Read a notebook (v4); ValueError with the reason if it is too big or invalid."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ValueError(f"{path.name} is {size} bytes, more than {max_bytes}")
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # nbformat raises many kinds
+        raise ValueError(f"{path.name} is not a readable notebook: {exc}") from None
+    if not isinstance(nb.get("cells"), list):
+        raise ValueError(f"{path.name} has no cell list")
+    return nb
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop outputs and execution counts in place; returns nb."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+@dataclass
+class Merged:
+    """The notebook to grade and what the static review needs to know.
+
+    untrusted: (where, source) of code the student wrote (answer cells and
+    added cells); trusted: sources of the instructor's code cells; notes:
+    what was restored or ignored.
+    """
+
+    nb: nbformat.NotebookNode
+    untrusted: list[tuple[str, str]] = field(default_factory=list)
+    trusted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unanswered: list[str] = field(default_factory=list)
+
+
+def _student_cell(cell, number: int):
+    new = copy.deepcopy(cell)
+    new.get("metadata", {}).pop("nbgrader", None)
+    if new.cell_type == "code":
+        new.outputs = []
+        new.execution_count = None
+    return new
+
+
+def merge(source: nbformat.NotebookNode, released: nbformat.NotebookNode,
+          submission: nbformat.NotebookNode) -> Merged:
+    """The notebook a submission is graded as (see the module docstring).
+
+    Args:
+        source: the instructor's notebook (solutions/, with hidden tests).
+        released: the student version of it (for the stubs of missing answers).
+        submission: what the student handed in.
+    """
+    src_cells = list(source.cells)
+    position = {grade_id(c): i for i, c in enumerate(src_cells) if grade_id(c)}
+    stubs = {grade_id(c): c for c in released.cells if grade_id(c)}
+    out = copy.deepcopy(source)
+    out.cells = []
+    merged = Merged(out)
+    emitted: set[int] = set()
+
+    def emit_source(i: int, student=None) -> None:
+        cell = src_cells[i]
+        gid = grade_id(cell)
+        emitted.add(i)
+        if is_answer(cell):
+            given = student if student is not None else stubs.get(gid, cell)
+            if student is None:
+                merged.notes.append(f"answer cell {gid!r} missing; graded as unanswered")
+            new = copy.deepcopy(cell)
+            new.source = given.get("source", "")
+            if isinstance(new.source, list):
+                new.source = "".join(new.source)
+            stub = stubs.get(gid)
+            if stub is not None and new.source == stub.source:
+                merged.unanswered.append(gid)
+            if new.cell_type == "code":
+                merged.untrusted.append((f"cell {gid!r}", new.source))
+        else:
+            new = copy.deepcopy(cell)
+            if new.cell_type == "code":
+                merged.trusted.append(new.source)
+        if new.cell_type == "code":
+            new.outputs = []
+            new.execution_count = None
+        out.cells.append(new)
+
+    def emit_missing_before(limit: int) -> None:
+        for i in range(limit):
+            if i not in emitted:
+                if grade_id(src_cells[i]) is not None and not is_answer(src_cells[i]):
+                    merged.notes.append(f"cell {grade_id(src_cells[i])!r} restored")
+                emit_source(i)
+
+    added = 0
+    for cell in submission.cells:
+        gid = grade_id(cell)
+        i = position.get(gid) if gid else None
+        if i is not None and i not in emitted:
+            emit_missing_before(i)
+            emit_source(i, student=cell if is_answer(src_cells[i]) else None)
+            continue
+        if i is not None:
+            merged.notes.append(f"duplicate of cell {gid!r} treated as an added cell")
+        added += 1
+        new = _student_cell(cell, added)
+        out.cells.append(new)
+        if new.cell_type == "code":
+            merged.untrusted.append((f"added cell {added}", new.source))
+    emit_missing_before(len(src_cells))
+    return merged

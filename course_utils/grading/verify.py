@@ -1,0 +1,234 @@
+"""The verdict, computed where the student's code never ran.
+
+The grader runs each submission in a sandboxed kernel that only *records* what
+the student's functions returned on the visible and hidden cases (see
+`checks`). This module reads those records — numpy archives loaded with
+``allow_pickle=False``, so reading them executes nothing — and compares them,
+in the grader's own process, with the reference records written by the
+instructor's solution. Whatever the student's code did to torch, numpy or the
+test helpers inside its kernel cannot change this comparison; at most it
+changes the recorded outputs, which then fail to match, or leaves evidence
+(replaced helpers, calls into reference implementations) that flags the
+submission for review.
+
+Scoring: a test cell's points are shared equally among the cases its checks
+record (a short answer is one case); a case scores when the student's output
+matches the reference within the check's tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checks
+
+MAX_RECORD_BYTES = 32 * 2**20
+
+
+class RecordError(ValueError):
+    """A record file that is not what `checks` writes."""
+
+
+@dataclass
+class Record:
+    """One check's record: its metadata and the arrays of the cases that ran."""
+
+    meta: dict
+    arrays: dict[int, np.ndarray]
+
+
+def load_record(path: Path, name: str, max_bytes: int = MAX_RECORD_BYTES) -> Record:
+    """Read and validate a record without executing anything it contains."""
+    if path.stat().st_size > max_bytes:
+        raise RecordError(f"record {name} is larger than {max_bytes} bytes")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = dict(archive.items())
+    except Exception as exc:
+        raise RecordError(f"record {name} is not a numpy archive: {exc}") from None
+    raw = files.pop("__meta__", None)
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
+        raise RecordError(f"record {name} has no metadata")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError):
+        raise RecordError(f"record {name} has unreadable metadata") from None
+    if not isinstance(meta, dict) or meta.get("version") != checks.RECORD_VERSION:
+        raise RecordError(f"record {name} has an unknown format")
+    if meta.get("name") != name or meta.get("kind") not in ("arrays", "value"):
+        raise RecordError(f"record {name} does not describe check {name}")
+    arrays: dict[int, np.ndarray] = {}
+    for key, value in files.items():
+        if not key.startswith("case_") or not key[5:].isdigit():
+            raise RecordError(f"record {name} holds an unexpected entry {key!r}")
+        if value.dtype.kind not in "biuf":
+            raise RecordError(f"record {name} holds non-numeric data")
+        arrays[int(key[5:])] = value
+    if meta["kind"] == "arrays":
+        cases = meta.get("cases")
+        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+            raise RecordError(f"record {name} has no case list")
+        if any(i >= len(cases) for i in arrays):
+            raise RecordError(f"record {name} holds more cases than it lists")
+    return Record(meta, arrays)
+
+
+@dataclass
+class Check:
+    """A reference check: which test cell it belongs to and what it expects."""
+
+    name: str
+    grade_id: str
+    record: Record
+
+    @property
+    def units(self) -> int:
+        """How many cases the check scores (a short answer is one)."""
+        if self.record.meta["kind"] == "value":
+            return 1
+        return len(self.record.meta["cases"])
+
+
+@dataclass
+class CellVerdict:
+    """Score and explanation of one auto-graded test cell."""
+
+    grade_id: str
+    max_points: float
+    passed: int = 0
+    total: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        if self.total == 0:
+            return 0.0
+        return round(self.max_points * self.passed / self.total, 2)
+
+
+@dataclass
+class Verdict:
+    """The verdict on one notebook: per-cell scores and review flags."""
+
+    cells: dict[str, CellVerdict]
+    flags: list[str] = field(default_factory=list)
+
+    def score(self, grade_id: str) -> float:
+        return self.cells[grade_id].score
+
+
+def reference_checks(cell_records: dict[str, list[str]], files: dict[str, Path]
+                     ) -> dict[str, Check]:
+    """The checks the solution recorded, keyed by name.
+
+    Args:
+        cell_records: for each test cell's grade id, the records it wrote.
+        files: record name → file, from the reference run.
+    Raises:
+        RecordError: a record is malformed or two cells wrote the same name.
+    """
+    out: dict[str, Check] = {}
+    for gid, names in cell_records.items():
+        for name in names:
+            if name in out:
+                raise RecordError(f"check {name!r} is recorded by two cells")
+            out[name] = Check(name, gid, load_record(files[name], name))
+    return out
+
+
+def _runtime_flags(meta: dict) -> list[str]:
+    flags = []
+    hits = meta.get("tripwire") or []
+    if hits:
+        flags.append(f"called a reference implementation: {', '.join(map(str, hits[:5]))}")
+    if meta.get("profiler_disabled"):
+        flags.append("replaced the profiler hook the grader watches calls with")
+    tampered = meta.get("tampered") or []
+    if tampered:
+        flags.append(f"replaced {', '.join(map(str, tampered[:8]))}")
+    banned = meta.get("banned_modules") or []
+    if banned:
+        flags.append(f"imported {', '.join(map(str, banned))}")
+    return flags
+
+
+def _compare_case(check: Check, record: Record, i: int) -> tuple[bool, str]:
+    ref = check.record
+    case = record.meta["cases"][i]
+    label = ref.meta["cases"][i].get("label", f"case {i}")
+    error = case.get("error")
+    if error:
+        return False, f"{label}: raised {str(error)[:200]}"
+    if i not in record.arrays:
+        return False, f"{label}: no output recorded"
+    cmp = ref.meta.get("compare", {})
+    ok, why = checks.compare_arrays(
+        record.arrays[i], ref.arrays[i], cmp.get("mode", "allclose"),
+        float(cmp.get("rtol", 1e-3)), float(cmp.get("atol", 1e-5)),
+    )
+    return ok, "" if ok else f"{label}: {why}"
+
+
+def _compare_value(check: Check, record: Record) -> tuple[bool, str]:
+    ref = check.record.meta
+    if record.meta.get("error"):
+        return False, f"answer has the wrong form: {str(record.meta['error'])[:200]}"
+    value, expected = record.meta.get("value"), ref.get("value")
+    kind = ref.get("value_kind", "choice")
+    try:
+        value = checks.normalize_value(value, kind)
+    except (TypeError, ValueError) as exc:
+        return False, f"answer has the wrong form: {exc}"
+    if kind == "number" and not math.isfinite(float(value)):
+        return False, "answer is not a finite number"
+    ok, why = checks.compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
+    return ok, "" if ok else f"answer {value!r} is not the expected one"
+
+
+def verify(reference: dict[str, Check], student_files: dict[str, Path],
+           max_points: dict[str, float]) -> Verdict:
+    """Compare a submission's records with the reference.
+
+    Args:
+        reference: from `reference_checks`.
+        student_files: record name → file copied out of the student's kernel.
+        max_points: points of every auto-graded test cell, by grade id.
+    """
+    cells = {gid: CellVerdict(gid, pts) for gid, pts in max_points.items()}
+    flags: list[str] = []
+    for name, check in reference.items():
+        cell = cells.setdefault(check.grade_id, CellVerdict(check.grade_id, 0.0))
+        cell.total += check.units
+        path = student_files.get(name)
+        if path is None:
+            cell.lines.append(f"{name}: no result (the cell did not run to this check)")
+            continue
+        try:
+            record = load_record(path, name)
+            if record.meta["kind"] != check.record.meta["kind"]:
+                raise RecordError(f"record {name} is of the wrong kind")
+            if record.meta["kind"] == "arrays" and len(record.meta["cases"]) != check.units:
+                raise RecordError(f"record {name} lists the wrong number of cases")
+        except RecordError as exc:
+            cell.lines.append(f"{name}: {exc}")
+            flags.append(f"malformed record: {exc}")
+            continue
+        for flag in _runtime_flags(record.meta):
+            if flag not in flags:
+                flags.append(flag)
+        if record.meta["kind"] == "value":
+            ok, why = _compare_value(check, record)
+            cell.passed += ok
+            cell.lines.append(f"{name}: {'correct' if ok else why}")
+            continue
+        results = [_compare_case(check, record, i) for i in range(check.units)]
+        passed = sum(ok for ok, _ in results)
+        cell.passed += passed
+        cell.lines.append(f"{name}: {passed}/{check.units} cases match the reference")
+        cell.lines += [f"  {why}" for ok, why in results if not ok]
+    return Verdict(cells, flags)
