@@ -69,6 +69,9 @@ class Curve:
         scores: (N, K) target probability (or logit) at each point.
         auc: (N,) area under each image's curve, ∫ score d(fraction)
             (trapezoid rule); for probabilities it lies in [0, 1].
+        n_evaluated: images actually run through the model, ≤ N·K (a step
+            that changes only pixels already equal to the baseline repeats
+            the previous image, and its score is copied).
     """
 
     kind: str
@@ -76,6 +79,7 @@ class Curve:
     fraction: torch.Tensor
     scores: torch.Tensor
     auc: torch.Tensor
+    n_evaluated: int
 
     @property
     def mean_auc(self) -> float:
@@ -154,13 +158,15 @@ def random_attr(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.rand((n, 1, h, w), generator=gen, dtype=x.dtype).to(x.device)
 
 
-def _ranks(attr: torch.Tensor, x: torch.Tensor, absolute: bool, seed: int) -> torch.Tensor:
-    """(N, H·W) rank of each pixel in `pixel_order` (0 = most important)."""
+def _ranks(
+    attr: torch.Tensor, x: torch.Tensor, absolute: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pixel_order` (N, H·W) and each pixel's rank in it (0 = most important)."""
     n, _, h, w = x.shape
     order = pixel_order(_attr_scores(attr, x).view(n, 1, h, w), absolute, seed)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(n, -1))
-    return rank
+    return order, rank
 
 
 def _mix(x_flat, base_flat, rank, n_changed, kind: str) -> torch.Tensor:
@@ -205,7 +211,7 @@ def perturb(
     kind = check_choice(kind, "kind", KINDS)
     n, c, h, w = x.shape
     n_changed = check_int(n_changed, "n_changed", 0, h * w)
-    rank = _ranks(attr, x, absolute, seed)
+    _, rank = _ranks(attr, x, absolute, seed)
     base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     counts = torch.full((n,), n_changed, device=x.device)
     out = _mix(x.detach().reshape(n, c, h * w), base.reshape(n, c, h * w), rank,
@@ -237,7 +243,10 @@ def perturbation_curve(
 
     A pixel means all channels at one (row, column). All N·(n_steps + 1)
     perturbed copies are built chunk by chunk and run through the model in
-    eval mode under `torch.inference_mode()` (its modes are restored after).
+    eval mode under `torch.inference_mode()` (its modes are restored after),
+    `batch_size` rows per call; a copy identical to the step before it (only
+    pixels already equal to the baseline changed, e.g. black background
+    under a black baseline) is not run again, its score is copied.
 
     Args:
         model: maps (N, C, H, W) inputs to (N, K) logits.
@@ -272,28 +281,39 @@ def perturbation_curve(
     n_steps = check_int(n_steps, "n_steps", 1, n_pixels)
     batch_size = check_batch_size(batch_size)
     idx = resolve_target(target, n, x.device)
-    rank = _ranks(attr, x, absolute, seed)
+    order, rank = _ranks(attr, x, absolute, seed)
     base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     x_flat = x.detach().reshape(n, c, n_pixels)
     base_flat = base.reshape(n, c, n_pixels)
     n_changed = torch.linspace(0, n_pixels, n_steps + 1).round().long().to(x.device)
     n_points = n_steps + 1
-    rows = torch.arange(n * n_points, device=x.device)
+    # Changing a pixel where x equals the baseline (black background, black
+    # baseline) leaves the image as it was: step k shows the same image as
+    # step k − 1 when no pixel in between differs. Run each distinct image
+    # once and copy its score forward; the curve is exactly the same.
+    differs = (x_flat != base_flat).any(1).gather(1, order)  # (N, P) in rank order
+    n_differ = torch.cat([differs.new_zeros(n, 1, dtype=torch.long),
+                          differs.long().cumsum(1)], dim=1)[:, n_changed]  # (N, K)
+    new = torch.ones(n, n_points, dtype=torch.bool, device=x.device)
+    new[:, 1:] = n_differ[:, 1:] != n_differ[:, :-1]
+    rows = torch.nonzero(new.flatten()).flatten()
     scores = torch.empty(n * n_points, dtype=x.dtype, device=x.device)
     with eval_mode(model), torch.inference_mode():
-        # Row r of the flattened batch is image r // n_points at step r % n_points.
-        for part in chunks(n * n_points, batch_size):
+        # Flat row r is image r // n_points at step r % n_points.
+        for part in chunks(len(rows), batch_size):
             img, step = rows[part] // n_points, rows[part] % n_points
             batch = _mix(x_flat[img], base_flat[img], rank[img], n_changed[step], kind)
             logits = model(batch.view(-1, c, h, w))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            scores[part] = select(logits, idx[img])
-    scores = scores.view(n, n_points).clone()
+            scores[rows[part]] = select(logits, idx[img])
+    steps = torch.arange(n_points, device=x.device).expand(n, -1)
+    last_new = torch.where(new, steps, 0).cummax(dim=1).values
+    scores = scores.view(n, n_points).gather(1, last_new)
     fraction = n_changed.to(x.dtype) / n_pixels
     auc = torch.trapezoid(scores, fraction, dim=1)
     return Curve(kind=kind, n_changed=n_changed, fraction=fraction, scores=scores,
-                 auc=auc)
+                 auc=auc, n_evaluated=len(rows))
 
 
 def deletion(model: nn.Module, x: torch.Tensor, target, attr: torch.Tensor,

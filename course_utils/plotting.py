@@ -162,8 +162,7 @@ def _to_image(image: object, name: str = "image") -> np.ndarray:
         a = a.mean(axis=0)
     if a.ndim != 2:
         raise ValueError(
-            f"{name} must have shape (H, W), (C, H, W) or (1, C, H, W), "
-            f"got {a.shape}"
+            f"{name} must have shape (H, W), (C, H, W) or (1, C, H, W), got {a.shape}"
         )
     if not np.isfinite(a).all():
         raise ValueError(f"{name} must be finite; it holds NaN or Inf values")
@@ -186,7 +185,9 @@ def color_limit(values: np.ndarray, outlier_perc: float = OUTLIER_PERC) -> float
         vmax > 0 (1.0 for an all-zero map, so the scale is never empty).
     """
     if not isinstance(outlier_perc, numbers.Real) or not 0 <= outlier_perc < 100:
-        raise ValueError(f"outlier_perc must be a number in [0, 100), got {outlier_perc!r}")
+        raise ValueError(
+            f"outlier_perc must be a number in [0, 100), got {outlier_perc!r}"
+        )
     flat = np.sort(np.abs(np.asarray(values, dtype=np.float64)).ravel())
     if flat.size == 0 or flat[-1] <= 0:
         return 1.0
@@ -311,7 +312,9 @@ def _check_vmax(vmax: object) -> float | None:
     if vmax is None:
         return None
     if not isinstance(vmax, numbers.Real) or not math.isfinite(vmax) or vmax <= 0:
-        raise ValueError(f"vmax must be None (auto) or a finite number > 0, got {vmax!r}")
+        raise ValueError(
+            f"vmax must be None (auto) or a finite number > 0, got {vmax!r}"
+        )
     return float(vmax)
 
 
@@ -367,9 +370,7 @@ def _prepare(attr, image, reduce, signed, outlier_perc, vmax):
     m = to_map(attr, reduce)
     img = None if image is None else _to_image(image)
     if img is not None and img.shape != m.shape:
-        raise ValueError(
-            f"image must have the map's size {m.shape}, got {img.shape}"
-        )
+        raise ValueError(f"image must have the map's size {m.shape}, got {img.shape}")
     signed = _check_signed(signed, m)
     if not signed:
         m = np.abs(m)
@@ -421,8 +422,15 @@ def heatmap(
         "attr:Q", scale=_scale(signed, vmax), legend=alt.Legend(title=legend_title)
     )
     if h * w > RECT_LIMIT:
-        return _image_chart(colorize(m, vmax, signed), size, height, legend_title,
-                            vmax, signed, **_title(title))
+        return _image_chart(
+            colorize(m, vmax, signed),
+            size,
+            height,
+            legend_title,
+            vmax,
+            signed,
+            **_title(title),
+        )
     x, y = _pixel_axes(h, w)
     return (
         alt.Chart(alt.Data(values=_pixel_records(m, img)), **_title(title))
@@ -476,8 +484,9 @@ def overlay(
     )
     if h * w > RECT_LIMIT:
         rgb = blend(img, m, vmax, signed, opacity, fade)
-        return _image_chart(rgb, size, height, legend_title, vmax, signed,
-                            **_title(title))
+        return _image_chart(
+            rgb, size, height, legend_title, vmax, signed, **_title(title)
+        )
     alpha = _alpha(m, vmax, opacity, fade)
     data = alt.Data(values=_pixel_records(m, img, {"alpha": alpha}))
     x, y = _pixel_axes(h, w)
@@ -529,7 +538,11 @@ def _image_layer(width: int, height: int, tooltip=None, data=None) -> alt.Chart:
     return (
         alt.Chart(alt.Undefined if data is None else data)
         .mark_image(
-            width=width, height=height, align="left", baseline="top", smooth=False,
+            width=width,
+            height=height,
+            align="left",
+            baseline="top",
+            smooth=False,
             aria=False,
         )
         .encode(**enc)
@@ -547,7 +560,9 @@ def _image_chart(rgb, width, height, legend_title, vmax, signed, **kwargs):
 
 
 _GRID_TOOLTIP = (
-    ("row:N", "row"), ("col:N", "column"), ("vmax:Q", "scale end (vmax)"),
+    ("row:N", "row"),
+    ("col:N", "column"),
+    ("vmax:Q", "scale end (vmax)"),
 )
 
 
@@ -565,20 +580,33 @@ def _facet_template(
     spacing: int,
 ) -> tuple[alt.FacetChart, dict]:
     """An image-mark facet chart with empty data, and its spec (built once)."""
-    tips = [alt.Tooltip(f, title=t, **({"format": ".4g"} if f.endswith(":Q") else {}))
-            for f, t in _GRID_TOOLTIP] if tooltip else None
+    tips = (
+        [
+            alt.Tooltip(f, title=t, **({"format": ".4g"} if f.endswith(":Q") else {}))
+            for f, t in _GRID_TOOLTIP
+        ]
+        if tooltip
+        else None
+    )
     layer = alt.layer(
         _image_layer(width, height, tips).transform_filter("isValid(datum.url)"),
         _legend_layer(signed, legend_title),
     ).properties(width=width, height=height)
-    facets = {"column": alt.Column(
-        "col:N", sort=list(cols), title=column_title,
-        header=alt.Header(labelFontSize=12 if rows is None else 11,
-                          labelLimit=width + spacing),
-    )}
+    facets = {
+        "column": alt.Column(
+            "col:N",
+            sort=list(cols),
+            title=column_title,
+            header=alt.Header(
+                labelFontSize=12 if rows is None else 11, labelLimit=width + spacing
+            ),
+        )
+    }
     if rows is not None:
         facets["row"] = alt.Row(
-            "row:N", sort=list(rows), title=row_title,
+            "row:N",
+            sort=list(rows),
+            title=row_title,
             header=alt.Header(labelAngle=0, labelAlign="left", labelFontSize=11),
         )
     chart = layer.facet(data=alt.Data(values=[]), spacing=spacing, **facets)
@@ -660,15 +688,27 @@ def panels(
                 f"extra[{name!r}] must have the map's size {m.shape}, got {other.shape}"
             )
         cells.append((str(name), _grey_rgb(other)))
-    cells += [("map", colorize(m, vmax, signed)),
-              ("overlay", blend(img, m, vmax, signed, opacity, fade))]
+    cells += [
+        ("map", colorize(m, vmax, signed)),
+        ("overlay", blend(img, m, vmax, signed, opacity, fade)),
+    ]
     names = tuple(name for name, _ in cells)
     if len(set(names)) != len(names):
         raise ValueError(f"extra must not reuse the panel names {list(names)}")
     values = [{"col": n, "url": _png_url(rgb)} for n, rgb in cells]
     values += _legend_rows(signed, vmax, col="map")
-    template = (signed, str(legend_title), size, height, None, names, None, None,
-                False, 6)
+    template = (
+        signed,
+        str(legend_title),
+        size,
+        height,
+        None,
+        names,
+        None,
+        None,
+        False,
+        6,
+    )
     chart, spec = _from_template(template, values, title)
     return (chart, spec) if return_spec else chart
 
@@ -680,8 +720,10 @@ def _labelled(obj: object, name: str) -> list[tuple[str, object]]:
     """Mapping or sequence of (label, value) pairs → list of (str, value)."""
     if isinstance(obj, Mapping):
         pairs = [(str(k), v) for k, v in obj.items()]
-    elif isinstance(obj, Sequence) and not isinstance(obj, str) and all(
-        isinstance(p, tuple) and len(p) == 2 for p in obj
+    elif (
+        isinstance(obj, Sequence)
+        and not isinstance(obj, str)
+        and all(isinstance(p, tuple) and len(p) == 2 for p in obj)
     ):
         pairs = [(str(k), v) for k, v in obj]
     else:
@@ -734,7 +776,9 @@ def _grid_images(image, col_labels: list[str]) -> tuple[dict | None, bool]:
                 f"{len(col_labels)} columns; give one image per column or one "
                 "image for all"
             )
-        images = {c: _to_image(arr[i : i + 1], "image") for i, c in enumerate(col_labels)}
+        images = {
+            c: _to_image(arr[i : i + 1], "image") for i, c in enumerate(col_labels)
+        }
         return images, False
     one = _to_image(arr, "image")
     return {c: one for c in col_labels}, True
@@ -846,12 +890,20 @@ def grid(
     values = []
     if show_input and one_image:
         url = _png_url(_grey_rgb(next(iter(images.values()))))
-        values += [{"row": r, "col": "input", "url": url, "vmax": None}
-                   for r in row_labels]
+        values += [
+            {"row": r, "col": "input", "url": url, "vmax": None} for r in row_labels
+        ]
         col_labels = ["input", *col_labels]
     elif show_input:
-        values += [{"row": "input", "col": c, "url": _png_url(_grey_rgb(images[c])),
-                    "vmax": None} for c in col_labels]
+        values += [
+            {
+                "row": "input",
+                "col": c,
+                "url": _png_url(_grey_rgb(images[c])),
+                "vmax": None,
+            }
+            for c in col_labels
+        ]
         row_labels = ["input", *row_labels]
     for r, c, m in cells:
         vmax = limits[group(r, c)]
@@ -859,8 +911,9 @@ def grid(
             rgb = blend(images[c], m, vmax, signed, opacity, fade)
         else:
             rgb = colorize(m, vmax, signed)
-        values.append({"row": r, "col": c, "url": _png_url(rgb),
-                       "vmax": float(f"{vmax:.4g}")})
+        values.append(
+            {"row": r, "col": c, "url": _png_url(rgb), "vmax": float(f"{vmax:.4g}")}
+        )
 
     if scale == "shared":
         legend_vmax, legend = next(iter(limits.values())), legend_title
@@ -869,8 +922,18 @@ def grid(
     values += _legend_rows(signed, legend_vmax, row=row_labels[0], col=col_labels[0])
     h, w = shape
     height = max(1, round(size * h / w))
-    template = (signed, legend, size, height, tuple(row_labels), tuple(col_labels),
-                row_title, column_title, True, 4)
+    template = (
+        signed,
+        legend,
+        size,
+        height,
+        tuple(row_labels),
+        tuple(col_labels),
+        row_title,
+        column_title,
+        True,
+        4,
+    )
     chart, spec = _from_template(template, values, title)
     return (chart, spec) if return_spec else chart
 
@@ -914,7 +977,9 @@ def digits(
             return None
         v = v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else list(v)
         if len(v) != n:
-            raise ValueError(f"{name} must have one entry per image ({n}), got {len(v)}")
+            raise ValueError(
+                f"{name} must have one entry per image ({n}), got {len(v)}"
+            )
         return v
 
     labels = as_list(labels, "labels")
@@ -931,12 +996,20 @@ def digits(
     h, w = arr.shape[2:]
     height = max(1, round(size * h / w))
     return (
-        _image_layer(size, height, [alt.Tooltip("caption:N", title="digit")],
-                     data=alt.Data(values=values))
+        _image_layer(
+            size,
+            height,
+            [alt.Tooltip("caption:N", title="digit")],
+            data=alt.Data(values=values),
+        )
         .properties(width=size, height=height)
         .facet(
-            facet=alt.Facet("caption:N", sort=alt.EncodingSortField("i"), title=None,
-                            header=alt.Header(labelFontSize=10, labelPadding=2)),
+            facet=alt.Facet(
+                "caption:N",
+                sort=alt.EncodingSortField("i"),
+                title=None,
+                header=alt.Header(labelFontSize=10, labelPadding=2),
+            ),
             columns=int(columns),
             spacing=4,
             **_title(title),
@@ -977,14 +1050,25 @@ def confusion_matrix(
     frac = np.divide(a, totals, out=np.zeros_like(a), where=totals > 0)
     value = frac if normalize else a
     records = [
-        {"true": labels[i], "predicted": labels[j], "count": float(a[i, j]),
-         "fraction": round(float(frac[i, j]), 4), "value": float(value[i, j])}
-        for i in range(k) for j in range(k)
+        {
+            "true": labels[i],
+            "predicted": labels[j],
+            "count": float(a[i, j]),
+            "fraction": round(float(frac[i, j]), 4),
+            "value": float(value[i, j]),
+        }
+        for i in range(k)
+        for j in range(k)
     ]
     vmax = float(value.max()) or 1.0
     x = alt.X("predicted:O", sort=labels, title="predicted class")
     y = alt.Y("true:O", sort=labels, title="true class")
-    tooltip = ["true:O", "predicted:O", "count:Q", alt.Tooltip("fraction:Q", format=".1%")]
+    tooltip = [
+        "true:O",
+        "predicted:O",
+        "count:Q",
+        alt.Tooltip("fraction:Q", format=".1%"),
+    ]
     base = alt.Chart().encode(x=x, y=y, tooltip=tooltip)
     rects = base.mark_rect().encode(
         color=alt.Color(
@@ -999,9 +1083,9 @@ def confusion_matrix(
             alt.datum.value > vmax / 2, alt.value("white"), alt.value("black")
         ),
     )
-    return alt.layer(rects, text, data=alt.Data(values=records), **_title(title)).properties(
-        width=size, height=size
-    )
+    return alt.layer(
+        rects, text, data=alt.Data(values=records), **_title(title)
+    ).properties(width=size, height=size)
 
 
 # ------------------------------------------------------------------ output

@@ -178,7 +178,10 @@ class _Explorer:
 
         self.controls: dict[str, widgets.Widget] = {}
         self.controls["index"] = widgets.IntSlider(
-            value=int(index), min=0, max=n - 1, description="digit",
+            value=int(index),
+            min=0,
+            max=n - 1,
+            description="digit",
             continuous_update=False,
         )
         self.controls["prev"] = widgets.Button(
@@ -198,7 +201,8 @@ class _Explorer:
         self.controls.update(self._method_controls())
 
         self.outputs = {
-            "prediction": widgets.HTML(), "confidence": widgets.HTML(),
+            "prediction": widgets.HTML(),
+            "confidence": widgets.HTML(),
             **self._method_outputs(),
         }
         self.status = widgets.HTML().add_class("sal-status")
@@ -210,15 +214,31 @@ class _Explorer:
                 w.observe(self._on_change, names="value")
 
         browse = widgets.HBox(
-            [self.controls["prev"], self.controls["index"], self.controls["next"],
-             self.controls["target"]]
+            [
+                self.controls["prev"],
+                self.controls["index"],
+                self.controls["next"],
+                self.controls["target"],
+            ]
         )
-        own = [w for k, w in self.controls.items()
-               if k not in ("index", "prev", "next", "target")]
-        self.view = widgets.VBox(
-            [browse, widgets.HBox(own), widgets.HBox(list(self.outputs.values())),
-             self._out, self.status],
-        ).add_class("sal-explorer").add_class(self.css)
+        own = [
+            w
+            for k, w in self.controls.items()
+            if k not in ("index", "prev", "next", "target")
+        ]
+        self.view = (
+            widgets.VBox(
+                [
+                    browse,
+                    widgets.HBox(own),
+                    widgets.HBox(list(self.outputs.values())),
+                    self._out,
+                    self.status,
+                ],
+            )
+            .add_class("sal-explorer")
+            .add_class(self.css)
+        )
         self.update()
 
     # ------------------------------------------------------------ subclass API
@@ -292,7 +312,9 @@ class _Explorer:
         try:
             self.update()
         except (ValueError, TypeError) as err:
-            self.status.value = f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+            self.status.value = (
+                f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+            )
 
     def update(self):
         """Recompute the map for the current controls and redraw (once).
@@ -320,8 +342,11 @@ class _Explorer:
             )
             self._show_prediction(i, target)
             self.status.value = ""
-            self.timings = {"compute": t1 - t0, "chart": t2 - t1,
-                            "total": time.perf_counter() - t0}
+            self.timings = {
+                "compute": t1 - t0,
+                "chart": t2 - t1,
+                "total": time.perf_counter() - t0,
+            }
         return self.result
 
     def _show_prediction(self, i: int, target: int) -> None:
@@ -360,8 +385,11 @@ def _int_slider_value(name, value, lo, hi, why=""):
 
 def _int_slider(name, value, lo, hi, description):
     return widgets.IntSlider(
-        value=_int_slider_value(name, value, lo, hi), min=lo, max=hi,
-        description=description, continuous_update=False,
+        value=_int_slider_value(name, value, lo, hi),
+        min=lo,
+        max=hi,
+        description=description,
+        continuous_update=False,
     )
 
 
@@ -402,10 +430,13 @@ class OcclusionExplorer(_Explorer):
         images = _check_images(images)
         h, w = images.shape[-2:]
         self._max_patch = min(self.MAX_PATCH, h, w)
-        self._patch0 = _int_slider_value("patch", patch, 1, self._max_patch,
-                                         f"the image is {h}×{w}")
-        self._stride0 = self._patch0 if stride is None else _int_slider_value(
-            "stride", stride, 1, self._patch0, "at most patch"
+        self._patch0 = _int_slider_value(
+            "patch", patch, 1, self._max_patch, f"the image is {h}×{w}"
+        )
+        self._stride0 = (
+            self._patch0
+            if stride is None
+            else _int_slider_value("stride", stride, 1, self._patch0, "at most patch")
         )
         super().__init__(model, images, labels, **kwargs)
 
@@ -429,7 +460,12 @@ class OcclusionExplorer(_Explorer):
     def _compute(self, x, target):
         patch, stride = self._settings()
         return sal.occlusion(
-            self.model, x, target, patch=patch, stride=stride, batch_size=self.batch_size
+            self.model,
+            x,
+            target,
+            patch=patch,
+            stride=stride,
+            batch_size=self.batch_size,
         )
 
     def _draw(self, x, target, result):
@@ -441,9 +477,12 @@ class OcclusionExplorer(_Explorer):
         )
         self.outputs["forward_passes"].value = _html("forward passes", f"{passes}")
         return plotting.panels(
-            x[0], result[0], size=self.size,
+            x[0],
+            result[0],
+            size=self.size,
             title=f"{self._title(target)} (occlusion, {passes} forward passes)",
-            legend_title="probability drop", return_spec=True,
+            legend_title="probability drop",
+            return_spec=True,
         )
 
 
@@ -471,12 +510,22 @@ class IGExplorer(_Explorer):
     css = "sal-ig"
     MAX_STEPS = 300
 
-    def __init__(self, model, images, labels=None, *, n_steps=50, baseline="black",
-                 method="riemann_trapezoid", **kwargs):
+    def __init__(
+        self,
+        model,
+        images,
+        labels=None,
+        *,
+        n_steps=50,
+        baseline="black",
+        method="riemann_trapezoid",
+        **kwargs,
+    ):
         low = 2 if method == "riemann_trapezoid" else 1
         self._init = (
-            _int_slider_value("n_steps", n_steps, low, self.MAX_STEPS,
-                              f"rule {method!r}"),
+            _int_slider_value(
+                "n_steps", n_steps, low, self.MAX_STEPS, f"rule {method!r}"
+            ),
             baseline,
             method,
         )
@@ -508,8 +557,14 @@ class IGExplorer(_Explorer):
     def _compute(self, x, target):
         n_steps, baseline, method = self._settings()
         attr, delta = sal.integrated_gradients(
-            self.model, x, target, baseline=baseline, n_steps=n_steps, method=method,
-            batch_size=self.batch_size, return_delta=True,
+            self.model,
+            x,
+            target,
+            baseline=baseline,
+            n_steps=n_steps,
+            method=method,
+            batch_size=self.batch_size,
+            return_delta=True,
         )
         self.delta = float(delta[0])
         self._gap_of = float(attr.sum()) - self.delta  # f(x) − f(x₀)
@@ -540,7 +595,9 @@ class IGExplorer(_Explorer):
             f"{self.delta:+.4f} ({100 * rel:.2f} % of f(x) − f(x₀) = {diff:.3f})",
         )
         return plotting.panels(
-            x[0], result[0], extra={"baseline": self.baseline_image()[0]},
+            x[0],
+            result[0],
+            extra={"baseline": self.baseline_image()[0]},
             size=self.size,
             title=f"{self._title(target)} (IG, {n_steps} steps, {method})",
             return_spec=True,
@@ -571,8 +628,19 @@ class SmoothGradExplorer(_Explorer):
     MAX_SAMPLES = 100
     MAX_NOISE = 0.5
 
-    def __init__(self, model, images, labels=None, *, noise_level=0.15, n_samples=50,
-                 kind="smoothgrad", explain="gradient", seed=0, **kwargs):
+    def __init__(
+        self,
+        model,
+        images,
+        labels=None,
+        *,
+        noise_level=0.15,
+        n_samples=50,
+        kind="smoothgrad",
+        explain="gradient",
+        seed=0,
+        **kwargs,
+    ):
         if (
             not isinstance(noise_level, numbers.Real)
             or isinstance(noise_level, bool)
@@ -596,11 +664,17 @@ class SmoothGradExplorer(_Explorer):
         noise_level, n_samples, kind, explain = self._init
         return {
             "noise_level": widgets.FloatSlider(
-                value=noise_level, min=0.0, max=self.MAX_NOISE, step=0.01,
-                description="noise σ", readout_format=".2f", continuous_update=False,
+                value=noise_level,
+                min=0.0,
+                max=self.MAX_NOISE,
+                step=0.01,
+                description="noise σ",
+                readout_format=".2f",
+                continuous_update=False,
             ),
-            "n_samples": _int_slider("n_samples", n_samples, 1, self.MAX_SAMPLES,
-                                     "samples"),
+            "n_samples": _int_slider(
+                "n_samples", n_samples, 1, self.MAX_SAMPLES, "samples"
+            ),
             "kind": _choice("kind", kind, SMOOTHGRAD_KINDS, "kind"),
             "explain": _choice("explain", explain, SMOOTHGRAD_EXPLAIN, "smooth"),
         }
@@ -611,23 +685,37 @@ class SmoothGradExplorer(_Explorer):
 
     def _settings(self):
         c = self.controls
-        return (float(c["noise_level"].value), int(c["n_samples"].value),
-                c["kind"].value, c["explain"].value)
+        return (
+            float(c["noise_level"].value),
+            int(c["n_samples"].value),
+            c["kind"].value,
+            c["explain"].value,
+        )
 
     def _compute(self, x, target):
         noise_level, n_samples, kind, explain = self._settings()
         return sal.smoothgrad(
-            self.model, x, target, explain=getattr(sal, explain), n_samples=n_samples,
-            noise_level=noise_level, kind=kind, batch_size=self.batch_size,
+            self.model,
+            x,
+            target,
+            explain=getattr(sal, explain),
+            n_samples=n_samples,
+            noise_level=noise_level,
+            kind=kind,
+            batch_size=self.batch_size,
             generator=self.generator(),
         )
 
     def _draw(self, x, target, result):
         noise_level, n_samples, kind, explain = self._settings()
         return plotting.panels(
-            x[0], result[0], size=self.size,
-            title=(f"{self._title(target)} ({kind} of {explain}, σ = {noise_level:.2f}, "
-                   f"{n_samples} samples)"),
+            x[0],
+            result[0],
+            size=self.size,
+            title=(
+                f"{self._title(target)} ({kind} of {explain}, σ = {noise_level:.2f}, "
+                f"{n_samples} samples)"
+            ),
             return_spec=True,
         )
 
@@ -653,8 +741,9 @@ class MethodBrowser(_Explorer):
 
     css = "sal-methods"
 
-    def __init__(self, model, images, labels=None, *, methods=None, seed=0, size=84,
-                 **kwargs):
+    def __init__(
+        self, model, images, labels=None, *, methods=None, seed=0, size=84, **kwargs
+    ):
         if methods is None:
             methods = list(sal.METHODS)
         if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
@@ -683,6 +772,11 @@ class MethodBrowser(_Explorer):
     def _draw(self, x, target, result):
         return plotting.grid(
             {"map": {k: v[0] for k, v in result.items()}},
-            image=x[0], overlay=False, show_input=True, scale="independent",
-            size=self.size, title=self._title(target), return_spec=True,
+            image=x[0],
+            overlay=False,
+            show_input=True,
+            scale="independent",
+            size=self.size,
+            title=self._title(target),
+            return_spec=True,
         )

@@ -119,21 +119,31 @@ def test_curve_endpoints_are_the_input_and_the_baseline(small_cnn, digits):
     assert torch.allclose(ins.scores[:, -1], probs, atol=1e-5)
 
 
+@pytest.mark.parametrize("baseline", ["grey", "black"])
 @pytest.mark.parametrize("kind", ["deletion", "insertion"])
-def test_perturb_shows_the_images_behind_each_point(small_cnn, digits, kind):
+def test_perturb_shows_the_images_behind_each_point(small_cnn, digits, kind, baseline):
+    # Every point of the curve is the model's probability on the image
+    # `perturb` builds, also where the curve skips repeated images (black
+    # baseline: steps that only blacken black background).
     x, y = digits
     attr = sal.gradient(small_cnn, x, y)
-    x0, grey = x.clone(), float(small_cnn.normalize.mean)
-    curve = metrics.perturbation_curve(small_cnn, x, y, attr, kind=kind, n_steps=4,
-                                       baseline="grey")
+    x0 = x.clone()
+    base = float(small_cnn.normalize.mean) if baseline == "grey" else 0.0
+    curve = metrics.perturbation_curve(small_cnn, x, y, attr, kind=kind, n_steps=10,
+                                       baseline=baseline)
     for step, count in enumerate(curve.n_changed.tolist()):
-        seen = metrics.perturb(small_cnn, x, attr, count, kind=kind, baseline="grey")
-        start = x if kind == "deletion" else torch.full_like(x, grey)
+        seen = metrics.perturb(small_cnn, x, attr, count, kind=kind, baseline=baseline)
+        start = x if kind == "deletion" else torch.full_like(x, base)
         changed = (seen != start).flatten(1).sum(1)
         assert torch.all(changed <= count)  # only the pixels it says it changes
         probs = torch.softmax(small_cnn(seen), 1).gather(1, y[:, None])[:, 0]
         assert torch.allclose(probs.detach(), curve.scores[:, step], atol=1e-5)
     assert torch.equal(x, x0)
+    n_points = len(x) * 11
+    if baseline == "grey":  # every pixel differs from grey: every image is new
+        assert curve.n_evaluated == n_points
+    else:  # the gradient ranks background pixels too: some steps repeat
+        assert curve.n_evaluated < n_points
     top = metrics.pixel_order(attr)[:, :10]
     deleted = metrics.perturb(small_cnn, x, attr, 10).flatten(1)
     assert torch.all(deleted.gather(1, top) == 0)  # the 10 most relevant went black

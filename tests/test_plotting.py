@@ -11,8 +11,12 @@ from PIL import Image
 
 from course_utils import plotting as P
 
-SIGNED_RGB = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in P.SIGNED_COLORS])
-MAG_RGB = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in P.MAGNITUDE_COLORS])
+SIGNED_RGB = np.array(
+    [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in P.SIGNED_COLORS]
+)
+MAG_RGB = np.array(
+    [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in P.MAGNITUDE_COLORS]
+)
 
 
 # ---------------------------------------------------------------- helpers
@@ -38,8 +42,11 @@ def find(obj, key):
 
 def inline_rows(spec):
     """Row counts of every inline dataset in a spec."""
-    rows = [len(d["values"]) for d in find(spec, "data") if isinstance(d, dict)
-            and isinstance(d.get("values"), list)]
+    rows = [
+        len(d["values"])
+        for d in find(spec, "data")
+        if isinstance(d, dict) and isinstance(d.get("values"), list)
+    ]
     rows += [len(v) for d in find(spec, "datasets") for v in d.values()]
     return rows
 
@@ -61,9 +68,14 @@ def decode(url):
 
 
 def color_scales(spec):
-    return [e["scale"] for e in find(spec, "color") if isinstance(e, dict)
-            and isinstance(e.get("scale"), dict) and "range" in e["scale"]
-            and e["scale"]["range"] in (list(P.SIGNED_COLORS), list(P.MAGNITUDE_COLORS))]
+    return [
+        e["scale"]
+        for e in find(spec, "color")
+        if isinstance(e, dict)
+        and isinstance(e.get("scale"), dict)
+        and "range" in e["scale"]
+        and e["scale"]["range"] in (list(P.SIGNED_COLORS), list(P.MAGNITUDE_COLORS))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +134,9 @@ def test_color_limit_is_captums_outlier_rule():
     rng = np.random.default_rng(0)
     for perc in (1, 2, 5, 30):
         v = rng.standard_normal((28, 28)) ** 3
-        assert P.color_limit(v, perc) == _cumulative_sum_threshold(np.abs(v), 100 - perc)
+        assert P.color_limit(v, perc) == _cumulative_sum_threshold(
+            np.abs(v), 100 - perc
+        )
     assert P.color_limit(np.zeros((3, 3))) == 1.0  # never an empty scale
     with pytest.raises(ValueError, match="outlier_perc"):
         P.color_limit(values, 100)
@@ -203,7 +217,9 @@ def test_large_maps_switch_to_one_image_mark():
     big = torch.randn(1, 3, 100, 100)
     spec = spec_of(P.heatmap(big))
     assert max(inline_rows(spec)) < 10
-    assert "image" in [m["type"] if isinstance(m, dict) else m for m in find(spec, "mark")]
+    assert "image" in [
+        m["type"] if isinstance(m, dict) else m for m in find(spec, "mark")
+    ]
     spec = spec_of(P.overlay(torch.rand(1, 100, 100), big[0, :1]))
     assert max(inline_rows(spec)) < 10
 
@@ -268,15 +284,21 @@ def test_grid_cascade_dict_of_dicts_scales_and_orientation(blob, seven):
     }
     shared = cells(spec_of(P.grid(maps, scale="shared")))
     row = spec_of(P.grid(maps, scale="row"))
-    assert shared[("trained", "gradient")]["vmax"] == shared[("fc2", "gradient")]["vmax"]
+    assert (
+        shared[("trained", "gradient")]["vmax"] == shared[("fc2", "gradient")]["vmax"]
+    )
     rcells = cells(row)
-    assert rcells[("fc2", "gradient")]["vmax"] == 10 * rcells[("trained", "gradient")]["vmax"]
+    assert (
+        rcells[("fc2", "gradient")]["vmax"]
+        == 10 * rcells[("trained", "gradient")]["vmax"]
+    )
     assert legend_values(row) == [-1.0, 1.0]  # per-row scales: legend in vmax units
     # orientation: the positive blob (rows 2-5, cols 3-6) is red at the top left
     rgb = decode(rcells[("fc2", "gradient")]["url"])
     np.testing.assert_array_equal(rgb[3, 4], SIGNED_RGB[-1])
-    np.testing.assert_array_equal(rgb[22, 23], P.colorize(np.array([[-10.0]]), 20.0,
-                                                          True)[0, 0])
+    np.testing.assert_array_equal(
+        rgb[22, 23], P.colorize(np.array([[-10.0]]), 20.0, True)[0, 0]
+    )
     np.testing.assert_array_equal(rgb[14, 14], [255, 255, 255])
     # one digit for the whole grid: the input becomes a first column
     spec = spec_of(P.grid(maps, image=seven, show_input=True, scale="independent"))
@@ -293,8 +315,10 @@ def test_grid_accepts_lists_of_pairs_and_magnitude_maps(blob):
 
 def test_grid_of_ninety_digit_maps_stays_small(digits):
     x, _ = digits
-    maps = {f"step {r}": {f"img {c}": torch.randn(1, 28, 28) for c in range(9)}
-            for r in range(10)}
+    maps = {
+        f"step {r}": {f"img {c}": torch.randn(1, 28, 28) for c in range(9)}
+        for r in range(10)
+    }
     spec = spec_of(P.grid(maps, image=x[0]))
     assert max(inline_rows(spec)) < 100  # 90 cells + 2 legend rows, not 70,560 pixels
     assert len(str(spec)) < 400_000
@@ -305,15 +329,31 @@ def test_grid_of_ninety_digit_maps_stays_small(digits):
     [
         ({}, {}, ValueError, "maps must not be empty"),
         ("maps", {}, TypeError, "maps must be a dict"),
-        ({"a": torch.zeros(4, 1, 28, 28)}, {"image": torch.zeros(3, 1, 28, 28)},
-         ValueError, "one image per column"),
-        ({"a": {"x": torch.zeros(28, 28), "y": torch.zeros(14, 14)}}, {}, ValueError,
-         "same \\(H, W\\)"),
+        (
+            {"a": torch.zeros(4, 1, 28, 28)},
+            {"image": torch.zeros(3, 1, 28, 28)},
+            ValueError,
+            "one image per column",
+        ),
+        (
+            {"a": {"x": torch.zeros(28, 28), "y": torch.zeros(14, 14)}},
+            {},
+            ValueError,
+            "same \\(H, W\\)",
+        ),
         ({"a": torch.zeros(2, 1, 28, 28)}, {"scale": "global"}, ValueError, "scale"),
-        ({"a": torch.zeros(2, 1, 28, 28)}, {"show_input": True}, ValueError,
-         "show_input"),
-        ({"a": torch.zeros(2, 1, 28, 28)}, {"image": {"0": torch.zeros(28, 28)}},
-         ValueError, "no entry for the columns"),
+        (
+            {"a": torch.zeros(2, 1, 28, 28)},
+            {"show_input": True},
+            ValueError,
+            "show_input",
+        ),
+        (
+            {"a": torch.zeros(2, 1, 28, 28)},
+            {"image": {"0": torch.zeros(28, 28)}},
+            ValueError,
+            "no entry for the columns",
+        ),
     ],
 )
 def test_grid_rejects_bad_input(maps, kwargs, err, match):
@@ -322,8 +362,13 @@ def test_grid_rejects_bad_input(maps, kwargs, err, match):
 
 
 def test_panels_spec_equals_chart_and_order(seven, blob):
-    chart, spec = P.panels(seven, blob, extra={"baseline": torch.zeros(28, 28)},
-                           title="t", return_spec=True)
+    chart, spec = P.panels(
+        seven,
+        blob,
+        extra={"baseline": torch.zeros(28, 28)},
+        title="t",
+        return_spec=True,
+    )
     assert spec == chart.to_dict(validate=True)
     assert spec["facet"]["column"]["sort"] == ["input", "baseline", "map", "overlay"]
     assert spec["title"] == "t"
@@ -344,8 +389,10 @@ def test_digits_grid(digits):
     x, y = digits
     spec = spec_of(P.digits(x, y, predictions=y, columns=4))
     values = records(spec)
-    assert [v["caption"] for v in values][:2] == [f"#0  {int(y[0])} → {int(y[0])}",
-                                                  f"#1  {int(y[1])} → {int(y[1])}"]
+    assert [v["caption"] for v in values][:2] == [
+        f"#0  {int(y[0])} → {int(y[0])}",
+        f"#1  {int(y[1])} → {int(y[1])}",
+    ]
     assert spec["columns"] == 4
     with pytest.raises(ValueError, match="labels must have one entry per image"):
         P.digits(x, y[:3])
@@ -373,7 +420,9 @@ def test_save_png_size_scale_colours_and_orientation(tmp_path, blob):
     two = P.save(chart, tmp_path / "sub" / "two.png", scale=2)
     a = np.asarray(Image.open(one).convert("RGB")).astype(int)
     b = np.asarray(Image.open(two).convert("RGB"))
-    assert abs(b.shape[1] - 2 * a.shape[1]) <= 2 and abs(b.shape[0] - 2 * a.shape[0]) <= 2
+    assert (
+        abs(b.shape[1] - 2 * a.shape[1]) <= 2 and abs(b.shape[0] - 2 * a.shape[0]) <= 2
+    )
     assert a.shape[1] >= 112 and a.shape[0] >= 112
     assert len(np.unique(a.reshape(-1, 3), axis=0)) > 10  # not one flat colour
     # the reddest pixel lies in the upper left (the positive blob), the bluest
@@ -410,9 +459,12 @@ def test_mimebundle_renders_with_vega_lite_5(seven, blob, digits):
 
     x, y = digits
     charts = [
-        P.heatmap(blob, seven), P.overlay(seven, blob), P.panels(seven, blob),
+        P.heatmap(blob, seven),
+        P.overlay(seven, blob),
+        P.panels(seven, blob),
         P.grid({"g": torch.randn(8, 1, 28, 28)}, image=x, show_input=True),
-        P.digits(x, y), P.confusion_matrix(torch.eye(3)),
+        P.digits(x, y),
+        P.confusion_matrix(torch.eye(3)),
     ]
     for chart in charts:
         bundle = P.mimebundle(chart)

@@ -195,13 +195,16 @@ class Case:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Inputs for a function that takes no model: `fn(*make(generator))`.
+    """Inputs built by a function: `fn(*args, **kwargs)` with (args, kwargs) = make(gen).
 
     Args:
         make: builds the arguments from a seeded `torch.Generator`; returns a
             tuple of positional arguments, or (args, kwargs).
         seed: the generator's seed.
         label: a short description shown in messages.
+
+    The first `nn.Module` among the arguments, if any, is the case's model
+    (see `parameter_changes`).
     """
 
     make: Callable[[torch.Generator], tuple]
@@ -218,7 +221,8 @@ class Inputs:
             args, kwargs = made
         else:
             args, kwargs = tuple(made), {}
-        return Built(tuple(args), dict(kwargs), None, self.describe(), self)
+        model = next((a for a in args if isinstance(a, nn.Module)), None)
+        return Built(tuple(args), dict(kwargs), model, self.describe(), self)
 
     def describe(self) -> str:
         return f"{self.label} (seed {self.seed})"
@@ -411,6 +415,7 @@ class _Tripwire:
         self.hits: list[str] = []
         self.disabled = False
         self._previous = None
+        self._hook = self._profile  # one bound method, so `is` can recognise it
 
     def _forbidden(self, module: str) -> bool:
         return any(module == p or module.startswith(p + ".") for p in self.forbid)
@@ -419,6 +424,10 @@ class _Tripwire:
         if event == "call":
             module = frame.f_globals.get("__name__", "")
             if isinstance(module, str) and self._forbidden(module):
+                caller = frame.f_back
+                outer = caller.f_globals.get("__name__", "") if caller else ""
+                if isinstance(outer, str) and self._forbidden(outer):
+                    return  # a call inside the reference; the entry is recorded
                 hit = f"{module}.{frame.f_code.co_name}"
                 if hit not in self.hits and len(self.hits) < 20:
                     self.hits.append(hit)
@@ -426,11 +435,11 @@ class _Tripwire:
     def __enter__(self):
         self._previous = sys.getprofile()
         if self.forbid:
-            sys.setprofile(self._profile)
+            sys.setprofile(self._hook)
         return self
 
     def __exit__(self, *exc):
-        if self.forbid and sys.getprofile() is not self._profile:
+        if self.forbid and sys.getprofile() is not self._hook:
             self.disabled = True
         sys.setprofile(self._previous)
         return False
@@ -713,7 +722,7 @@ def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
     if not isinstance(model, nn.Module):
         raise TypeError(f"returned {type(model).__name__}, expected an nn.Module")
     if built.model is None:
-        raise TypeError("parameter_changes needs a Case with a model")
+        raise TypeError("parameter_changes needs a case that passes a model")
     pristine = dict(built.case.build().model.named_parameters())
     returned = dict(model.named_parameters())
     passed = dict(built.model.named_parameters())

@@ -189,7 +189,7 @@ def _cell_error(cell) -> tuple[str, str] | None:
     return None
 
 
-def _is_memory_error(ename: str | None, evalue: str | None) -> bool:
+def is_memory_error(ename: str | None, evalue: str | None) -> bool:
     text = f"{ename or ''} {evalue or ''}"
     return any(marker in text for marker in MEMORY_MARKERS)
 
@@ -414,7 +414,7 @@ async def run_notebook(
         shutil.rmtree(scratch, ignore_errors=True)
         if identity.uid is not None:
             clean_user_files(identity.uid)
-    memory = any(_is_memory_error(c.ename, c.evalue) for c in cells)
+    memory = any(is_memory_error(c.ename, c.evalue) for c in cells)
     log = _log_tail(log_path)
     if status == "crashed" and "MemoryError" in log:
         memory = True

@@ -52,7 +52,7 @@ import nbformat
 from . import gradebook as gbook
 from . import notebooks as nbs
 from .course import Course, generate
-from .execute import RunSettings, run_notebook
+from .execute import RunSettings, is_memory_error, run_notebook
 from .sandbox import GiB, ForkServer, Identity, Limits, can_switch_user
 from .static import Finding, Policy, scan_sources
 from .verify import Check, RecordError, reference_checks, verify
@@ -429,18 +429,21 @@ async def _grade_notebook(ctx: _Context, spec: NotebookSpec, folder: Path,
     run = await run_notebook(merged.nb, ctx.server, settings,
                              ctx.work / "students" / student / spec.name)
     result = verify(spec.checks, run.records, tests)
+    memory = run.memory_error or any(
+        is_memory_error(None, line) for cell in result.cells.values()
+        for line in cell.lines)
     flags = [str(f) for f in findings] + result.flags
     flags += [f"records: {p}" for p in run.record_problems]
     details = list(merged.notes)
     if run.detail:
         details.append(run.detail)
-    if run.memory_error:
+    if memory:
         details.append(f"ran out of memory (limit {settings.limits.memory_bytes / GiB:g} GiB)")
     if flags:
         status = "flagged for review"
     elif run.status == "timed out" or run.timeouts:
         status = "timed out"
-    elif run.status == "crashed" or run.memory_error:
+    elif run.status == "crashed" or memory:
         status = "crashed"
     else:
         status = "graded"

@@ -173,8 +173,14 @@ def open_gradebook(path: Path):
 
 def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> None:
     """Write auto scores, comments and flags; keep every manual score."""
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
     gb = open_gradebook(path)
     try:
+        # nbgrader's add_submission triggers SQLAlchemy autoflush warnings; harmless
+        warnings.filterwarnings("ignore", category=SAWarning)
         for result in results:
             gb.update_or_create_student(result.student)
             kwargs = {"timestamp": result.timestamp} if result.timestamp else {}

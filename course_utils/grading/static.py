@@ -84,6 +84,12 @@ FORBIDDEN_ATTRS = {
     "inspect": "tamper", "threading": "system", "multiprocessing": "system",
     "signal": "system", "glob": "system", "gc": "tamper", "marshal": "system",
 }
+def allowed_imports_text(policy: Policy | None = None) -> str:
+    """The modules answers may import, for messages to students."""
+    extra = policy.allow_imports if policy else frozenset()
+    return ", ".join(sorted(ALLOWED_IMPORT_ROOTS | ALLOWED_IMPORTS | extra))
+
+
 REASONS = {
     "reference": "calls a reference implementation",
     "tamper": "tampers with the tests or the interpreter",
@@ -221,9 +227,7 @@ class _Scanner(ast.NodeVisitor):
             or module in ALLOWED_IMPORTS
             or forbidden
         ):
-            self.add(node, f"imports {module} (allowed: "
-                     f"{', '.join(sorted(ALLOWED_IMPORT_ROOTS | ALLOWED_IMPORTS))})",
-                     "import")
+            self.add(node, f"imports {module}, which answers may not use", "import")
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:

@@ -56,6 +56,7 @@ LAB_SETTINGS = {
     },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
         "windowingMode": "none",
+        "recordTiming": True,
     },
 }
 
@@ -256,7 +257,11 @@ JS_MODEL = """
   return panel.content.widgets.map((cell, i) => {
     const m = cell.model;
     const row = {index: i, type: m.type, source: m.sharedModel.getSource().slice(0, 120),
-                 exec: m.type === 'code' ? m.executionCount : null, outputs: []};
+                 exec: m.type === 'code' ? m.executionCount : null, outputs: [],
+                 seconds: null};
+    const t = m.getMetadata && m.getMetadata('execution');
+    if (t && t['shell.execute_reply'] && t['shell.execute_reply.started'])
+      row.seconds = (Date.parse(t['shell.execute_reply']) - Date.parse(t['shell.execute_reply.started'])) / 1000;
     if (m.type === 'code') {
       for (let k = 0; k < m.outputs.length; k++) {
         const o = m.outputs.get(k).toJSON();

@@ -84,6 +84,10 @@ def test_notebook_runs_clean(name, runs, artifacts):
     print(f"\n{name}: {times}; {dom['charts']} charts "
           f"({expected} from cells), {dom['widgets']} widget views, "
           f"{len(stderr)} stderr outputs")
+    slow = sorted((c for c in cells if c.get("seconds")), key=lambda c: -c["seconds"])[:3]
+    for c in slow:
+        print(f"   slowest: cell {c['index']} {c['seconds']:.1f} s: "
+              f"{c['source'].splitlines()[0] if c['source'] else ''}")
     for info in dom["chartInfo"]:
         print(f"   chart in cell {info['cell']}{' (widget)' if info['widget'] else ''}: "
               f"{info['how']}")

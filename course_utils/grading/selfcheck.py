@@ -1,0 +1,103 @@
+"""`course check NOTEBOOK`: a student's self-check before submitting.
+
+Runs a copy of the notebook top to bottom in a fresh kernel (with a deadline per
+cell; the notebook file itself is never modified), then prints, for each
+graded question, whether its visible tests passed and — when not — the hint
+the test gave. It also runs the grader's static review on the student's cells,
+so anything that would flag the submission (an import of the reference
+implementation, changing torch, reading files…) is reported now, not after
+grading. Hidden tests are not in the student's notebook; they run only when
+the instructor grades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from . import notebooks as nbs
+from .execute import RunSettings, run_notebook
+from .sandbox import ForkServer, Limits
+from .static import Policy, scan_sources
+
+
+def _first_lines(text: str, n: int = 12) -> str:
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    return "\n".join(lines[:n])
+
+
+def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout) -> int:
+    """Run the notebook's visible tests and report; returns the exit code.
+
+    Args:
+        path: the student's notebook.
+        cell_timeout: seconds per cell.
+        out: where the report goes.
+    Returns:
+        0 when every visible test passes and nothing would be flagged, else 1.
+    """
+    from .grade import server_env
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"NOTEBOOK {path} does not exist")
+    if path.suffix != ".ipynb":
+        raise ValueError(f"NOTEBOOK must be a .ipynb file, got {path.name}")
+    nb = nbs.read_notebook(path)
+    untrusted = [(f"cell {nbs.grade_id(c)!r}" if nbs.grade_id(c) else f"cell {i + 1}",
+                  c.source) for i, c in enumerate(nb.cells)
+                 if c.cell_type == "code" and (nbs.is_answer(c) or not nbs.meta(c))]
+    trusted = [c.source for c in nb.cells
+               if c.cell_type == "code" and nbs.meta(c) and not nbs.is_answer(c)]
+    findings = scan_sources(untrusted, trusted, Policy.from_metadata(nb.metadata))
+    run_nb = nbs.clean(copy.deepcopy(nb))
+    work = Path(tempfile.mkdtemp(prefix="course-check-"))
+    print(f"Checking {path} (a copy runs; your file is not changed) …", file=out)
+    try:
+        with ForkServer(server_env(work), work / "forkserver.log") as server:
+            settings = RunSettings(mode="", cell_timeout=cell_timeout,
+                                   interrupt_grace=5.0, limits=Limits())
+            run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    by_index = {c.index: c for c in run.cells}
+    passed = failed = 0
+    for i, cell in enumerate(run_nb.cells):
+        gid = nbs.grade_id(cell)
+        result = by_index.get(i)
+        if nbs.is_autograded_test(cell):
+            pts = nbs.points(cell)
+            if result is None or result.status == "not run":
+                print(f"✗ {gid} ({pts:g} pt): not run — an earlier cell stopped the kernel",
+                      file=out)
+                failed += 1
+            elif result.status == "ok":
+                print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)
+                passed += 1
+            else:
+                failed += 1
+                print(f"✗ {gid} ({pts:g} pt): {result.ename}", file=out)
+                for line in _first_lines(result.evalue).splitlines():
+                    print(f"    {line}", file=out)
+        elif nbs.is_manual(cell):
+            stub = "YOUR ANSWER HERE" in cell.source
+            print(f"✎ {gid} ({nbs.points(cell):g} pt): graded by hand"
+                  + (" — not answered yet" if stub else ""), file=out)
+        elif result is not None and result.status != "ok" and nbs.is_answer(cell):
+            reason = ("not answered yet" if result.ename == "NotImplementedError"
+                      else f"{result.ename}: {_first_lines(result.evalue, 3)}")
+            print(f"✗ {gid}: {reason}", file=out)
+        elif result is not None and result.status not in ("ok", "not run"):
+            print(f"! cell {i + 1}: {result.ename}: {_first_lines(result.evalue, 3)}",
+                  file=out)
+    if run.status != "completed":
+        print(f"! {run.detail}", file=out)
+    for f in findings:
+        print(f"⚑ {f} — this would flag your submission for review", file=out)
+    print(f"\n{passed} of {passed + failed} auto-graded question(s) pass their visible "
+          "tests; hidden tests run when your instructor grades.", file=out)
+    return 0 if failed == 0 and not findings and run.status == "completed" else 1

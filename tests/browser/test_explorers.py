@@ -1,0 +1,307 @@
+"""The explorers as a student uses them: keyboard on the slider, clicks on ← →.
+
+For the IG (03), SmoothGrad (04) and occlusion (05) explorers, in the notebook
+that shows them (after its "Run All"), or — when a notebook does not show one —
+in tests/browser/explorers.ipynb, which builds all three:
+
+* focus the slider handle and press the arrow key 10 times; after each press
+  wait until the chart is redrawn (a new, non-blank canvas) and record the
+  latency from the key event to that frame;
+* the heatmap changed (screenshots of the chart before and after differ) and
+  the read-outs changed accordingly (patch size and forward passes match the
+  slider; IG's completeness gap shrinks as n_steps grows; σ's read-out moves);
+* → shows the next digit, ← goes back to the same digit and picture.
+
+Screenshots go to artifacts/browser/explorers/; the latency table is printed
+at the end of the run and saved as artifacts/browser/latency.json.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import statistics
+from dataclasses import dataclass
+
+import pytest
+
+import browser_lab as bl
+
+MOVES = 10
+# Goal from the issue: median ≤ 250 ms on 2 cores. Asserted at this bound
+# (BROWSER_LATENCY_MS raises it on a machine shared with other jobs).
+LATENCY_MS = float(os.environ.get("BROWSER_LATENCY_MS", "250"))
+SCRATCH_NOTEBOOK = "explorers.ipynb"
+
+
+@dataclass(frozen=True)
+class Spec:
+    prefix: str          # notebook number
+    cls: str             # Python class the notebook must use
+    css: str             # CSS class of the explorer's view
+    slider: str          # CSS class of the slider the test moves
+    home_first: bool     # press Home first (start from the slider's minimum)
+
+
+SPECS = {
+    "ig": Spec("03_", "IGExplorer", "sal-ig", "sal-n-steps", True),
+    "smoothgrad": Spec("04_", "SmoothGradExplorer", "sal-smoothgrad", "sal-noise-level", False),
+    "occlusion": Spec("05_", "OcclusionExplorer", "sal-occlusion", "sal-patch", False),
+}
+
+
+def _notebook_for(spec: Spec) -> str:
+    for path in sorted(bl.NOTEBOOKS.glob(f"{spec.prefix}*.ipynb")):
+        if spec.cls in path.read_text(encoding="utf-8", errors="replace"):
+            return path.name
+    return SCRATCH_NOTEBOOK
+
+
+PARAMS = []
+for key, spec in SPECS.items():
+    nb = _notebook_for(spec)
+    PARAMS.append(pytest.param(key, nb, id=f"{key}-{nb.removesuffix('.ipynb')}",
+                               marks=pytest.mark.notebook(nb)))
+
+
+# ---------------------------------------------------------------- page helpers
+
+JS_INSTALL = """
+() => {
+  if (window.__sal) return;
+  window.__sal = {t0: null, t1: null, old: null, canvases: 0};
+  document.addEventListener('keydown', () => {
+    if (window.__sal.t0 === null) window.__sal.t0 = performance.now();
+  }, true);
+  document.addEventListener('click', () => {
+    if (window.__sal.t0 === null) window.__sal.t0 = performance.now();
+  }, true);
+  new MutationObserver(recs => {
+    for (const r of recs) for (const n of r.addedNodes) {
+      if (n.nodeType === 1 && (n.tagName === 'CANVAS' || n.querySelector && n.querySelector('canvas'))
+          && n.closest && n.closest('.sal-chart')) window.__sal.canvases++;
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+}
+"""
+
+JS_ARM = """
+(root) => {
+  const el = document.querySelector(root);
+  window.__sal.old = el.querySelector('.sal-chart canvas');
+  window.__sal.t0 = null; window.__sal.t1 = null; window.__sal.canvases = 0;
+}
+"""
+
+# True once the chart shows a new canvas with something drawn on it.
+JS_REDRAWN = """
+([root, minInk]) => {
+  const el = document.querySelector(root);
+  const c = el && el.querySelector('.sal-chart canvas');
+  if (!c || c === window.__sal.old || c.width < 20 || c.height < 20) return false;
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let ink = 0, n = 0;
+  const step = Math.max(1, Math.floor(d.length / 4 / 20000));
+  for (let p = 0; p < d.length / 4; p += step) {
+    const k = 4 * p; n++;
+    if (d[k + 3] > 16 && (d[k] < 235 || d[k + 1] < 235 || d[k + 2] < 235)) ink++;
+  }
+  if (ink / n < minInk) return false;
+  window.__sal.t1 = performance.now();
+  return true;
+}
+"""
+
+JS_STATE = """
+(root) => {
+  const el = document.querySelector(root);
+  const txt = sel => { const e = el.querySelector(sel); return e ? e.textContent.trim() : null; };
+  const handle = sel => {
+    const h = el.querySelector(sel + ' .noUi-handle');
+    return h ? {now: +h.getAttribute('aria-valuenow'), min: +h.getAttribute('aria-valuemin'),
+                max: +h.getAttribute('aria-valuemax')} : null;
+  };
+  const c = el.querySelector('.sal-chart canvas');
+  return {
+    index: txt('.sal-index .widget-readout'),
+    patchSize: txt('.sal-patch-size'), forwardPasses: txt('.sal-forward-passes'),
+    delta: txt('.sal-delta'), prediction: txt('.sal-prediction'),
+    confidence: txt('.sal-confidence'), status: txt('.sal-status'),
+    noise: txt('.sal-noise-level .widget-readout'),
+    patch: txt('.sal-patch .widget-readout'), stride: txt('.sal-stride .widget-readout'),
+    steps: txt('.sal-n-steps .widget-readout'),
+    sliders: {index: handle('.sal-index'), patch: handle('.sal-patch'),
+              stride: handle('.sal-stride'), n_steps: handle('.sal-n-steps'),
+              noise: handle('.sal-noise-level')},
+    canvas: c ? c.toDataURL('image/png') : null,
+    errors: [...el.querySelectorAll('.jp-OutputArea-output')].map(o => o.textContent)
+            .filter(t => /Error|Traceback|model not found/.test(t)),
+  };
+}
+"""
+
+
+class Explorer:
+    def __init__(self, nb: bl.NotebookPage, spec: Spec):
+        self.nb, self.page, self.spec = nb, nb.page, spec
+        self.root = f".jp-NotebookPanel .sal-explorer.{spec.css}"
+        self.page.wait_for_selector(f"{self.root} .sal-chart canvas", timeout=60_000)
+        self.page.evaluate(JS_INSTALL)
+        self.page.locator(self.root).first.scroll_into_view_if_needed()
+
+    def state(self) -> dict:
+        return self.page.evaluate(JS_STATE, self.root)
+
+    def settle(self, quiet_ms: int = 400, timeout_ms: int = 15_000) -> None:
+        """Wait until the kernel is idle and the chart's canvas stays the same."""
+        self.page.wait_for_function(bl.JS_IDLE, timeout=timeout_ms, polling=50)
+        self.page.wait_for_function(
+            """([root, quiet]) => {
+                const c = document.querySelector(root + ' .sal-chart canvas');
+                const now = performance.now();
+                if (!window.__salSettle || window.__salSettle.c !== c)
+                  window.__salSettle = {c, since: now};
+                return !!c && now - window.__salSettle.since >= quiet;
+            }""",
+            arg=[self.root, quiet_ms], timeout=timeout_ms, polling=50,
+        )
+
+    def act(self, do, min_ink: float = 0.02, timeout_ms: int = 30_000) -> float:
+        """Run `do()` (a key press or click); return ms from the event to the redraw."""
+        self.settle()
+        self.page.evaluate(JS_ARM, self.root)
+        do()
+        self.page.wait_for_function(JS_REDRAWN, arg=[self.root, min_ink],
+                                    timeout=timeout_ms, polling="raf")
+        t0, t1 = self.page.evaluate("() => [window.__sal.t0, window.__sal.t1]")
+        assert t0 is not None, "the key/click event was not seen by the page"
+        return t1 - t0
+
+    def shot(self, path) -> bytes:
+        self.settle()
+        chart = self.page.locator(f"{self.root} .sal-chart").first
+        data = chart.screenshot(path=str(path), timeout=15_000)
+        return data
+
+    def handle(self, css: str):
+        return self.page.locator(f"{self.root} .{css} .noUi-handle").first
+
+
+def _pixel_change(a: bytes, b: bytes) -> float:
+    """Share of pixels that differ between two PNG screenshots."""
+    from PIL import Image, ImageChops
+
+    ia = Image.open(io.BytesIO(a)).convert("RGB")
+    ib = Image.open(io.BytesIO(b)).convert("RGB")
+    if ia.size != ib.size:
+        return 1.0
+    diff = ImageChops.difference(ia, ib).convert("L").point(lambda v: 255 if v > 8 else 0)
+    return sum(diff.histogram()[255:]) / (ia.size[0] * ia.size[1])
+
+
+def _first_number(text: str) -> float:
+    m = re.search(r":\s*([+-]?\d+(?:\.\d+)?)", text or "")
+    assert m, f"no number in read-out {text!r}"
+    return float(m.group(1))
+
+
+# ---------------------------------------------------------------- the test
+
+
+@pytest.mark.parametrize("key,notebook", PARAMS)
+def test_explorer_in_browser(key, notebook, runs, artifacts, latency):
+    spec = SPECS[key]
+    nb = runs.get(notebook)
+    ex = Explorer(nb, spec)
+    out = artifacts / "explorers"
+    out.mkdir(exist_ok=True)
+    stem = f"{key}"
+
+    start = ex.state()
+    assert not start["errors"], start["errors"]
+    assert not start["status"], f"explorer status shows: {start['status']}"
+    handle = ex.handle(spec.slider)
+    handle.focus()
+
+    if spec.home_first:  # e.g. IG: start from the fewest steps
+        ex.act(lambda: handle.press("Home"))
+    s0 = ex.state()
+    before = ex.shot(out / f"{stem}-before.png")
+
+    slider = s0["sliders"][{"sal-n-steps": "n_steps", "sal-noise-level": "noise",
+                            "sal-patch": "patch"}[spec.slider]]
+    room_up = slider["max"] - slider["now"]
+    arrow = "ArrowRight" if room_up >= slider["now"] - slider["min"] else "ArrowLeft"
+
+    times, states = [], [s0]
+    for _ in range(MOVES):
+        times.append(ex.act(lambda: handle.press(arrow)))
+        states.append(ex.state())
+    s1 = states[-1]
+    after = ex.shot(out / f"{stem}-after.png")
+
+    # --- the slider moved one step per key press, and the read-outs followed
+    name = {"sal-n-steps": "n_steps", "sal-noise-level": "noise", "sal-patch": "patch"}[spec.slider]
+    values = [s["sliders"][name]["now"] for s in states]
+    assert all(a != b for a, b in zip(values, values[1:])), f"slider values {values}"
+    changed_pics = sum(a["canvas"] != b["canvas"] for a, b in zip(states, states[1:]))
+
+    if key == "occlusion":
+        from course_utils.saliency import forward_passes_occlusion
+
+        for s in states:
+            p, stride = int(s["sliders"]["patch"]["now"]), int(s["sliders"]["stride"]["now"])
+            assert f"{p}×{p} px, stride {stride}" in s["patchSize"], s["patchSize"]
+            want = forward_passes_occlusion((1, 28, 28), p, stride)
+            assert _first_number(s["forwardPasses"]) == want, (p, stride, s["forwardPasses"])
+        assert s0["forwardPasses"] != s1["forwardPasses"]
+    elif key == "ig":
+        gaps = [abs(_first_number(s["delta"])) for s in states]
+        assert len(set(gaps)) > 1, f"completeness gap never changed: {gaps}"
+        assert gaps[-1] < gaps[0], (
+            f"completeness gap should shrink from {values[0]} to {values[-1]} steps: {gaps}")
+    elif key == "smoothgrad":
+        noises = [float(s["noise"]) for s in states]
+        assert noises == sorted(noises) or noises == sorted(noises, reverse=True), noises
+        assert noises[0] != noises[-1]
+
+    change = _pixel_change(before, after)
+    assert change > 0.005, f"heatmap did not change on screen ({change:.2%} of pixels)"
+
+    # --- the digit browser: → then ←
+    n_digits = int(s1["sliders"]["index"]["max"]) + 1
+    i0 = int(s1["sliders"]["index"]["now"])
+    t_next = ex.act(lambda: ex.page.locator(f"{ex.root} .sal-next").first.click())
+    sn = ex.state()
+    next_shot = ex.shot(out / f"{stem}-next-digit.png")
+    assert int(sn["sliders"]["index"]["now"]) == (i0 + 1) % n_digits, sn["sliders"]["index"]
+    t_prev = ex.act(lambda: ex.page.locator(f"{ex.root} .sal-prev").first.click())
+    sp = ex.state()
+    back_shot = ex.shot(out / f"{stem}-prev-digit.png")
+    assert int(sp["sliders"]["index"]["now"]) == i0, sp["sliders"]["index"]
+    if n_digits > 1:
+        assert _pixel_change(after, next_shot) > 0.005, "→ did not change the picture"
+    back_same = _pixel_change(after, back_shot)
+
+    assert not sp["errors"], sp["errors"]
+    assert not sp["status"], f"explorer status shows: {sp['status']}"
+
+    med, worst = statistics.median(times), max(times)
+    latency({
+        "explorer": f"{spec.cls} ({notebook})", "control": name, "moves": len(times),
+        "median_ms": med, "worst_ms": worst, "best_ms": min(times),
+        "times_ms": [round(t, 1) for t in times], "next_ms": t_next, "prev_ms": t_prev,
+        "values": values,
+    })
+    print(f"\n{spec.cls} in {notebook}: {name} {values[0]} → {values[-1]}; "
+          f"latency median {med:.0f} ms, worst {worst:.0f} ms "
+          f"({', '.join(f'{t:.0f}' for t in times)}); → {t_next:.0f} ms, ← {t_prev:.0f} ms; "
+          f"{changed_pics}/{MOVES} moves changed the canvas; before/after differ on "
+          f"{change:.1%} of pixels; ← restored the picture up to {back_same:.2%}")
+    print(f"   read-outs before: {s0['patchSize'] or s0['delta'] or s0['noise']} | "
+          f"{s0['forwardPasses'] or ''}")
+    print(f"   read-outs after:  {s1['patchSize'] or s1['delta'] or s1['noise']} | "
+          f"{s1['forwardPasses'] or ''}")
+    assert med <= LATENCY_MS, (
+        f"median latency {med:.0f} ms > {LATENCY_MS:.0f} ms (times {times})")
