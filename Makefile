@@ -36,6 +36,26 @@ test-fast: setup
 test-notebooks: setup
 	$(BIN)/python -m pytest -q --nbval-lax --durations=0 notebooks solutions
 
+# Browser tests (tests/browser): JupyterLab from this venv on 127.0.0.1 with a
+# scratch copy of notebooks/, driven by Debian's Chromium through Playwright.
+# Screenshots and latency.json land in artifacts/browser/.
+CHROMIUM ?= /usr/bin/chromium
+test-browser: setup
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium: apt-get install -y chromium"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+	    || exit 1; \
+	  else \
+	    echo "make test-browser needs Chromium at $(CHROMIUM)."; \
+	    echo "  Debian/Ubuntu: sudo apt-get install -y chromium"; \
+	    echo "  or: make test-browser CHROMIUM=/path/to/chromium"; \
+	    exit 1; \
+	  fi; \
+	fi
+	COURSE_BROWSER=1 CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -s tests/browser
+
 html: setup
 	mkdir -p build/html
 	$(BIN)/jupyter nbconvert --execute --to html --output-dir build/html notebooks/*.ipynb

@@ -46,29 +46,29 @@ from functools import lru_cache
 from pathlib import Path
 
 import altair as alt
-from altair.utils import schemapi
 import numpy as np
 import torch
+from altair.utils import schemapi
 
 __all__ = [
-    "SIGNED_COLORS",
     "MAGNITUDE_COLORS",
+    "RECT_LIMIT",
     "REDUCTIONS",
     "SCALES",
-    "RECT_LIMIT",
-    "to_map",
+    "SIGNED_COLORS",
+    "blend",
     "color_limit",
     "colorize",
-    "blend",
+    "confusion_matrix",
+    "digits",
+    "enable_renderer",
+    "grid",
     "heatmap",
+    "mimebundle",
     "overlay",
     "panels",
-    "grid",
-    "digits",
-    "confusion_matrix",
     "save",
-    "mimebundle",
-    "enable_renderer",
+    "to_map",
 ]
 
 # ColorBrewer RdBu (9 classes) reversed, with a pure white centre: blue < 0 < red.
@@ -250,8 +250,9 @@ def blend(
         opacity: opacity of the heat layer in [0, 1] (at |m| ≥ vmax with fade).
         fade: scale each pixel's opacity by sqrt(min(|m| / vmax, 1)), so pixels
             with no attribution show the digit untouched (the square root keeps
-            middling values visible: their colour is already pale). False: constant opacity,
-            as Captum's ``blended_heat_map`` (alpha_overlay) does.
+            middling values visible: their colour is already pale). False:
+            constant opacity, as Captum's ``blended_heat_map`` (alpha_overlay)
+            does.
     Returns:
         (H, W, 3) uint8 RGB.
     """
@@ -929,8 +930,8 @@ def grid(
         height,
         tuple(row_labels),
         tuple(col_labels),
-        row_title,
-        column_title,
+        None if row_title is None else str(row_title),
+        None if column_title is None else str(column_title),
         True,
         4,
     )

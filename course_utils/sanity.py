@@ -39,7 +39,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 import altair as alt
 import numpy as np
@@ -54,32 +54,32 @@ from . import data, models
 from . import saliency as sal
 
 __all__ = [
+    "BOTH_CONSTANT",
     "DEFAULT_METHODS",
     "METRICS",
-    "RULES",
-    "TARGET_MODES",
-    "BOTH_CONSTANT",
     "ONE_CONSTANT",
     "RANDOM_LABELS_NAME",
     "RESEEDED_NAME",
+    "RULES",
+    "TARGET_MODES",
+    "VERDICT_METRICS",
     "SanityResult",
+    "cascade_curve",
+    "cascade_grid",
+    "cascading_randomization",
     "default_methods",
+    "hog_similarity",
+    "independent_randomization",
+    "label_chart",
+    "label_randomization",
+    "random_labels",
     "randomization_layers",
     "randomize",
     "similarity",
     "spearman",
     "ssim",
-    "hog_similarity",
-    "cascading_randomization",
-    "independent_randomization",
-    "label_randomization",
-    "random_labels",
     "train_random_labels",
     "verdict",
-    "VERDICT_METRICS",
-    "cascade_curve",
-    "cascade_grid",
-    "label_chart",
 ]
 
 # The six methods of the lecture's sanity-check slides, by `sal.METHODS` name.
@@ -99,6 +99,11 @@ METRIC_TITLES = {
     "hog": "HOG correlation",
 }
 RULES = ("reset", "normal")
+_STEP_TITLES = {
+    "cascading": "randomized layers (top down, cumulative)",
+    "independent": "randomized layer (alone)",
+    "labels": "model",
+}
 TARGET_MODES = ("original", "argmax")
 # Documented values when a map is constant (all its values equal), where a
 # correlation is undefined (0/0): both constant → identical → 1; one constant →
@@ -111,9 +116,10 @@ HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (7, 7), "cells_per_block": (
 
 RANDOM_LABELS_NAME = "small_cnn_random_labels"
 RESEEDED_NAME = "small_cnn_seed1"
-# Label randomization recipe (measured on the 2-core course machine: 1,000
-# digits pass 95% train accuracy after ~43 epochs, ~50 s; 4,000 would take
-# several times longer, so the subset keeps retraining in class time).
+# Label randomization recipe. Measured: 1,000 digits pass 95% train accuracy
+# after 50 epochs, ≈ 40 CPU-seconds on one thread (the shipped checkpoint; 3-4
+# minutes of wall time on a shared, busy 2-core machine). Memorising all 4,000
+# would take several times longer, so the subset keeps retraining in class time.
 RANDOM_LABELS_N_TRAIN = 1000
 RANDOM_LABELS_THRESHOLD = 0.95
 RANDOM_LABELS_MAX_EPOCHS = 150
@@ -165,12 +171,16 @@ def _check_layers(model: nn.Module, layers) -> list[str]:
         )
     layers = list(layers)
     if not layers:
-        raise ValueError(f"layers must not be empty; the model's blocks are {available}")
+        raise ValueError(
+            f"layers must not be empty; the model's blocks are {available}"
+        )
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be unique, got {layers}")
     for name in layers:
         if not isinstance(name, str):
             raise TypeError(f"layers must hold block names (str), got {name!r}")
+        if not name:
+            raise ValueError(f"layers: a block name must not be empty; use {available}")
         try:
             module = model.get_submodule(name)
         except AttributeError:
@@ -336,7 +346,9 @@ def spearman(reference, maps, absolute: bool = False) -> np.ndarray:
     Returns:
         (N,) float64 in [−1, 1].
     """
-    return _metric_values("spearman_abs" if absolute else "spearman", reference, maps)[0]
+    return _metric_values("spearman_abs" if absolute else "spearman", reference, maps)[
+        0
+    ]
 
 
 def ssim(reference, maps) -> np.ndarray:
@@ -409,7 +421,10 @@ class _Prepared:
                 value = _unit_abs(self.maps)
             else:  # "hog"
                 value = np.stack(
-                    [hog(m, feature_vector=True, **HOG_PARAMS) for m in self.get("unit")]
+                    [
+                        hog(m, feature_vector=True, **HOG_PARAMS)
+                        for m in self.get("unit")
+                    ]
                 )
             self._cache[what] = value
         return self._cache[what]
@@ -432,8 +447,10 @@ def _compare(metric: str, a: _Prepared, b: _Prepared) -> tuple[np.ndarray, np.nd
         ca, cb = a.const_abs, b.const_abs
         win = _ssim_window(a.maps.shape[1:])
         vals = np.array(
-            [structural_similarity(p, q, data_range=1.0, win_size=win)
-             for p, q in zip(a.get("unit"), b.get("unit"))]
+            [
+                structural_similarity(p, q, data_range=1.0, win_size=win)
+                for p, q in zip(a.get("unit"), b.get("unit"))
+            ]
         )
     elif metric == "hog":
         ca = a.const_abs | _constant(a.get("hog"))
@@ -496,12 +513,13 @@ class SanityResult:
     target: torch.Tensor
     settings: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def table(self) -> pd.DataFrame:
         """Tidy summary: step, key, method, metric, mean, std, n, n_constant.
 
         mean and std (ddof=0) are over the images; n_constant counts images
-        whose value came from the constant-map rule.
+        whose value came from the constant-map rule. Computed once from
+        `per_image` (do not edit `per_image` in place afterwards).
         """
         cols = ["step", self.key, "method", "metric"]
         g = self.per_image.groupby(cols, sort=False)
@@ -531,7 +549,8 @@ class SanityResult:
 def _check_model(model) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(
-            f"model must be a torch.nn.Module returning logits, got {type(model).__name__}"
+            "model must be a torch.nn.Module returning logits, got "
+            f"{type(model).__name__}"
         )
     return model
 
@@ -556,7 +575,9 @@ def _check_seed(seed) -> int:
 
 def _check_x(x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+        raise TypeError(
+            f"x must be a torch.Tensor (N, C, H, W), got {type(x).__name__}"
+        )
     if not x.is_floating_point() or x.dim() != 4 or x.shape[0] < 1:
         raise ValueError(
             f"x must be a floating-point (N, C, H, W) tensor with N ≥ 1, got "
@@ -574,12 +595,15 @@ def _check_methods(methods) -> dict[str, Callable]:
     if isinstance(methods, Mapping):
         pairs = list(methods.items())
     elif isinstance(methods, Sequence):
-        pairs = [(m if isinstance(m, str) else getattr(m, "__name__", repr(m)), m)
-                 for m in methods]
+        pairs = [
+            (m if isinstance(m, str) else getattr(m, "__name__", repr(m)), m)
+            for m in methods
+        ]
     else:
         raise TypeError(
             "methods must be None, a name in sal.METHODS, a function f(model, x, "
-            f"target), a list of those or a dict {{name: …}}; got {type(methods).__name__}"
+            f"target), a list of those or a dict {{name: …}}; got "
+            f"{type(methods).__name__}"
         )
     out: dict[str, Callable] = {}
     for name, fn in pairs:
@@ -607,7 +631,9 @@ def _check_metrics(metrics) -> list[str]:
     metrics = list(metrics)
     bad = [m for m in metrics if m not in METRICS]
     if bad or not metrics:
-        raise ValueError(f"metrics must be a non-empty list from {list(METRICS)}, got {metrics}")
+        raise ValueError(
+            f"metrics must be a non-empty list from {list(METRICS)}, got {metrics}"
+        )
     return metrics
 
 
@@ -640,9 +666,17 @@ def _rows(step, key, label, ref, maps, metrics) -> list[dict]:
         for metric in metrics:
             vals, const = _compare(metric, ref[method], m)
             for i, (v, c) in enumerate(zip(vals, const)):
-                rows.append({"step": step, key: label, "method": method,
-                             "metric": metric, "image": i, "value": float(v),
-                             "constant": bool(c)})
+                rows.append(
+                    {
+                        "step": step,
+                        key: label,
+                        "method": method,
+                        "metric": metric,
+                        "image": i,
+                        "value": float(v),
+                        "constant": bool(c),
+                    }
+                )
     return rows
 
 
@@ -652,8 +686,20 @@ def _target_for(copy_model, x, target, target_mode) -> torch.Tensor:
     return models.predict(copy_model, x).argmax(1)
 
 
-def _run(test, key, model, x, target, methods, variants, metrics, seed, target_mode,
-         progress, settings) -> SanityResult:
+def _run(
+    test,
+    key,
+    model,
+    x,
+    target,
+    methods,
+    variants,
+    metrics,
+    seed,
+    target_mode,
+    progress,
+    settings,
+) -> SanityResult:
     """Explain with the trained model and every variant; compare maps.
 
     variants: iterable of (label, fn() -> model) built lazily, in step order.
@@ -661,27 +707,34 @@ def _run(test, key, model, x, target, methods, variants, metrics, seed, target_m
     from tqdm.auto import tqdm
 
     if target_mode not in TARGET_MODES:
-        raise ValueError(f"target_mode must be one of {list(TARGET_MODES)}, got {target_mode!r}")
+        raise ValueError(
+            f"target_mode must be one of {list(TARGET_MODES)}, got {target_mode!r}"
+        )
     variants = list(variants)
     trained = copy.deepcopy(model).eval()
     target = _resolve_target(trained, x, target)
-    bar = tqdm(total=len(variants) + 1, desc=f"{test} randomization", disable=not progress)
-    maps = {"original": _explain_all(trained, x, target, methods, seed)}
-    ref = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps["original"].items()}
-    rows = _rows(0, key, "original", ref, ref, metrics)
-    bar.update(1)
-    for step, (label, build) in enumerate(variants, start=1):
-        bar.set_postfix_str(label)
-        variant = build()
-        t = _target_for(variant, x, target, target_mode)
-        maps[label] = _explain_all(variant, x, t, methods, seed)
-        prepared = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps[label].items()}
-        rows += _rows(step, key, label, ref, prepared, metrics)
+    bar = tqdm(
+        total=len(variants) + 1, desc=f"{test} randomization", disable=not progress
+    )
+    try:
+        maps = {"original": _explain_all(trained, x, target, methods, seed)}
+        ref = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps["original"].items()}
+        rows = _rows(0, key, "original", ref, ref, metrics)
         bar.update(1)
-    bar.close()
+        for step, (label, build) in enumerate(variants, start=1):
+            bar.set_postfix_str(label)
+            variant = build()
+            t = _target_for(variant, x, target, target_mode)
+            maps[label] = _explain_all(variant, x, t, methods, seed)
+            prepared = {m: _Prepared(a, f"maps[{m!r}]") for m, a in maps[label].items()}
+            rows += _rows(step, key, label, ref, prepared, metrics)
+            bar.update(1)
+    finally:
+        bar.close()
     per_image = pd.DataFrame(rows)
-    return SanityResult(test, key, per_image, maps, x.detach().clone(), target.cpu(),
-                        settings)
+    return SanityResult(
+        test, key, per_image, maps, x.detach().clone(), target.cpu(), settings
+    )
 
 
 def cascading_randomization(
@@ -745,16 +798,36 @@ def cascading_randomization(
 
     def step(name):
         def build():
-            _reinit_(state["model"].get_submodule(name), rule, sigma,
-                     _layer_seed(seed, name))
+            _reinit_(
+                state["model"].get_submodule(name), rule, sigma, _layer_seed(seed, name)
+            )
             return state["model"]
+
         return build
 
     variants = [(name, step(name)) for name in reversed(layers)]
-    settings = {"layers": layers, "rule": rule, "sigma": sigma, "seed": seed,
-                "target_mode": target_mode, "methods": list(methods)}
-    return _run("cascading", "layer", model, x, target, methods, variants, metrics,
-                seed, target_mode, progress, settings)
+    settings = {
+        "layers": layers,
+        "rule": rule,
+        "sigma": sigma,
+        "seed": seed,
+        "target_mode": target_mode,
+        "methods": list(methods),
+    }
+    return _run(
+        "cascading",
+        "layer",
+        model,
+        x,
+        target,
+        methods,
+        variants,
+        metrics,
+        seed,
+        target_mode,
+        progress,
+        settings,
+    )
 
 
 def independent_randomization(
@@ -785,19 +858,40 @@ def independent_randomization(
     rule, sigma, seed = _check_rule(rule, sigma, seed)
     methods = _check_methods(methods)
     metrics = _check_metrics(metrics)
-    variants = [(name, partial(randomize, model, name, rule, sigma, seed))
-                for name in reversed(layers)]
-    settings = {"layers": layers, "rule": rule, "sigma": sigma, "seed": seed,
-                "target_mode": target_mode, "methods": list(methods)}
-    return _run("independent", "layer", model, x, target, methods, variants, metrics,
-                seed, target_mode, progress, settings)
+    variants = [
+        (name, partial(randomize, model, name, rule, sigma, seed))
+        for name in reversed(layers)
+    ]
+    settings = {
+        "layers": layers,
+        "rule": rule,
+        "sigma": sigma,
+        "seed": seed,
+        "target_mode": target_mode,
+        "methods": list(methods),
+    }
+    return _run(
+        "independent",
+        "layer",
+        model,
+        x,
+        target,
+        methods,
+        variants,
+        metrics,
+        seed,
+        target_mode,
+        progress,
+        settings,
+    )
 
 
 # ------------------------------------------------------------------ labels
 
 
-def random_labels(n_train: int = RANDOM_LABELS_N_TRAIN, seed: int = RANDOM_LABELS_SEED
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def random_labels(
+    n_train: int = RANDOM_LABELS_N_TRAIN, seed: int = RANDOM_LABELS_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n_train` training digits with their labels permuted.
 
     A permutation (not fresh draws) keeps each class's count, so no class is
@@ -833,7 +927,7 @@ def train_random_labels(
     measured and training stops as soon as it is ≥ `threshold` (the
     lecture's 95%). A network can memorise random labels (Zhang et al.,
     2017), but it takes many epochs: 1,000 digits by default so it fits in
-    class time (≈ 43 epochs, ≈ 50 s on the 2-core course machine).
+    class time (50 epochs, ≈ 40 CPU-seconds for the shipped checkpoint).
 
     Args:
         n_train: digits memorised, 10 … 4,000. Default 1,000.
@@ -852,8 +946,11 @@ def train_random_labels(
     """
     from tqdm.auto import tqdm
 
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
-            or not 0 < threshold <= 1:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not 0 < threshold <= 1
+    ):
         raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
     max_epochs = sal._common.check_int(max_epochs, "max_epochs", 1)
     batch_size = sal._common.check_int(batch_size, "batch_size", 1)
@@ -910,8 +1007,9 @@ def _as_model(obj, name: str) -> nn.Module:
         return models.load_pretrained(obj)
     if isinstance(obj, nn.Module):
         return obj
-    raise TypeError(f"{name} must be an nn.Module or a checkpoint name, got "
-                    f"{type(obj).__name__}")
+    raise TypeError(
+        f"{name} must be an nn.Module or a checkpoint name, got {type(obj).__name__}"
+    )
 
 
 def label_randomization(
@@ -955,14 +1053,34 @@ def label_randomization(
     methods = _check_methods(methods)
     metrics = _check_metrics(metrics)
     seed = _check_seed(seed)
-    variants = [("random labels", lambda: copy.deepcopy(
-        _as_model(random_model, "random_model")).eval())]
+    variants = [
+        (
+            "random labels",
+            lambda: copy.deepcopy(_as_model(random_model, "random_model")).eval(),
+        )
+    ]
     if control_model is not None:
-        variants.append(("true labels (re-seeded)", lambda: copy.deepcopy(
-            _as_model(control_model, "control_model")).eval()))
+        variants.append(
+            (
+                "true labels (re-seeded)",
+                lambda: copy.deepcopy(_as_model(control_model, "control_model")).eval(),
+            )
+        )
     settings = {"seed": seed, "target_mode": target_mode, "methods": list(methods)}
-    return _run("labels", "model", model, x, target, methods, variants, metrics, seed,
-                target_mode, progress, settings)
+    return _run(
+        "labels",
+        "model",
+        model,
+        x,
+        target,
+        methods,
+        variants,
+        metrics,
+        seed,
+        target_mode,
+        progress,
+        settings,
+    )
 
 
 # ------------------------------------------------------------------ verdicts
@@ -998,8 +1116,11 @@ def verdict(
         metric, then "passes" (bool).
     """
     metrics = _check_metrics(metrics)
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) \
-            or not -1 < threshold <= 1:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not -1 < threshold <= 1
+    ):
         raise ValueError(f"threshold must be a number in (-1, 1], got {threshold!r}")
     labels = result.order
     at = labels[-1] if at is None else at
@@ -1028,37 +1149,71 @@ def cascade_curve(
     """Similarity vs randomization depth: one line per method, one panel per metric.
 
     x: the randomized layer in step order ("original", then top down), y: the
-    mean similarity over images, with a ±1 std band (`band=True`). The
-    lecture's cascade curve (Adebayo et al., Fig. 2/4).
+    mean similarity over images, with a ±1 std band. The lecture's cascade
+    curve (Adebayo et al., 2018, Fig. 2/4); works for independent results too.
+
+    Args:
+        result: a `SanityResult` of `cascading_randomization` or
+            `independent_randomization`.
+        metrics: panels, a subset of `METRICS`; None = all four.
+        methods: lines; None = every method in the result.
+        band: draw mean ± std over the images (default True).
+        width, height: size of one panel in pixels.
+    Returns:
+        A faceted Altair chart (one column per metric).
     """
     metrics = _check_metrics(metrics)
     t = result.table
     t = t[t.metric.isin(metrics)]
     if methods is not None:
         t = t[t.method.isin(list(methods))]
-    t = t.assign(metric=t.metric.map(METRIC_TITLES), lo=t["mean"] - t["std"],
-                 hi=t["mean"] + t["std"])
-    order = result.order
-    x = alt.X(f"{result.key}:N", sort=order, title=f"randomized {result.key} (top down)"
-              if result.test == "cascading" else f"randomized {result.key}",
-              axis=alt.Axis(labelAngle=-40))
+    t = t.assign(
+        metric=t.metric.map(METRIC_TITLES),
+        lo=t["mean"] - t["std"],
+        hi=t["mean"] + t["std"],
+    )
+    x = alt.X(
+        f"{result.key}:N",
+        sort=result.order,
+        title=_STEP_TITLES[result.test],
+        axis=alt.Axis(labelAngle=-40),
+    )
+    low = min(-0.2, math.floor(10 * float(t["lo"].min())) / 10)
     color = alt.Color("method:N", sort=list(dict.fromkeys(t.method)))
     base = alt.Chart(t).encode(x=x, color=color)
     lines = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title="similarity to trained map", scale=alt.Scale(domain=[-0.5, 1])),
-        tooltip=["method", "metric", result.key, alt.Tooltip("mean:Q", format=".3f"),
-                 alt.Tooltip("std:Q", format=".3f"), "n_constant"],
+        y=alt.Y(
+            "mean:Q",
+            title="similarity to trained map",
+            scale=alt.Scale(domain=[low, 1]),
+        ),
+        tooltip=[
+            "method",
+            "metric",
+            result.key,
+            alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("std:Q", format=".3f"),
+            "n_constant",
+        ],
     )
     layers = [lines]
     if band:
         layers.insert(0, base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q"))
-    title = {"cascading": "Cascading randomization", "independent":
-             "Independent layer randomization", "labels": "Label randomization"}[result.test]
+    title = {
+        "cascading": "Cascading randomization",
+        "independent": "Independent layer randomization",
+        "labels": "Label randomization",
+    }[result.test]
     return (
         alt.layer(*layers)
         .properties(width=width, height=height)
-        .facet(column=alt.Column("metric:N", sort=[METRIC_TITLES[m] for m in metrics],
-                                 title=None), data=t, title=title)
+        .facet(
+            column=alt.Column(
+                "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
+            ),
+            data=t,
+            title=title,
+        )
     )
 
 
@@ -1072,64 +1227,128 @@ def cascade_grid(
 ) -> alt.Chart:
     """The lecture's cascade figure: rows = methods, columns = steps, one digit.
 
-    Uses `plotting.grid`; each method has its own colour scale (`scale="row"`)
-    so the trained and randomized maps of a method are directly comparable.
-    `absolute=True` (default) shows |E| as Adebayo et al.'s figures do.
+    Drawn with `plotting.grid` as overlays on the digit; each method has its
+    own colour scale (`scale="row"`), so the trained and randomized maps of a
+    method are directly comparable. Works for every `SanityResult` (columns:
+    layers, or the compared models of the label test).
+
+    Args:
+        result: a `SanityResult`.
+        image: which of its images, 0 … N−1. Default 0.
+        methods: rows; None = every method in the result.
+        scale: "row" (default), "shared", "column" or "independent" (see
+            `plotting.grid`).
+        absolute: show |E| (default True, as Adebayo et al.'s figures); False
+            shows signed maps on the diverging scale.
+        size: width of a cell in pixels.
+    Returns:
+        A faceted Altair chart.
     """
     from . import plotting
 
     n = len(result.x)
-    if isinstance(image, bool) or not isinstance(image, numbers.Integral) \
-            or not 0 <= image < n:
+    if (
+        isinstance(image, bool)
+        or not isinstance(image, numbers.Integral)
+        or not 0 <= image < n
+    ):
         raise ValueError(f"image must be an int in 0..{n - 1}, got {image!r}")
     methods = list(result.maps["original"]) if methods is None else list(methods)
     unknown = [m for m in methods if m not in result.maps["original"]]
     if unknown:
-        raise ValueError(f"methods: not in the result: {unknown}; "
-                         f"it has {list(result.maps['original'])}")
+        raise ValueError(
+            f"methods: not in the result: {unknown}; "
+            f"it has {list(result.maps['original'])}"
+        )
     rows = {}
     for m in methods:
         rows[m] = {}
         for label, maps in result.maps.items():
             a = maps[m][image].sum(0, keepdim=True)
             rows[m][label] = a.abs() if absolute else a
-    return plotting.grid(rows, image=result.x[image], scale=scale,
-                         signed=False if absolute else None, size=size,
-                         row_title="method", column_title=f"randomized {result.key}",
-                         legend_title="|attribution|" if absolute else "attribution")
+    return plotting.grid(
+        rows,
+        image=result.x[image],
+        scale=scale,
+        signed=False if absolute else None,
+        size=size,
+        row_title="method",
+        column_title=_STEP_TITLES[result.test],
+        legend_title="|attribution|" if absolute else "attribution",
+    )
 
 
-def label_chart(result: SanityResult, metrics: Sequence[str] | None = None,
-                width: int = 160, height: int = 200) -> alt.Chart:
-    """Mean similarity (± std) to the true-label model's maps, per method and
-    compared model, one panel per metric (the data randomization figure)."""
+def label_chart(
+    result: SanityResult,
+    metrics: Sequence[str] | None = None,
+    width: int = 160,
+    height: int = 200,
+) -> alt.Chart:
+    """The data randomization figure: similarity to the true-label model's maps.
+
+    One panel per metric; per method one bar per compared model (random
+    labels, and the re-seeded control when the result has one) at the mean
+    over images, with a ±1 std rule.
+
+    Args:
+        result: a `SanityResult` of `label_randomization`.
+        metrics: panels, a subset of `METRICS`; None = all four.
+        width, height: size of one panel in pixels.
+    Returns:
+        A faceted Altair chart.
+    """
+    if result.test != "labels":
+        raise ValueError(
+            f"result must come from label_randomization, got a {result.test!r} "
+            "result (use cascade_curve)"
+        )
     metrics = _check_metrics(metrics)
     t = result.table
     t = t[(t.metric.isin(metrics)) & (t[result.key] != "original")]
-    t = t.assign(metric=t.metric.map(METRIC_TITLES), lo=t["mean"] - t["std"],
-                 hi=t["mean"] + t["std"])
+    t = t.assign(
+        metric=t.metric.map(METRIC_TITLES),
+        lo=t["mean"] - t["std"],
+        hi=t["mean"] + t["std"],
+    )
+    low = min(-0.2, math.floor(10 * float(t["lo"].min())) / 10)
     base = alt.Chart().encode(
         y=alt.Y("method:N", sort=list(dict.fromkeys(t.method)), title=None),
         color=alt.Color(f"{result.key}:N", title="compared model"),
         yOffset=f"{result.key}:N",
     )
     bars = base.mark_bar().encode(
-        x=alt.X("mean:Q", title="similarity to true-label map",
-                scale=alt.Scale(domain=[-0.5, 1])),
-        tooltip=["method", result.key, alt.Tooltip("mean:Q", format=".3f"),
-                 alt.Tooltip("std:Q", format=".3f"), "n_constant"],
+        x=alt.X(
+            "mean:Q",
+            title="similarity to true-label map",
+            scale=alt.Scale(domain=[low, 1]),
+        ),
+        tooltip=[
+            "method",
+            result.key,
+            alt.Tooltip("mean:Q", format=".3f"),
+            alt.Tooltip("std:Q", format=".3f"),
+            "n_constant",
+        ],
     )
     rules = base.mark_rule(color="black").encode(x="lo:Q", x2="hi:Q")
-    return alt.layer(bars, rules, data=t).properties(width=width, height=height).facet(
-        column=alt.Column("metric:N", sort=[METRIC_TITLES[m] for m in metrics],
-                          title=None), title="Label randomization")
+    return (
+        alt.layer(bars, rules, data=t)
+        .properties(width=width, height=height)
+        .facet(
+            column=alt.Column(
+                "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
+            ),
+            title="Label randomization",
+        )
+    )
 
 
 # ------------------------------------------------------------------ registry
 
 
-def _train_random_labels_checkpoint(progress: bool = True, epochs: int | None = None,
-                                    seed: int | None = None) -> tuple[nn.Module, dict]:
+def _train_random_labels_checkpoint(
+    progress: bool = True, epochs: int | None = None, seed: int | None = None
+) -> tuple[nn.Module, dict]:
     """`course train small_cnn_random_labels`: --epochs caps max_epochs, --seed
     sets the permutation/initialisation seed."""
     kwargs = {}

@@ -47,14 +47,14 @@ from . import plotting
 from . import saliency as sal
 
 __all__ = [
-    "OcclusionExplorer",
-    "IGExplorer",
-    "SmoothGradExplorer",
-    "MethodBrowser",
     "IG_BASELINES",
     "IG_RULES",
-    "SMOOTHGRAD_KINDS",
     "SMOOTHGRAD_EXPLAIN",
+    "SMOOTHGRAD_KINDS",
+    "IGExplorer",
+    "MethodBrowser",
+    "OcclusionExplorer",
+    "SmoothGradExplorer",
 ]
 
 PREDICTED = "predicted"
@@ -122,6 +122,19 @@ def _check_labels(labels: object, n: int) -> list | None:
             f"labels must have one entry per image ({n}), got {len(labels)}"
         )
     return labels
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """Run the model in eval mode (BatchNorm's running statistics, no updates),
+    and put every module's `training` flag back afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _html(label: str, value: str) -> str:
@@ -285,7 +298,7 @@ class _Explorer:
 
     def _probabilities(self, i: int) -> torch.Tensor:
         if i not in self._probs:
-            with torch.no_grad():
+            with _eval_mode(self.model), torch.no_grad():
                 logits = self.model(self.images[i : i + 1])
             self._probs[i] = torch.softmax(logits[0].double(), dim=0)
         return self._probs[i]
@@ -647,7 +660,8 @@ class SmoothGradExplorer(_Explorer):
             or not 0 <= noise_level <= self.MAX_NOISE
         ):
             raise ValueError(
-                f"noise_level must be a number in 0..{self.MAX_NOISE}, got {noise_level!r}"
+                f"noise_level must be a number in 0..{self.MAX_NOISE}, "
+                f"got {noise_level!r}"
             )
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")

@@ -1,4 +1,4 @@
-"""Tests for course_utils.plotting: valid Vega-Lite, centred scales, export, orientation."""
+"""course_utils.plotting: valid Vega-Lite, centred scales, export, orientation."""
 
 import base64
 import io

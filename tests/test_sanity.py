@@ -72,9 +72,19 @@ def _mean(result, label, method, metric):
 
 
 def test_default_layers_are_the_parameterised_blocks_in_order():
-    assert sanity.randomization_layers(models.SmallCNN()) == ["conv1", "conv2", "fc1", "fc2"]
+    assert sanity.randomization_layers(models.SmallCNN()) == [
+        "conv1",
+        "conv2",
+        "fc1",
+        "fc2",
+    ]
     assert sanity.randomization_layers(models.ResNetSmall()) == [
-        "stem", "layer1", "layer2", "layer3", "fc"]
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "fc",
+    ]
 
 
 def test_randomize_touches_only_the_named_block_of_a_copy(small_cnn):
@@ -108,8 +118,12 @@ def test_normal_rule_draws_weights_with_sigma(small_cnn):
 
 def test_batchnorm_is_reset_without_nans(resnet_small, digits):
     x, _ = digits
-    rnd = sanity.randomize(resnet_small, ["stem", "layer1", "layer2", "layer3", "fc"],
-                           rule="normal", sigma=0.01)
+    rnd = sanity.randomize(
+        resnet_small,
+        ["stem", "layer1", "layer2", "layer3", "fc"],
+        rule="normal",
+        sigma=0.01,
+    )
     bn = rnd.layer1.bn1
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
     assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
@@ -117,8 +131,9 @@ def test_batchnorm_is_reset_without_nans(resnet_small, digits):
     assert torch.isfinite(rnd(x)).all()
     assert torch.isfinite(sal.gradient(rnd, x, 0)).all()
     # The trained net's statistics are untouched.
-    assert not torch.equal(resnet_small.layer1.bn1.running_var,
-                           torch.ones_like(bn.running_var))
+    assert not torch.equal(
+        resnet_small.layer1.bn1.running_var, torch.ones_like(bn.running_var)
+    )
 
 
 # ------------------------------------------------------------------ similarity
@@ -179,9 +194,14 @@ def test_constant_maps_are_flagged_in_the_tables(small_cnn, digits):
             return sal.gradient(model, x, target)
         return torch.zeros_like(x)
 
-    res = sanity.cascading_randomization(small_cnn, x[:4], y[:4],
-                                         {"dies": dies_when_randomized},
-                                         layers=["fc1", "fc2"], progress=False)
+    res = sanity.cascading_randomization(
+        small_cnn,
+        x[:4],
+        y[:4],
+        {"dies": dies_when_randomized},
+        layers=["fc1", "fc2"],
+        progress=False,
+    )
     t = res.table
     assert not t["mean"].isna().any() and not res.per_image["value"].isna().any()
     rnd = t[t.layer != "original"]
@@ -210,14 +230,23 @@ def test_cascade_properties_on_shipped_models(fixture, request):
     # Guided backprop hardly notices the randomized logits layer.
     assert _mean(res, top, "guided_backprop", "spearman") > 0.5
     assert _mean(res, top, "guided_backprop", "spearman_abs") > 0.5
-    assert _mean(res, top, "guided_backprop", "spearman") > \
-        _mean(res, top, "gradient", "spearman")
+    assert _mean(res, top, "guided_backprop", "spearman") > _mean(
+        res, top, "gradient", "spearman"
+    )
 
 
 def test_table_is_tidy_and_complete(cnn_cascade):
     t = cnn_cascade.table
-    assert list(t.columns) == ["step", "layer", "method", "metric", "mean", "std", "n",
-                               "n_constant"]
+    assert list(t.columns) == [
+        "step",
+        "layer",
+        "method",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "n_constant",
+    ]
     assert len(t) == 5 * len(FAST) * len(sanity.METRICS)
     assert (t["n"] == N_IMAGES).all()
     assert len(cnn_cascade.per_image) == len(t) * N_IMAGES
@@ -230,16 +259,23 @@ def test_table_is_tidy_and_complete(cnn_cascade):
 def test_independent_randomizes_one_layer_at_a_time(small_cnn, digits, cnn_cascade):
     x, y = digits
     snap = _snapshot(small_cnn)
-    res = sanity.independent_randomization(small_cnn, x, y, {"gradient": sal.gradient},
-                                           metrics=["spearman"], progress=False)
+    res = sanity.independent_randomization(
+        small_cnn,
+        x,
+        y,
+        {"gradient": sal.gradient},
+        metrics=["spearman"],
+        progress=False,
+    )
     _assert_unchanged(small_cnn, snap)
     assert res.order == ["original", "fc2", "fc1", "conv2", "conv1"]
     # Step 1 is the same model in both tests (the same re-initialised fc2)…
     assert torch.equal(res.maps["fc2"]["gradient"], cnn_cascade.maps["fc2"]["gradient"])
     # …later steps differ: only conv1 is random here, everything above it in
     # the cascade.
-    assert not torch.equal(res.maps["conv1"]["gradient"],
-                           cnn_cascade.maps["conv1"]["gradient"])
+    assert not torch.equal(
+        res.maps["conv1"]["gradient"], cnn_cascade.maps["conv1"]["gradient"]
+    )
     expected = sal.gradient(sanity.randomize(small_cnn, "conv2"), x, y)
     assert torch.equal(res.maps["conv2"]["gradient"], expected)
 
@@ -247,8 +283,16 @@ def test_independent_randomizes_one_layer_at_a_time(small_cnn, digits, cnn_casca
 def test_results_are_reproducible_for_a_seed(small_cnn, digits):
     x, y = digits[0][:4], digits[1][:4]
     methods = {"smoothgrad": partial(sal.smoothgrad, n_samples=4)}
-    run = partial(sanity.cascading_randomization, small_cnn, x, y, methods,
-                  layers=["fc1", "fc2"], metrics=["spearman"], progress=False)
+    run = partial(
+        sanity.cascading_randomization,
+        small_cnn,
+        x,
+        y,
+        methods,
+        layers=["fc1", "fc2"],
+        metrics=["spearman"],
+        progress=False,
+    )
     a, b, c = run(seed=5), run(seed=5), run(seed=6)
     assert a.per_image.equals(b.per_image)
     for label in a.order:
@@ -258,22 +302,41 @@ def test_results_are_reproducible_for_a_seed(small_cnn, digits):
 
 def test_target_mode_chooses_the_class_explained(small_cnn, digits):
     x, y = digits
-    res = sanity.cascading_randomization(small_cnn, x, y, {"gradient": sal.gradient},
-                                         layers=["fc2"], target_mode="argmax",
-                                         metrics=["spearman"], progress=False)
+    res = sanity.cascading_randomization(
+        small_cnn,
+        x,
+        y,
+        {"gradient": sal.gradient},
+        layers=["fc2"],
+        target_mode="argmax",
+        metrics=["spearman"],
+        progress=False,
+    )
     rnd = sanity.randomize(small_cnn, "fc2")
     own = models.predict(rnd, x).argmax(1)
     assert not torch.equal(own, y)  # the randomized net predicts other classes
     assert torch.equal(res.maps["fc2"]["gradient"], sal.gradient(rnd, x, own))
-    default = sanity.cascading_randomization(small_cnn, x, y, {"gradient": sal.gradient},
-                                             layers=["fc2"], metrics=["spearman"],
-                                             progress=False)
+    default = sanity.cascading_randomization(
+        small_cnn,
+        x,
+        y,
+        {"gradient": sal.gradient},
+        layers=["fc2"],
+        metrics=["spearman"],
+        progress=False,
+    )
     assert torch.equal(default.maps["fc2"]["gradient"], sal.gradient(rnd, x, y))
     # target=None explains the trained model's prediction.
     pred = models.predict(small_cnn, x).argmax(1)
-    none = sanity.cascading_randomization(small_cnn, x, None, {"gradient": sal.gradient},
-                                          layers=["fc2"], metrics=["spearman"],
-                                          progress=False)
+    none = sanity.cascading_randomization(
+        small_cnn,
+        x,
+        None,
+        {"gradient": sal.gradient},
+        layers=["fc2"],
+        metrics=["spearman"],
+        progress=False,
+    )
     assert torch.equal(none.target, pred)
 
 
@@ -284,6 +347,8 @@ def test_bad_arguments_are_named(small_cnn, digits):
         run(FAST, layers=["fc3"])
     with pytest.raises(ValueError, match="layers"):
         run(FAST, layers=["relu1"])
+    with pytest.raises(ValueError, match="layers"):
+        run(FAST, layers=[""])
     with pytest.raises(ValueError, match="rule"):
         run(FAST, rule="uniform")
     with pytest.raises(ValueError, match="sigma"):
@@ -321,9 +386,14 @@ def test_random_label_checkpoint_memorised_its_labels():
 def test_random_label_maps_differ_more_than_a_reseeded_models(small_cnn, digits):
     x, y = digits
     snap = _snapshot(small_cnn)
-    res = sanity.label_randomization(small_cnn, x, y, {"gradient": sal.gradient},
-                                     control_model=sanity.RESEEDED_NAME,
-                                     progress=False)
+    res = sanity.label_randomization(
+        small_cnn,
+        x,
+        y,
+        {"gradient": sal.gradient},
+        control_model=sanity.RESEEDED_NAME,
+        progress=False,
+    )
     _assert_unchanged(small_cnn, snap)
     assert res.order == ["original", "random labels", "true labels (re-seeded)"]
     for metric in ("spearman", "spearman_abs", "ssim"):
@@ -331,18 +401,29 @@ def test_random_label_maps_differ_more_than_a_reseeded_models(small_cnn, digits)
         control = _mean(res, "true labels (re-seeded)", "gradient", metric)
         assert rand < control, metric
     assert _mean(res, "random labels", "gradient", "spearman") < 0.2
+    spec = sanity.label_chart(res).to_dict()
+    rows = spec["datasets"][next(iter(spec["datasets"]))]
+    assert {r["model"] for r in rows} == {"random labels", "true labels (re-seeded)"}
+    with pytest.raises(ValueError, match="label_randomization"):
+        sanity.label_chart(
+            sanity.independent_randomization(
+                small_cnn, x[:2], y[:2], "gradient", layers=["fc2"], progress=False
+            )
+        )
 
 
 def test_train_random_labels_reaches_threshold_or_fails_clearly():
-    model, report = sanity.train_random_labels(n_train=64, batch_size=16, max_epochs=80,
-                                               progress=False)
+    model, report = sanity.train_random_labels(
+        n_train=64, batch_size=16, max_epochs=80, progress=False
+    )
     x, y = sanity.random_labels(64, 0)
     acc = float((models.predict(model, x).argmax(1) == y).float().mean())
     assert acc == pytest.approx(report["train_accuracy"])
     assert acc >= 0.95 and 1 <= report["epochs"] <= 80
     with pytest.raises(RuntimeError, match="max_epochs"):
-        sanity.train_random_labels(n_train=64, batch_size=16, max_epochs=1,
-                                   threshold=1.0, progress=False)
+        sanity.train_random_labels(
+            n_train=64, batch_size=16, max_epochs=1, threshold=1.0, progress=False
+        )
     with pytest.raises(ValueError, match="threshold"):
         sanity.train_random_labels(threshold=1.5)
 
@@ -359,14 +440,18 @@ def test_checkpoints_are_registered_for_load_and_course_train():
 
 def test_charts_hold_every_step_and_method(cnn_cascade):
     spec = sanity.cascade_curve(cnn_cascade).to_dict()
-    rows = spec["data"]["values"] if "values" in spec.get("data", {}) else next(
-        iter(spec["datasets"].values()))
+    rows = (
+        spec["data"]["values"]
+        if "values" in spec.get("data", {})
+        else next(iter(spec["datasets"].values()))
+    )
     assert {r["layer"] for r in rows} == set(cnn_cascade.order)
     assert {r["method"] for r in rows} == set(FAST)
     grid = sanity.cascade_grid(cnn_cascade, image=1).to_dict()
     cells = grid["data"]["values"]
     assert {(c["row"], c["col"]) for c in cells} == {
-        (m, s) for m in FAST for s in cnn_cascade.order}
+        (m, s) for m in FAST for s in cnn_cascade.order
+    }
     with pytest.raises(ValueError, match="image"):
         sanity.cascade_grid(cnn_cascade, image=N_IMAGES)
 

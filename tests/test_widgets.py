@@ -1,4 +1,4 @@
-"""Tests for course_utils.widgets: controls drive the same maps as direct calls, once."""
+"""course_utils.widgets: controls give the maps of direct calls, computed once."""
 
 import functools
 
@@ -347,3 +347,32 @@ def test_method_browser_rejects_unknown_methods(small_cnn, digits):
         W.MethodBrowser(small_cnn, digits[0], methods=["gradient", "lime"])
     with pytest.raises(ValueError, match="non-empty"):
         W.MethodBrowser(small_cnn, digits[0], methods=[])
+
+
+def test_ig_baseline_panel_shows_the_baseline(small_cnn, digits):
+    x, y = digits
+    e = W.IGExplorer(small_cnn, x, y, n_steps=4)
+    torch.testing.assert_close(e.baseline_image(), torch.zeros(1, 1, 28, 28))
+    e.controls["baseline"].value = "grey"
+    grey = float(small_cnn.normalize.mean)
+    torch.testing.assert_close(e.baseline_image(), torch.full((1, 1, 28, 28), grey))
+    e.controls["baseline"].value = "blur"
+    blurred = e.baseline_image()
+    assert blurred.shape == (1, 1, 28, 28)
+    assert 0 < float(blurred.std()) < float(x[:1].std())  # smoother than the digit
+
+
+def test_prediction_leaves_the_model_mode_alone(resnet_small, digits):
+    x, y = digits
+    resnet_small.train()
+    try:
+        before = resnet_small.layer1.bn1.running_mean.clone()
+        e = W.OcclusionExplorer(resnet_small, x, y, patch=7)
+        assert resnet_small.training and resnet_small.layer1.bn1.training
+        torch.testing.assert_close(resnet_small.layer1.bn1.running_mean, before)
+        resnet_small.eval()
+        with torch.no_grad():
+            probs = torch.softmax(resnet_small(x[:1]).double(), 1)[0]
+        assert f"{100 * float(probs.max()):.1f} %" in e.outputs["confidence"].value
+    finally:
+        resnet_small.eval()

@@ -689,7 +689,7 @@ def check_value(
 # ------------------------------------------------------- helpers for cases
 
 
-def saliency(method: str, **fixed) -> Callable:
+def saliency(method: str, /, **fixed) -> Callable:
     """The course's implementation of a method, as a reference for `check`.
 
     ``checks.saliency("integrated_gradients", method="riemann_right")`` calls
@@ -728,8 +728,9 @@ def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
     passed = dict(built.model.named_parameters())
     if returned.keys() != pristine.keys():
         raise ValueError("the returned model has different parameters than the original")
-    out = [float((returned[k] - pristine[k]).norm()) for k in pristine]
-    out += [float((passed[k] - pristine[k]).norm()) for k in pristine]
+    with torch.no_grad():
+        out = [float((returned[k] - pristine[k]).norm()) for k in pristine]
+        out += [float((passed[k] - pristine[k]).norm()) for k in pristine]
     return np.asarray(out)
 
 

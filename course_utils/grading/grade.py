@@ -574,7 +574,8 @@ async def _grade_all(ctx: _Context, students: dict[str, Path],
 
 
 def grade(course: Course, set_id: str, submissions: Path | None = None,
-          options: GradeOptions | None = None) -> Summary:
+          options: GradeOptions | None = None, server: ForkServer | None = None
+          ) -> Summary:
     """Grade every submission of a set; see the module docstring.
 
     Args:
@@ -582,6 +583,8 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
         set_id: the problem set (a folder of solutions/).
         submissions: folder of student folders (default course.submitted).
         options: workers, deadlines, memory cap, CSV path, ….
+        server: a running fork server to reuse (tests and benchmarks grade
+            several times without paying its start-up again); default: start one.
     Raises:
         ValueError: bad arguments (named in the message).
         RuntimeError: the solution fails in reference mode, the sandbox user
@@ -619,7 +622,10 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
                 mode="record", cell_timeout=options.cell_timeout,
                 interrupt_grace=options.interrupt_grace, limits=limits,
             )
-            with ForkServer(server_env(work), work / "forkserver.log") as server:
+            own_server = server is None
+            if own_server:
+                server = ForkServer(server_env(work), work / "forkserver.log")
+            try:
                 for identity in identities:
                     if identity.uid is not None:
                         server.kill_user(identity.uid)
@@ -631,6 +637,9 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
                 ctx = _Context(course, set_id, specs, server, settings, work)
                 results = asyncio.run(_grade_all(ctx, students, identities,
                                                  options.progress))
+            finally:
+                if own_server:
+                    server.close()
             try:
                 gbook.write_grades(candidate, set_id, [r.grades for r in results])
                 backup = gbook.commit(course.gradebook, candidate, fingerprint)

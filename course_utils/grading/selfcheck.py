@@ -30,13 +30,15 @@ def _first_lines(text: str, n: int = 12) -> str:
     return "\n".join(lines[:n])
 
 
-def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout) -> int:
+def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout,
+               server: ForkServer | None = None) -> int:
     """Run the notebook's visible tests and report; returns the exit code.
 
     Args:
         path: the student's notebook.
         cell_timeout: seconds per cell.
         out: where the report goes.
+        server: a running fork server to reuse (tests); default: start one.
     Returns:
         0 when every visible test passes and nothing would be flagged, else 1.
     """
@@ -57,12 +59,16 @@ def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout) ->
     run_nb = nbs.clean(copy.deepcopy(nb))
     work = Path(tempfile.mkdtemp(prefix="course-check-"))
     print(f"Checking {path} (a copy runs; your file is not changed) …", file=out)
+    own_server = server is None
     try:
-        with ForkServer(server_env(work), work / "forkserver.log") as server:
-            settings = RunSettings(mode="", cell_timeout=cell_timeout,
-                                   interrupt_grace=5.0, limits=Limits())
-            run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
+        if own_server:
+            server = ForkServer(server_env(work), work / "forkserver.log")
+        settings = RunSettings(mode="", cell_timeout=cell_timeout,
+                               interrupt_grace=5.0, limits=Limits())
+        run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
     finally:
+        if own_server and server is not None:
+            server.close()
         shutil.rmtree(work, ignore_errors=True)
     by_index = {c.index: c for c in run.cells}
     passed = failed = 0

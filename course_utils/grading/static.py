@@ -217,7 +217,8 @@ class _Scanner(ast.NodeVisitor):
 
     # imports ---------------------------------------------------------------
     def _check_module(self, node: ast.AST, module: str) -> None:
-        allowed = _matches(module, self.policy.allow_imports)
+        allowed = (_matches(module, self.policy.allow_imports)
+                   or _matches(module, PUBLIC_HELPERS))
         forbidden = _matches(module, FORBIDDEN_IMPORTS)
         if forbidden and not allowed:
             self.add(node, f"imports {module}", FORBIDDEN_IMPORTS[forbidden])

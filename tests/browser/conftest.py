@@ -104,16 +104,15 @@ def scratch(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab(scratch):
+def lab(scratch, request):
     server = bl.LabServer(scratch / "lab", extra=[HERE / "explorers.ipynb"])
     try:
         server.start()
         yield server
     finally:
         server.stop()
-        tail = server.log_tail(40)
-        if tail.strip():
-            print(f"\n--- JupyterLab log (last lines) ---\n{tail}")
+        if request.session.testsfailed:
+            print(f"\n--- JupyterLab log (last lines) ---\n{server.log_tail(40)}")
 
 
 @pytest.fixture(scope="session")

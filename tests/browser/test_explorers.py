@@ -119,8 +119,9 @@ JS_STATE = """
   const txt = sel => { const e = el.querySelector(sel); return e ? e.textContent.trim() : null; };
   const handle = sel => {
     const h = el.querySelector(sel + ' .noUi-handle');
-    return h ? {now: +h.getAttribute('aria-valuenow'), min: +h.getAttribute('aria-valuemin'),
-                max: +h.getAttribute('aria-valuemax')} : null;
+    // aria-valuenow is rounded to one decimal; aria-valuetext is the formatted value
+    return h ? {now: parseFloat(h.getAttribute('aria-valuetext') || h.getAttribute('aria-valuenow')),
+                min: +h.getAttribute('aria-valuemin'), max: +h.getAttribute('aria-valuemax')} : null;
   };
   const c = el.querySelector('.sal-chart canvas');
   return {
@@ -200,6 +201,25 @@ def _pixel_change(a: bytes, b: bytes) -> float:
     return sum(diff.histogram()[255:]) / (ia.size[0] * ia.size[1])
 
 
+STEPS = {"sal-noise-level": 0.01}  # slider steps (IntSliders step 1)
+
+
+def _plan(slider: dict, css: str) -> list[str]:
+    """MOVES arrow keys that stay inside the slider: towards the side with more
+    room, turning back at the end."""
+    step = STEPS.get(css, 1)
+    lo, hi = round(slider["min"] / step), round(slider["max"] / step)
+    pos = round(slider["now"] / step)
+    up = hi - pos >= pos - lo
+    keys = []
+    for _ in range(MOVES):
+        if (up and pos >= hi) or (not up and pos <= lo):
+            up = not up
+        keys.append("ArrowRight" if up else "ArrowLeft")
+        pos += 1 if up else -1
+    return keys
+
+
 def _first_number(text: str) -> float:
     m = re.search(r":\s*([+-]?\d+(?:\.\d+)?)", text or "")
     assert m, f"no number in read-out {text!r}"
@@ -231,12 +251,11 @@ def test_explorer_in_browser(key, notebook, runs, artifacts, latency):
 
     slider = s0["sliders"][{"sal-n-steps": "n_steps", "sal-noise-level": "noise",
                             "sal-patch": "patch"}[spec.slider]]
-    room_up = slider["max"] - slider["now"]
-    arrow = "ArrowRight" if room_up >= slider["now"] - slider["min"] else "ArrowLeft"
+    keys = _plan(slider, spec.slider)
 
     times, states = [], [s0]
-    for _ in range(MOVES):
-        times.append(ex.act(lambda: handle.press(arrow)))
+    for k in keys:
+        times.append(ex.act(lambda k=k: handle.press(k)))
         states.append(ex.state())
     s1 = states[-1]
     after = ex.shot(out / f"{stem}-after.png")
@@ -259,11 +278,14 @@ def test_explorer_in_browser(key, notebook, runs, artifacts, latency):
     elif key == "ig":
         gaps = [abs(_first_number(s["delta"])) for s in states]
         assert len(set(gaps)) > 1, f"completeness gap never changed: {gaps}"
-        assert gaps[-1] < gaps[0], (
-            f"completeness gap should shrink from {values[0]} to {values[-1]} steps: {gaps}")
+        steps = [int(float(s["steps"])) for s in states]
+        assert steps == values, f"n_steps read-out {steps} ≠ slider {values}"
+        if values[-1] > values[0]:
+            assert gaps[-1] < gaps[0], (
+                f"completeness gap should shrink from {values[0]} to {values[-1]} steps: {gaps}")
     elif key == "smoothgrad":
         noises = [float(s["noise"]) for s in states]
-        assert noises == sorted(noises) or noises == sorted(noises, reverse=True), noises
+        assert noises == values, f"σ read-out {noises} ≠ slider {values}"
         assert noises[0] != noises[-1]
 
     change = _pixel_change(before, after)

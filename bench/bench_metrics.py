@@ -1,0 +1,115 @@
+"""Benchmark: deletion + insertion curves over 100 digits, 50 steps each.
+
+Prints, for two maps (integrated gradients, which ranks the ink first, and a
+random order) and two baselines (black, grey):
+
+* images per second for deletion + insertion of one image (both curves);
+* model rows actually run (a step that only blackens black background under
+  the black baseline repeats the previous image and is skipped);
+* the ratio to the compute floor: plain chunked forward passes over the same
+  number of rows, timed side by side (1.0 = no overhead beyond the model);
+* the speed-up over an unbatched loop (one forward pass per step per image),
+  timed on 10 digits and scaled.
+
+Timings on the course machines swing by tens of percent from run to run;
+the ratios measured side by side hold steadier. Run: `python bench/bench_metrics.py`
+(`make bench` runs every bench/bench_*.py). Not a pytest test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from course_utils import data, metrics, models
+from course_utils import saliency as sal
+
+N_IMAGES = 100
+N_STEPS = 50
+BATCH_SIZE = 128
+REPEATS = 3
+N_NAIVE = 10
+
+
+def best_of(fn, repeats: int = REPEATS) -> float:
+    """Fastest wall time of `repeats` calls (seconds)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def floor(model, x: torch.Tensor, n_rows: int) -> float:
+    """Seconds for plain forward passes over n_rows copies of digits, chunked."""
+    rows = x.repeat((n_rows + len(x) - 1) // len(x), 1, 1, 1)[:n_rows].contiguous()
+
+    def run():
+        with torch.inference_mode():
+            for start in range(0, n_rows, BATCH_SIZE):
+                model(rows[start : start + BATCH_SIZE])
+
+    return best_of(run)
+
+
+def naive_curves(model, x, y, attr, baseline: float) -> None:
+    """Both curves with one forward pass per step per image (the slow way)."""
+    n_pixels = x[0].numel()
+    counts = torch.linspace(0, n_pixels, N_STEPS + 1).round().long().tolist()
+    with torch.inference_mode():
+        for i in range(len(x)):
+            for kind in metrics.KINDS:
+                for m in counts:
+                    img = metrics.perturb(model, x[i : i + 1], attr[i : i + 1], m,
+                                          kind=kind, baseline=baseline)
+                    torch.softmax(model(img), 1)[0, y[i]]
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = models.load_pretrained("small_cnn")
+    split = data.load_split("test")
+    x, y = split.x[:N_IMAGES], split.y[:N_IMAGES]
+    maps = {
+        "integrated_gradients": sal.integrated_gradients(model, x, y),
+        "random": metrics.random_attr(x),
+    }
+    print(f"deletion + insertion, {N_IMAGES} digits × {N_STEPS} steps, small_cnn, "
+          f"batch {BATCH_SIZE}, torch threads {torch.get_num_threads()}")
+    header = (f"{'map':22s} {'baseline':8s} {'seconds':>8s} {'images/s':>9s} "
+              f"{'rows run':>14s} {'× floor':>8s}")
+    print(header)
+    print("-" * len(header))
+    for name, attr in maps.items():
+        for baseline in ("black", "grey"):
+            kw = dict(n_steps=N_STEPS, baseline=baseline, batch_size=BATCH_SIZE)
+            curves = {}
+
+            def run():
+                curves["d"] = metrics.deletion(model, x, y, attr, **kw)
+                curves["i"] = metrics.insertion(model, x, y, attr, **kw)
+
+            seconds = best_of(run)
+            rows = curves["d"].n_evaluated + curves["i"].n_evaluated
+            total = 2 * N_IMAGES * (N_STEPS + 1)
+            ratio = seconds / floor(model, x, rows)
+            print(f"{name:22s} {baseline:8s} {seconds:8.3f} {N_IMAGES / seconds:9.1f} "
+                  f"{rows:6d} / {total:5d} {ratio:8.2f}")
+    attr = maps["random"][:N_NAIVE]
+    grey = float(model.normalize.mean)
+    naive = best_of(lambda: naive_curves(model, x[:N_NAIVE], y[:N_NAIVE], attr, grey),
+                    repeats=1) * N_IMAGES / N_NAIVE
+    batched = best_of(lambda: [
+        metrics.perturbation_curve(model, x, y, maps["random"], kind=k, n_steps=N_STEPS,
+                                   baseline="grey", batch_size=BATCH_SIZE)
+        for k in metrics.KINDS
+    ])
+    print(f"\nunbatched loop (one forward per step per image, grey, random order), "
+          f"scaled from {N_NAIVE} digits: {naive:.2f} s = {N_IMAGES / naive:.1f} images/s; "
+          f"batched {batched:.2f} s: {naive / batched:.1f}× faster")
+
+
+if __name__ == "__main__":
+    main()

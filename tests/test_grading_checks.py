@@ -1,0 +1,232 @@
+"""The checks exercise notebooks call, and the verdict computed from their records.
+
+Runs in-process (no kernels): the three modes of `checks.check`, the tamper
+evidence, and `verify` on records written by a "student" and a "reference".
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.grading import checks
+from course_utils.grading.verify import RecordError, load_record, reference_checks, verify
+
+CASES = [checks.Case("linear", digits=(0, 1), target=3),
+         checks.Case("small_cnn:random", digits=(2,), target="label", seed=5)]
+
+
+def gradient(model, x, target):
+    x = x.detach().clone().requires_grad_(True)
+    rows = torch.arange(len(x))
+    target = torch.as_tensor(target).expand(len(x))
+    (grad,) = torch.autograd.grad(model(x)[rows, target].sum(), x)
+    return grad
+
+
+def wrong(model, x, target):
+    return x.clone()
+
+
+def cheat(model, x, target):
+    from course_utils import saliency as sal
+
+    return sal.gradient(model, x, target)
+
+
+@pytest.fixture
+def mode(monkeypatch, tmp_path):
+    """Switch checks into a grading mode writing records under tmp_path/NAME."""
+
+    def set_mode(name):
+        folder = tmp_path / (name or "plain")
+        folder.mkdir(exist_ok=True)
+        monkeypatch.setenv(checks.MODE_ENV, name)
+        monkeypatch.setenv(checks.RECORD_DIR_ENV, str(folder))
+        return folder
+
+    return set_mode
+
+
+# ------------------------------------------------------------ pure helpers
+
+
+def test_compare_arrays_tolerates_round_off_but_not_errors():
+    ref = np.linspace(-1, 1, 100).reshape(1, 1, 10, 10)
+    assert checks.compare_arrays(ref * (1 + 1e-5), ref)[0]
+    ok, why = checks.compare_arrays(ref * 1.1, ref)
+    assert not ok and "relative error" in why
+    ok, why = checks.compare_arrays(ref[0], ref)
+    assert not ok and "shape" in why
+    bad = ref.copy()
+    bad[0, 0, 0, 0] = np.nan
+    assert not checks.compare_arrays(bad, ref)[0]
+
+
+def test_compare_modes():
+    a = np.array([0.0, 2.0, 0.0])
+    assert checks.compare_arrays(a * 5, a, "nonzero_pattern")[0]
+    assert not checks.compare_arrays(np.array([1.0, 2.0, 0.0]), a, "nonzero_pattern")[0]
+    assert checks.compare_arrays(a, a.copy(), "exact")[0]
+    with pytest.raises(ValueError, match="compare must be one of"):
+        checks.compare_arrays(a, a, "close-ish")
+
+
+@pytest.mark.parametrize("value,kind,expected", [
+    ("true", "bool", "TRUE"), (False, "bool", "FALSE"), (" FALSE ", "bool", "FALSE"),
+    ("(B)", "choice", "b"), ("c", "choice", "c"), (170, "number", 170.0),
+    (np.int64(4), "number", 4.0), (torch.tensor(2.5), "number", 2.5),
+])
+def test_short_answers_are_normalised(value, kind, expected):
+    assert checks.normalize_value(value, kind) == expected
+
+
+@pytest.mark.parametrize("value,kind", [
+    ("yes", "bool"), (True, "number"), ("12", "number"), (3, "choice"),
+    (float("nan"), "number"),
+])
+def test_short_answers_of_the_wrong_form_are_rejected(value, kind):
+    with pytest.raises((TypeError, ValueError)):
+        checks.normalize_value(value, kind)
+    with pytest.raises(AssertionError, match="wrong form"):
+        checks.validate(value, kind)
+
+
+def test_validate_checks_choices():
+    with pytest.raises(AssertionError, match="one of"):
+        checks.validate("e", "choice", choices="abcd")
+    checks.validate("b", "choice", choices="abcd")
+
+
+def test_linear_case_gradient_is_the_weight_row():
+    built = CASES[0].build()
+    model, x, target = built.args
+    grad = gradient(model, x, target)
+    assert torch.allclose(grad.flatten(1), model[1].weight[3].expand(2, -1))
+
+
+# ------------------------------------------------------------ plain mode
+
+
+def test_plain_mode_passes_a_correct_function(mode, capsys):
+    mode("")
+    checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
+    assert "✓ gradient: 2 case(s) passed" in capsys.readouterr().out
+
+
+def test_plain_mode_explains_a_failure_with_the_hint(mode):
+    mode("")
+    with pytest.raises(AssertionError) as info:
+        checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"),
+                     hint="Differentiate the target logit.")
+    text = str(info.value)
+    assert "2 of 2 case(s) failed" in text and "linear, digits [0, 1]" in text
+    assert "Hint: Differentiate the target logit." in text
+
+
+def test_plain_mode_refuses_a_call_into_the_reference(mode):
+    mode("")
+    with pytest.raises(AssertionError, match="course_utils.saliency.gradient"):
+        checks.check("gradient", cheat, CASES[:1], reference=checks.saliency("gradient"))
+
+
+def test_arguments_are_validated(mode):
+    mode("")
+    with pytest.raises(ValueError, match="name must be"):
+        checks.check("bad name!", gradient, CASES, reference=None)
+    with pytest.raises(ValueError, match="cases must hold"):
+        checks.check("g", gradient, [], reference=None)
+    with pytest.raises(ValueError, match="model must be"):
+        checks.build_model("small_cnn:pretrained")
+
+
+# --------------------------------------------- record, reference, verdict
+
+
+def _reference(mode):
+    folder = mode("reference")
+    checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
+    checks.check_value("passes", 5, "number")
+    return reference_checks({"tests": ["gradient", "passes"]},
+                            {n: folder / f"{n}.npz" for n in ("gradient", "passes")})
+
+
+def test_reference_mode_rejects_a_wrong_solution(mode):
+    mode("reference")
+    with pytest.raises(AssertionError, match="disagrees with the reference"):
+        checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
+
+
+def test_recorded_answers_are_judged_outside_the_kernel(mode):
+    reference = _reference(mode)
+    folder = mode("record")
+    checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
+    checks.check_value("passes", 5, "number")
+    files = {n: folder / f"{n}.npz" for n in ("gradient", "passes")}
+    verdict = verify(reference, files, {"tests": 3.0})
+    assert verdict.flags == []
+    assert verdict.cells["tests"].passed == 3 and verdict.score("tests") == 3.0
+
+
+def test_wrong_and_missing_answers_score_partially(mode):
+    reference = _reference(mode)
+    folder = mode("record")
+    checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
+    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
+    lines = "\n".join(verdict.cells["tests"].lines)
+    assert verdict.score("tests") == 0.0
+    assert "0/2 cases match" in lines and "passes: no result" in lines
+
+
+def test_a_record_is_never_trusted_to_be_what_it_claims(mode, tmp_path):
+    reference = _reference(mode)
+    forged = tmp_path / "forged.npz"
+    np.savez(forged, case_0=np.array([object()], dtype=object))
+    with pytest.raises(RecordError):
+        load_record(forged, "gradient")
+    verdict = verify(reference, {"gradient": forged}, {"tests": 3.0})
+    assert verdict.score("tests") == 0.0
+    assert any("malformed record" in f for f in verdict.flags)
+
+
+def test_monkeypatching_torch_is_recorded_as_evidence(mode, monkeypatch):
+    reference = _reference(mode)
+    folder = mode("record")
+    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)
+    checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
+    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
+    assert verdict.score("tests") == 0.0
+    assert any("torch.allclose" in f and "numpy.testing.assert_allclose" in f
+               for f in verdict.flags)
+
+
+def test_a_call_into_the_reference_is_recorded_as_evidence(mode):
+    reference = _reference(mode)
+    folder = mode("record")
+    checks.check("gradient", cheat, CASES, reference=checks.saliency("gradient"))
+    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
+    assert any("course_utils.saliency.gradient.gradient" in f for f in verdict.flags)
+
+
+def test_replacing_the_helpers_is_recorded(mode, monkeypatch):
+    mode("record")
+    monkeypatch.setattr(checks, "compare_arrays", lambda *a, **k: (True, ""))
+    assert f"{checks.__name__}.compare_arrays" in checks.tampering()
+
+
+def test_parameter_changes_sees_what_a_randomization_touched(mode):
+    import copy
+
+    def randomize(model, seed):
+        clone = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        clone.fc2.reset_parameters()
+        return clone
+
+    case = checks.Inputs(lambda g: ((checks.build_model("small_cnn:random", 1), 0), {}))
+    built = case.build()
+    changes = checks.parameter_changes(randomize(*built.args), built)
+    n = len(dict(built.model.named_parameters()))
+    assert changes.shape == (2 * n,)
+    assert (changes[: n - 2] == 0).all() and (changes[n - 2 : n] > 0).all()
+    assert (changes[n:] == 0).all()  # the model passed in is untouched

@@ -1,0 +1,81 @@
+"""A submission is graded as the instructor's notebook plus the student's answers."""
+
+import copy
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils.grading import notebooks as nbs
+from course_utils.grading.course import Course, generate
+
+CASES = Path(__file__).parent / "grading_cases"
+sys.path.insert(0, str(CASES))
+import build  # noqa: E402  (tests/grading_cases/build.py)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    source_path = CASES / "course" / "solutions" / "tiny" / "tiny.ipynb"
+    out = tmp_path_factory.mktemp("release")
+    (released_path,) = generate(Course.load(CASES / "course"), "tiny", out)
+    return nbs.read_notebook(source_path), nbs.read_notebook(released_path)
+
+
+def by_id(nb):
+    return {nbs.grade_id(c): c for c in nb.cells if nbs.grade_id(c)}
+
+
+def test_answers_come_from_the_student_and_tests_from_the_source(tiny):
+    source, released = tiny
+    sub = build.build(released, (CASES / "correct.cells").read_text(), {})
+    tests = by_id(sub)["q1_tests"]
+    tests.source = "pass  # the student 'fixed' the tests"
+    tests.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ all good")]
+    merged = nbs.merge(source, released, sub)
+    cells = by_id(merged.nb)
+    assert "BEGIN HIDDEN TESTS" in cells["q1_tests"].source  # restored, with hidden tests
+    assert "torch.autograd.grad" in cells["q1_answer"].source
+    assert all(c.get("outputs", []) == [] for c in merged.nb.cells)
+    assert [w for w, _ in merged.untrusted] == ["cell 'q1_answer'", "cell 'q2_answer'"]
+    assert merged.unanswered == []
+
+
+def test_deleted_and_added_cells(tiny):
+    source, released = tiny
+    case = "# %% -q1_tests\n# %% -q2_answer\n# %% +code\nprint('scratch')\n"
+    merged = nbs.merge(source, released, build.build(released, case, {}))
+    order = [nbs.grade_id(c) or "added" for c in merged.nb.cells]
+    assert [g for g in order if g != "added"] == [nbs.grade_id(c) for c in source.cells]
+    assert order.count("added") == 1  # deleted cells restored in place, scratch kept
+    assert ("added cell 1", "print('scratch')") in merged.untrusted
+    assert "q2_answer" in merged.unanswered and "q3_answer" in merged.unanswered
+    assert any("q2_answer" in note for note in merged.notes)
+
+
+@pytest.mark.parametrize("where", [1, -1], ids=["before the original", "after it"])
+def test_a_copied_test_cell_never_runs_as_trusted_code(tiny, where):
+    source, released = tiny
+    sub = copy.deepcopy(released)
+    dup = copy.deepcopy(by_id(sub)["q1_tests"])
+    dup.source = "torch.allclose = lambda *a: True"
+    sub.cells.insert(where if where > 0 else len(sub.cells), dup)
+    merged = nbs.merge(source, released, sub)
+    trusted_ids = [nbs.grade_id(c) for c in merged.nb.cells]
+    assert trusted_ids.count("q1_tests") == 1
+    assert by_id(merged.nb)["q1_tests"].source == by_id(source)["q1_tests"].source
+    ran = [c.source for c in merged.nb.cells]
+    if "torch.allclose = lambda *a: True" in ran:  # kept only as student code
+        assert ("added cell 1", "torch.allclose = lambda *a: True") in merged.untrusted
+
+
+def test_unreadable_notebooks_are_reported(tmp_path):
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text("{ not json")
+    with pytest.raises(ValueError, match="not a readable notebook"):
+        nbs.read_notebook(bad)
+    huge = tmp_path / "huge.ipynb"
+    huge.write_bytes(b" " * 100)
+    with pytest.raises(ValueError, match="more than"):
+        nbs.read_notebook(huge, max_bytes=10)
