@@ -103,17 +103,18 @@ def floor_forward(model, x, batch_size):
 
 
 class LayerFloor:
-    """Forward + backward to one layer's output (a hook kept registered)."""
+    """Forward + backward to one layer's output (captured by a hook for the call)."""
 
     def __init__(self, model, layer):
-        self.model, self.store = model, {}
-        module = sal.get_layer(model, layer)
-        module.register_forward_hook(lambda m, i, o: self.store.update(out=o))
+        self.model, self.module = model, sal.get_layer(model, layer)
 
     def __call__(self, x, target, to_input=False):
+        store = {}
+        handle = self.module.register_forward_hook(lambda m, i, o: store.update(out=o))
         leaf = x.detach().requires_grad_()
         out = self.model(leaf).gather(1, target[:, None]).sum()
-        torch.autograd.grad(out, self.store["out"], retain_graph=to_input)
+        handle.remove()
+        torch.autograd.grad(out, store["out"], retain_graph=to_input)
         if to_input:
             torch.autograd.grad(out, leaf)
 
@@ -169,48 +170,71 @@ def methods(model, x, target, layer):
     gc = LayerGradCam(model, module)
 
     def captum_ig(**kw):
-        return lambda: ig.attribute(xg, target=t_list, n_steps=N_STEPS,
-                                    method="riemann_trapezoid", **kw)
+        return lambda: ig.attribute(
+            xg, target=t_list, n_steps=N_STEPS, method="riemann_trapezoid", **kw
+        )
 
     def captum_sg(**kw):
-        return lambda: nt.attribute(xg, nt_type="smoothgrad", nt_samples=N_SAMPLES,
-                                    stdevs=sigma, target=t_list, abs=False, **kw)
+        return lambda: nt.attribute(
+            xg,
+            nt_type="smoothgrad",
+            nt_samples=N_SAMPLES,
+            stdevs=sigma,
+            target=t_list,
+            abs=False,
+            **kw,
+        )
 
     def captum_occ(**kw):
-        return lambda: occ.attribute(x, sliding_window_shapes=(c, PATCH, PATCH),
-                                     strides=(c, PATCH, PATCH), target=t_list,
-                                     baselines=float(model.normalize.mean)
-                                     if hasattr(model, "normalize") else 0.0, **kw)
+        return lambda: occ.attribute(
+            x,
+            sliding_window_shapes=(c, PATCH, PATCH),
+            strides=(c, PATCH, PATCH),
+            target=t_list,
+            baselines=float(model.normalize.mean)
+            if hasattr(model, "normalize")
+            else 0.0,
+            **kw,
+        )
 
     def captum_gc():
         attr = gc.attribute(xg, target=t_list, relu_attributions=True)
         return LayerAttribution.interpolate(attr, tuple(x.shape[2:]), "bilinear")
 
-    grad_floor = (lambda: floor_grad(model, x, target, bs))
+    grad_floor = lambda: floor_grad(model, x, target, bs)
     return {
         "gradient": (
             lambda: sal.gradient(model, x, target),
             lambda: Saliency(model).attribute(xg, target=t_list, abs=False),
-            {}, grad_floor,
+            {},
+            grad_floor,
         ),
         "input_x_gradient": (
             lambda: sal.input_x_gradient(model, x, target),
             lambda: InputXGradient(model).attribute(xg, target=t_list),
-            {}, grad_floor,
+            {},
+            grad_floor,
         ),
         "integrated_gradients": (
             lambda: sal.integrated_gradients(model, x, target, n_steps=N_STEPS),
             captum_ig(),
-            {f"ibs={n * k}": captum_ig(internal_batch_size=n * k)
-             for k in rows_options(n) if k <= N_STEPS},
+            {
+                f"ibs={n * k}": captum_ig(internal_batch_size=n * k)
+                for k in rows_options(n)
+                if k <= N_STEPS
+            },
             lambda: floor_grad(model, ig_points, ig_target, bs),
         ),
         "smoothgrad": (
-            lambda: sal.smoothgrad(model, x, target, n_samples=N_SAMPLES,
-                                   noise_level=NOISE),
+            lambda: sal.smoothgrad(
+                model, x, target, n_samples=N_SAMPLES, noise_level=NOISE
+            ),
             captum_sg(),
-            {f"nsb={k}": captum_sg(nt_samples_batch_size=k)
-             for k in rows_options(n) if k < N_SAMPLES},
+            {
+                f"nsb={k}": captum_sg(nt_samples_batch_size=k)
+                for k in rows_options(n)
+                if k < N_SAMPLES
+            },
             lambda: floor_grad(model, sg_points, sg_target, bs),
         ),
         "occlusion": (
@@ -221,24 +245,29 @@ def methods(model, x, target, layer):
         ),
         "grad_cam": (
             lambda: sal.grad_cam(model, x, target, layer),
-            captum_gc, {},
+            captum_gc,
+            {},
             lambda: layer_floor(x, target),
         ),
         "guided_backprop": (
             lambda: sal.guided_backprop(model, x, target),
             lambda: GuidedBackprop(model).attribute(xg, target=t_list),
-            {}, grad_floor,
+            {},
+            grad_floor,
         ),
         "deconvnet": (
             lambda: sal.deconvnet(model, x, target),
             lambda: Deconvolution(model).attribute(xg, target=t_list),
-            {}, grad_floor,
+            {},
+            grad_floor,
         ),
         "guided_grad_cam": (
             lambda: sal.guided_grad_cam(model, x, target, layer),
             lambda: GuidedGradCam(model, module).attribute(
-                xg, target=t_list, interpolate_mode="bilinear"),
-            {}, lambda: layer_floor(x, target, to_input=True),
+                xg, target=t_list, interpolate_mode="bilinear"
+            ),
+            {},
+            lambda: layer_floor(x, target, to_input=True),
         ),
     }
 
@@ -251,8 +280,10 @@ def repeats_for(seconds_per_call: float, budget: float, quick: bool) -> int:
 
 def bench_setting(label, model, x, target, layer, quick, only=None):
     print(f"\n{label}")
-    print(f"{'method':22s} {'ms':>9s} {'ours/cap':>9s} {'ours/best':>10s} "
-          f"{'(best)':>9s} {'ours/floor':>11s}")
+    print(
+        f"{'method':22s} {'ms':>9s} {'ours/cap':>9s} {'ours/best':>10s} "
+        f"{'(best)':>9s} {'ours/floor':>11s}"
+    )
     rows = []
     for name, (ours, cap, best, floor) in methods(model, x, target, layer).items():
         if only and name not in only:
@@ -262,9 +293,11 @@ def bench_setting(label, model, x, target, layer, quick, only=None):
         med = race(variants, repeats_for(per_call, 1.5 if quick else 6.0, quick))
         best_name = min(best, key=med.get) if best else None
         best_ratio = f"{med['ours'] / med[best_name]:10.2f}" if best else f"{'-':>10s}"
-        print(f"{name:22s} {med['ours'] * 1e3:9.2f} {med['ours'] / med['cap']:9.2f} "
-              f"{best_ratio} {best_name or '':>9s} {med['ours'] / med['floor']:11.2f}",
-              flush=True)
+        print(
+            f"{name:22s} {med['ours'] * 1e3:9.2f} {med['ours'] / med['cap']:9.2f} "
+            f"{best_ratio} {best_name or '':>9s} {med['ours'] / med['floor']:11.2f}",
+            flush=True,
+        )
         rows.append((label, name, med))
     return rows
 
@@ -273,8 +306,11 @@ def bench_batch_size(model, x, target, quick):
     """Our IG on 32 digits by batch_size: the basis of DEFAULT_BATCH_SIZE."""
     print("\nintegrated_gradients, 32 digits, by batch_size (ms)")
     variants = {
-        bs: (lambda bs=bs: sal.integrated_gradients(model, x, target, n_steps=N_STEPS,
-                                                    batch_size=bs))
+        bs: (
+            lambda bs=bs: sal.integrated_gradients(
+                model, x, target, n_steps=N_STEPS, batch_size=bs
+            )
+        )
         for bs in (32, 64, 128, 256, 512, 1600)
     }
     med = race(variants, 3 if quick else 7)
@@ -293,8 +329,9 @@ def main():
     wide = WideCNN().eval()
     xw = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     yw = torch.tensor([3])
-    bench_setting("SmallCNN, 1 digit", small, x[:1], y[:1], "relu2", args.quick,
-                  args.only)
+    bench_setting(
+        "SmallCNN, 1 digit", small, x[:1], y[:1], "relu2", args.quick, args.only
+    )
     bench_setting("SmallCNN, 32 digits", small, x, y, "relu2", args.quick, args.only)
     bench_setting("WideCNN, 1 × 3×64×64", wide, xw, yw, "relu3", args.quick, args.only)
     if not args.only:

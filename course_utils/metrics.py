@@ -47,7 +47,6 @@ from .saliency._common import (
     eval_mode,
     resolve_baseline,
     resolve_target,
-    select,
 )
 from .saliency.integrated_gradients import BASELINES as IG_BASELINES
 
@@ -101,6 +100,27 @@ class Curve:
         return out
 
 
+def _targets(target: object, n: int, device: torch.device) -> torch.Tensor:
+    """One class index per row, (n,) int64 (checked by the saliency package)."""
+    idx = resolve_target(target, n, device)
+    return idx[0] if isinstance(idx, tuple) else idx
+
+
+def _pick(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """logits[i, idx[i]] per row; a target the model has no output for is refused."""
+    if logits.dim() != 2 or logits.shape[0] != idx.shape[0]:
+        raise ValueError(
+            f"model must map (N, C, H, W) to (N, K) logits, got {tuple(logits.shape)} "
+            f"for {idx.shape[0]} inputs"
+        )
+    if int(idx.max()) >= logits.shape[1]:
+        raise ValueError(
+            f"target must be a class index in 0..{logits.shape[1] - 1}, "
+            f"got {sorted(set(idx.tolist()))}"
+        )
+    return logits.gather(1, idx[:, None])[:, 0]
+
+
 def _attr_scores(attr: object, x: torch.Tensor) -> torch.Tensor:
     """(N, H·W) per-pixel importance: attr summed over its channels."""
     if not isinstance(attr, torch.Tensor):
@@ -142,7 +162,8 @@ def pixel_order(
     gen = torch.Generator().manual_seed(seed)
     shuffle = torch.argsort(torch.rand(score.shape, generator=gen), dim=1)
     shuffle = shuffle.to(score.device)
-    ordered = torch.argsort(score.gather(1, shuffle), dim=1, descending=True, stable=True)
+    ordered = torch.argsort(score.gather(1, shuffle), dim=1, descending=True,
+                            stable=True)
     return shuffle.gather(1, ordered)
 
 
@@ -280,7 +301,7 @@ def perturbation_curve(
     n_pixels = h * w
     n_steps = check_int(n_steps, "n_steps", 1, n_pixels)
     batch_size = check_batch_size(batch_size)
-    idx = resolve_target(target, n, x.device)
+    idx = _targets(target, n, x.device)
     order, rank = _ranks(attr, x, absolute, seed)
     base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     x_flat = x.detach().reshape(n, c, n_pixels)
@@ -306,7 +327,7 @@ def perturbation_curve(
             logits = model(batch.view(-1, c, h, w))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            scores[rows[part]] = select(logits, idx[img])
+            scores[rows[part]] = _pick(logits, idx[img])
     steps = torch.arange(n_points, device=x.device).expand(n, -1)
     last_new = torch.where(new, steps, 0).cummax(dim=1).values
     scores = scores.view(n, n_points).gather(1, last_new)
@@ -318,7 +339,7 @@ def perturbation_curve(
 
 def deletion(model: nn.Module, x: torch.Tensor, target, attr: torch.Tensor,
              **kwargs) -> Curve:
-    """Deletion curve: `perturbation_curve(..., kind="deletion")`; lower AUC = better.
+    """Deletion curve, `perturbation_curve(..., kind="deletion")`: lower AUC wins.
 
     Replace the most important pixels first by the baseline (default black)
     and track the target probability (Petsiuk et al., 2018). Keyword
@@ -329,7 +350,7 @@ def deletion(model: nn.Module, x: torch.Tensor, target, attr: torch.Tensor,
 
 def insertion(model: nn.Module, x: torch.Tensor, target, attr: torch.Tensor,
               **kwargs) -> Curve:
-    """Insertion curve: `perturbation_curve(..., kind="insertion")`; higher AUC = better.
+    """Insertion curve, `perturbation_curve(..., kind="insertion")`: higher AUC wins.
 
     Start from the baseline (default black) and reveal the most important
     pixels first (Petsiuk et al., 2018). Keyword arguments as in
@@ -369,13 +390,13 @@ def completeness_gap(
     check_input(x)
     n = x.shape[0]
     total = _attr_scores(attr, x).sum(1)
-    idx = resolve_target(target, n, x.device)
+    idx = _targets(target, n, x.device)
     batch_size = check_batch_size(batch_size)
     base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
     ends = torch.cat([x.detach(), base])
     with eval_mode(model), torch.inference_mode():
         logits = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-        out = select(logits, torch.cat([idx, idx]))
+        out = _pick(logits, torch.cat([idx, idx]))
     return (total - (out[:n] - out[n:])).clone()
 
 
@@ -454,7 +475,8 @@ def faithfulness_table(
     base_logit = None
     for name, value in items.items():
         attr = value(model, x, target) if callable(value) else value
-        kw = dict(n_steps=n_steps, baseline=baseline, batch_size=batch_size, seed=seed)
+        kw = {"n_steps": n_steps, "baseline": baseline, "batch_size": batch_size,
+              "seed": seed}
         dele = deletion(model, x, target, attr, **kw)
         ins = insertion(model, x, target, attr, **kw)
         sem = math.sqrt(len(x))

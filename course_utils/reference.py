@@ -77,10 +77,12 @@ def _eval(model: nn.Module) -> Iterator[None]:
 def _prepare(model, x, target):
     _common.check_model(model)
     _common.check_input(x)
-    idx = _common.resolve_target(target, x.shape[0], x.device)
+    idx, _ = _common.resolve_target(target, x.shape[0], x.device)
     # A private copy that requires grad, as Captum's gradient methods expect
     # (it would otherwise set the flag on the caller's tensor and warn).
-    return x.detach().clone().requires_grad_(), idx.tolist()
+    return x.detach().clone().requires_grad_(), idx if isinstance(
+        idx, int
+    ) else idx.tolist()
 
 
 def _quiet(fn, *args, **kwargs):

@@ -133,8 +133,8 @@ def default_methods(n_steps: int = 50, n_samples: int = 50) -> dict[str, Callabl
     `n_steps` and SmoothGrad's `n_samples` set (both ≥ 1; default 50 = the
     `sal.METHODS` defaults). Fewer steps/samples make the many recomputations
     of a randomization test cheaper; the cost is linear in both."""
-    n_steps = sal._common.check_int(n_steps, "n_steps", 1)
-    n_samples = sal._common.check_int(n_samples, "n_samples", 1)
+    n_steps = _check_int(n_steps, "n_steps", 1)
+    n_samples = _check_int(n_samples, "n_samples", 1)
     out = {name: sal.METHODS[name] for name in DEFAULT_METHODS}
     out["integrated_gradients"] = partial(sal.integrated_gradients, n_steps=n_steps)
     out["smoothgrad"] = partial(sal.smoothgrad, n_samples=n_samples)
@@ -637,12 +637,66 @@ def _check_metrics(metrics) -> list[str]:
     return metrics
 
 
+def _check_int(value, name: str, low: int, high: int | None = None) -> int:
+    """Accept an int (not bool) in low … high (high=None: no cap)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        accepted = f"in {low}..{high}" if high is not None else f"≥ {low}"
+        raise ValueError(f"{name} must be an int {accepted}, got {value}")
+    return int(value)
+
+
 def _resolve_target(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
-    """None → the (eval-mode copy of the) trained model's predicted class;
-    otherwise one class per row."""
+    """One class per row as an int64 (N,) tensor on x's device.
+
+    None → the (eval-mode copy of the) trained model's predicted class; an int
+    → that class for every row; a list/tuple/1-D integer tensor → one per row.
+    Every class must be in 0 … K−1 for the model's K outputs.
+    """
+    logits = models.predict(model, x)
+    n, k = logits.shape
     if target is None:
-        return models.predict(model, x).argmax(1)
-    return sal._common.resolve_target(target, x.shape[0], x.device)
+        return logits.argmax(1)
+    if isinstance(target, bool):
+        raise TypeError("target must be an int or one int per row, got bool")
+    if isinstance(target, numbers.Integral):
+        idx = torch.full((n,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor):
+        if (
+            target.is_floating_point()
+            or target.is_complex()
+            or target.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"target must hold class indices (ints), got {target.dtype}"
+            )
+        if target.dim() > 1:
+            raise ValueError(
+                "target must be an int or a 1-D tensor, got shape "
+                f"{tuple(target.shape)}"
+            )
+        idx = target.reshape(-1).long().cpu()
+        idx = idx.expand(n) if target.dim() == 0 else idx
+    elif isinstance(target, (list, tuple)) and all(
+        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
+    ):
+        idx = torch.tensor([int(t) for t in target], dtype=torch.long)
+    else:
+        raise TypeError(
+            "target must be None, an int, a list of ints or an integer tensor, "
+            f"got {type(target).__name__}"
+        )
+    if idx.shape[0] != n:
+        raise ValueError(
+            f"target must hold one class per row of x: x has {n} rows, target has "
+            f"{idx.shape[0]}"
+        )
+    if bool(((idx < 0) | (idx >= k)).any()):
+        raise ValueError(
+            f"target must hold class indices in 0..{k - 1}, got {idx.tolist()}"
+        )
+    return idx.to(x.device)
 
 
 # ------------------------------------------------------------------ engine
@@ -902,7 +956,7 @@ def random_labels(
         x (n_train, 1, 28, 28) and permuted labels (n_train,).
     """
     split = data.load_split("train")
-    n_train = sal._common.check_int(n_train, "n_train", 10, len(split))
+    n_train = _check_int(n_train, "n_train", 10, len(split))
     seed = _check_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n_train, generator=gen)
@@ -952,8 +1006,8 @@ def train_random_labels(
         or not 0 < threshold <= 1
     ):
         raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
-    max_epochs = sal._common.check_int(max_epochs, "max_epochs", 1)
-    batch_size = sal._common.check_int(batch_size, "batch_size", 1)
+    max_epochs = _check_int(max_epochs, "max_epochs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     x, y = random_labels(n_train, seed)
@@ -1180,7 +1234,7 @@ def cascade_curve(
     )
     low = min(-0.2, math.floor(10 * float(t["lo"].min())) / 10)
     color = alt.Color("method:N", sort=list(dict.fromkeys(t.method)))
-    base = alt.Chart(t).encode(x=x, color=color)
+    base = alt.Chart().encode(x=x, color=color)
     lines = base.mark_line(point=True).encode(
         y=alt.Y(
             "mean:Q",
@@ -1221,25 +1275,31 @@ def cascade_grid(
     result: SanityResult,
     image: int = 0,
     methods: Sequence[str] | None = None,
-    scale: str = "row",
+    scale: str = "independent",
     absolute: bool = True,
+    overlay: bool = False,
     size: int = 72,
 ) -> alt.Chart:
     """The lecture's cascade figure: rows = methods, columns = steps, one digit.
 
-    Drawn with `plotting.grid` as overlays on the digit; each method has its
-    own colour scale (`scale="row"`), so the trained and randomized maps of a
-    method are directly comparable. Works for every `SanityResult` (columns:
-    layers, or the compared models of the label test).
+    Drawn with `plotting.grid`. By default every map gets its own colour scale
+    (`scale="independent"`: |E| / its own top value, as Adebayo et al.'s
+    figures normalise each map), so a randomized map that shrank is still
+    visible and the eye compares patterns, as the rank measures do. Works for
+    every `SanityResult` (columns: layers, or the compared models of the label
+    test).
 
     Args:
         result: a `SanityResult`.
         image: which of its images, 0 … N−1. Default 0.
         methods: rows; None = every method in the result.
-        scale: "row" (default), "shared", "column" or "independent" (see
+        scale: "independent" (default), "row" (one scale per method: shows
+            how the maps' magnitude collapses), "shared" or "column" (see
             `plotting.grid`).
         absolute: show |E| (default True, as Adebayo et al.'s figures); False
             shows signed maps on the diverging scale.
+        overlay: draw the maps over the digit (default False: maps alone, so
+            a map that merely copies the digit shows it by itself).
         size: width of a cell in pixels.
     Returns:
         A faceted Altair chart.
@@ -1268,7 +1328,7 @@ def cascade_grid(
             rows[m][label] = a.abs() if absolute else a
     return plotting.grid(
         rows,
-        image=result.x[image],
+        image=result.x[image] if overlay else None,
         scale=scale,
         signed=False if absolute else None,
         size=size,

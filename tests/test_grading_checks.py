@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from course_utils.grading import checks
-from course_utils.grading.verify import RecordError, load_record, reference_checks, verify
+from course_utils.grading.verify import (
+    RecordError,
+    load_record,
+    reference_checks,
+    verify,
+)
 
-CASES = [checks.Case("linear", digits=(0, 1), target=3),
-         checks.Case("small_cnn:random", digits=(2,), target="label", seed=5)]
+CASES = [
+    checks.Case("linear", digits=(0, 1), target=3),
+    checks.Case("small_cnn:random", digits=(2,), target="label", seed=5),
+]
 
 
 def gradient(model, x, target):
@@ -71,19 +78,33 @@ def test_compare_modes():
         checks.compare_arrays(a, a, "close-ish")
 
 
-@pytest.mark.parametrize("value,kind,expected", [
-    ("true", "bool", "TRUE"), (False, "bool", "FALSE"), (" FALSE ", "bool", "FALSE"),
-    ("(B)", "choice", "b"), ("c", "choice", "c"), (170, "number", 170.0),
-    (np.int64(4), "number", 4.0), (torch.tensor(2.5), "number", 2.5),
-])
+@pytest.mark.parametrize(
+    "value,kind,expected",
+    [
+        ("true", "bool", "TRUE"),
+        (False, "bool", "FALSE"),
+        (" FALSE ", "bool", "FALSE"),
+        ("(B)", "choice", "b"),
+        ("c", "choice", "c"),
+        (170, "number", 170.0),
+        (np.int64(4), "number", 4.0),
+        (torch.tensor(2.5), "number", 2.5),
+    ],
+)
 def test_short_answers_are_normalised(value, kind, expected):
     assert checks.normalize_value(value, kind) == expected
 
 
-@pytest.mark.parametrize("value,kind", [
-    ("yes", "bool"), (True, "number"), ("12", "number"), (3, "choice"),
-    (float("nan"), "number"),
-])
+@pytest.mark.parametrize(
+    "value,kind",
+    [
+        ("yes", "bool"),
+        (True, "number"),
+        ("12", "number"),
+        (3, "choice"),
+        (float("nan"), "number"),
+    ],
+)
 def test_short_answers_of_the_wrong_form_are_rejected(value, kind):
     with pytest.raises((TypeError, ValueError)):
         checks.normalize_value(value, kind)
@@ -116,8 +137,13 @@ def test_plain_mode_passes_a_correct_function(mode, capsys):
 def test_plain_mode_explains_a_failure_with_the_hint(mode):
     mode("")
     with pytest.raises(AssertionError) as info:
-        checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"),
-                     hint="Differentiate the target logit.")
+        checks.check(
+            "gradient",
+            wrong,
+            CASES,
+            reference=checks.saliency("gradient"),
+            hint="Differentiate the target logit.",
+        )
     text = str(info.value)
     assert "2 of 2 case(s) failed" in text and "linear, digits [0, 1]" in text
     assert "Hint: Differentiate the target logit." in text
@@ -126,7 +152,9 @@ def test_plain_mode_explains_a_failure_with_the_hint(mode):
 def test_plain_mode_refuses_a_call_into_the_reference(mode):
     mode("")
     with pytest.raises(AssertionError, match="course_utils.saliency.gradient"):
-        checks.check("gradient", cheat, CASES[:1], reference=checks.saliency("gradient"))
+        checks.check(
+            "gradient", cheat, CASES[:1], reference=checks.saliency("gradient")
+        )
 
 
 def test_arguments_are_validated(mode):
@@ -146,8 +174,10 @@ def _reference(mode):
     folder = mode("reference")
     checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
     checks.check_value("passes", 5, "number")
-    return reference_checks({"tests": ["gradient", "passes"]},
-                            {n: folder / f"{n}.npz" for n in ("gradient", "passes")})
+    return reference_checks(
+        {"tests": ["gradient", "passes"]},
+        {n: folder / f"{n}.npz" for n in ("gradient", "passes")},
+    )
 
 
 def test_reference_mode_rejects_a_wrong_solution(mode):
@@ -196,8 +226,10 @@ def test_monkeypatching_torch_is_recorded_as_evidence(mode, monkeypatch):
     checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
     verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
     assert verdict.score("tests") == 0.0
-    assert any("torch.allclose" in f and "numpy.testing.assert_allclose" in f
-               for f in verdict.flags)
+    assert any(
+        "torch.allclose" in f and "numpy.testing.assert_allclose" in f
+        for f in verdict.flags
+    )
 
 
 def test_a_call_into_the_reference_is_recorded_as_evidence(mode):

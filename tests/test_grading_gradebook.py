@@ -30,8 +30,12 @@ def db(assignment_db, tmp_path):
 
 
 def grades(student, q1=2.0, q2=1.0, flagged=False, review=()):
-    nb = gbook.NotebookGrades({"q1_tests": q1, "q2_tests": q2, "q3_answer": None},
-                              set(review), {"q1_answer": "q1_visible: 1/1"}, flagged)
+    nb = gbook.NotebookGrades(
+        {"q1_tests": q1, "q2_tests": q2, "q3_answer": None},
+        set(review),
+        {"q1_answer": "q1_visible: 1/1"},
+        flagged,
+    )
     return gbook.SubmissionGrades(student, {"tiny": nb})
 
 
@@ -48,8 +52,9 @@ def scores(db, student):
 
 
 def test_write_grades_keeps_manual_scores_and_marks_reviews(db):
-    gbook.write_grades(db, "tiny", [grades("ada"), grades("bob", 0.0, 0.0, True,
-                                                        ["q1_tests"])])
+    gbook.write_grades(
+        db, "tiny", [grades("ada"), grades("bob", 0.0, 0.0, True, ["q1_tests"])]
+    )
     gb = gbook.open_gradebook(db)
     try:
         gb.find_grade("q3_answer", "tiny", "tiny", "ada").manual_score = 1.0
@@ -99,7 +104,9 @@ def test_a_corrupt_candidate_is_never_committed(db, tmp_path):
     assert db.read_bytes() == before
 
 
-def test_a_failure_while_writing_leaves_the_gradebook_untouched(db, tmp_path, monkeypatch):
+def test_a_failure_while_writing_leaves_the_gradebook_untouched(
+    db, tmp_path, monkeypatch
+):
     candidate = tmp_path / "candidate.db"
     fingerprint = gbook.snapshot(db, candidate)
     before = db.read_bytes()
@@ -116,9 +123,9 @@ def test_a_failure_while_writing_leaves_the_gradebook_untouched(db, tmp_path, mo
 
 def test_only_one_grading_run_at_a_time(db):
     with gbook.locked(db):
-        with pytest.raises(RuntimeError, match="locked by another"):
-            with gbook.locked(db):
-                pass
+        blocked = pytest.raises(RuntimeError, match="locked by another")
+        with blocked, gbook.locked(db):
+            pass
 
 
 def test_csv_has_a_row_for_every_student(db, tmp_path):

@@ -12,7 +12,7 @@ from course_utils.grading.course import Course, generate
 
 CASES = Path(__file__).parent / "grading_cases"
 sys.path.insert(0, str(CASES))
-import build  # noqa: E402  (tests/grading_cases/build.py)
+import build
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,9 @@ def test_answers_come_from_the_student_and_tests_from_the_source(tiny):
     tests.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ all good")]
     merged = nbs.merge(source, released, sub)
     cells = by_id(merged.nb)
-    assert "BEGIN HIDDEN TESTS" in cells["q1_tests"].source  # restored, with hidden tests
+    assert (
+        "BEGIN HIDDEN TESTS" in cells["q1_tests"].source
+    )  # restored, with hidden tests
     assert "torch.autograd.grad" in cells["q1_answer"].source
     assert all(c.get("outputs", []) == [] for c in merged.nb.cells)
     assert [w for w, _ in merged.untrusted] == ["cell 'q1_answer'", "cell 'q2_answer'"]

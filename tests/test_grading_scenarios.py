@@ -30,7 +30,7 @@ from course_utils.grading.selfcheck import self_check
 
 CASES = Path(__file__).parent / "grading_cases"
 sys.path.insert(0, str(CASES))
-import build  # noqa: E402  (tests/grading_cases/build.py)
+import build
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ EXPECTED = {
     "unreadable": ("crashed", 0, 0),
     "no_notebook": ("crashed", 0, 0),
 }
-OPTIONS = dict(workers=2, cell_timeout=5.0, interrupt_grace=2.0, progress=False)
+OPTIONS = {"workers": 2, "cell_timeout": 5.0, "interrupt_grace": 2.0, "progress": False}
 
 
 def read_csv(path):
@@ -62,9 +62,14 @@ def read_csv(path):
 
 
 def outputs(course, student):
-    nb = nbformat.read(course.autograded / student / "tiny" / "tiny.ipynb", as_version=4)
-    return "".join(o.get("text", "") + o.get("evalue", "")
-                   for c in nb.cells for o in c.get("outputs", []))
+    nb = nbformat.read(
+        course.autograded / student / "tiny" / "tiny.ipynb", as_version=4
+    )
+    return "".join(
+        o.get("text", "") + o.get("evalue", "")
+        for c in nb.cells
+        for o in c.get("outputs", [])
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +101,12 @@ def first_run(course, server):
         gb.close()
     cases = [s for s in EXPECTED if (CASES / f"{s}.cells").exists()]
     build.write_submissions(
-        course.release / "tiny" / "tiny.ipynb", course.submitted, "tiny",
+        course.release / "tiny" / "tiny.ipynb",
+        course.submitted,
+        "tiny",
         {s: s for s in cases},
-        {"COURSE_ROOT": str(course.root), "GRADEBOOK": str(course.gradebook)})
+        {"COURSE_ROOT": str(course.root), "GRADEBOOK": str(course.gradebook)},
+    )
     (course.submitted / "unreadable" / "tiny").mkdir(parents=True)
     (course.submitted / "unreadable" / "tiny" / "tiny.ipynb").write_text("{ not json")
     (course.submitted / "no_notebook" / "tiny").mkdir(parents=True)
@@ -111,12 +119,15 @@ def test_each_submission_gets_its_status_and_score(first_run, student):
     _, rows = first_run
     status, q1, q2 = EXPECTED[student]
     row = rows[student]
-    assert (row["status"], float(row["q1_tests"]), float(row["q2_tests"])) == \
-        (status, q1, q2), row["details"]
+    assert (row["status"], float(row["q1_tests"]), float(row["q2_tests"])) == (
+        status,
+        q1,
+        q2,
+    ), row["details"]
 
 
 def test_every_student_has_a_row(first_run):
-    summary, rows = first_run
+    _, rows = first_run
     assert set(rows) == set(EXPECTED) | {"absent"}
     assert rows["absent"]["status"] == "missing"
     assert all(row["max_total"] == "4" for row in rows.values())
@@ -153,8 +164,7 @@ def test_tampering_is_flagged_with_the_reason(first_run):
 def test_flags_reach_formgrader(first_run, course):
     gb = gbook.open_gradebook(course.gradebook)
     try:
-        flagged = {s for s in EXPECTED
-                   if EXPECTED[s][0] == "flagged for review"}
+        flagged = {s for s in EXPECTED if EXPECTED[s][0] == "flagged for review"}
         for student in EXPECTED:
             if student in ("unreadable", "no_notebook"):
                 continue
@@ -164,8 +174,9 @@ def test_flags_reach_formgrader(first_run, course):
         gb.close()
 
 
-@pytest.mark.skipif(not can_switch_user(), reason="needs root to run kernels as "
-                    "another user")
+@pytest.mark.skipif(
+    not can_switch_user(), reason="needs root to run kernels as another user"
+)
 def test_the_sandbox_keeps_solutions_and_gradebook_private(first_run, course):
     text = outputs(course, "read_solutions_quietly")
     assert text.count("blocked PermissionError") == 2 and "leaked" not in text
@@ -173,7 +184,8 @@ def test_the_sandbox_keeps_solutions_and_gradebook_private(first_run, course):
     con = sqlite3.connect(course.gradebook)
     try:
         assert con.execute(
-            "SELECT count(*) FROM grade WHERE manual_score IS NOT NULL").fetchone() == (0,)
+            "SELECT count(*) FROM grade WHERE manual_score IS NOT NULL"
+        ).fetchone() == (0,)
     finally:
         con.close()
 
@@ -187,7 +199,9 @@ def test_no_student_process_outlives_grading(first_run):
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/status") as fh:
-                uid = next(int(line.split()[1]) for line in fh if line.startswith("Uid:"))
+                uid = next(
+                    int(line.split()[1]) for line in fh if line.startswith("Uid:")
+                )
         except (OSError, StopIteration):
             continue
         if uid in uids:
@@ -198,35 +212,49 @@ def test_no_student_process_outlives_grading(first_run):
 def test_graded_notebooks_show_the_verdict(first_run, course):
     text = outputs(course, "correct")
     assert "[grader] q1_tests: 2 / 2 points" in text
-    report = json.loads((course.autograded / "correct" / "tiny" / "grading.json").read_text())
+    report = json.loads(
+        (course.autograded / "correct" / "tiny" / "grading.json").read_text()
+    )
     assert report["status"] == "graded" and report["total"] == 3.0
 
 
 def test_regrading_is_idempotent_and_keeps_manual_grades(first_run, course, server):
-    summary, rows = first_run
+    _, rows = first_run
     gb = gbook.open_gradebook(course.gradebook)
     try:
         gb.find_grade("q3_answer", "tiny", "tiny", "correct").manual_score = 1.0
         gb.db.commit()
     finally:
         gb.close()
-    again = grade(course, "tiny", options=GradeOptions(
-        **OPTIONS, students=["correct", "infinite_loop", "patch_allclose"]), server=server)
+    again = grade(
+        course,
+        "tiny",
+        options=GradeOptions(
+            **OPTIONS, students=["correct", "infinite_loop", "patch_allclose"]
+        ),
+        server=server,
+    )
     new = read_csv(again.csv_path)
     assert again.backup is not None and again.backup.exists()
     for student, row in rows.items():
         if student == "correct":
             assert new[student]["q3_answer"] == "1" and new[student]["total"] == "4"
-            row = {**row, "q3_answer": "1", "total": "4",
-                   "needs_manual_grading": new[student]["needs_manual_grading"]}
+            row = {
+                **row,
+                "q3_answer": "1",
+                "total": "4",
+                "needs_manual_grading": new[student]["needs_manual_grading"],
+            }
         assert new[student] == row, student
 
 
 def test_self_check_shows_hints_and_would_be_flags(course, server, tmp_path, capsys):
     released = nbformat.read(course.release / "tiny" / "tiny.ipynb", as_version=4)
-    case = ("# %% q1_answer\ntorch.allclose = lambda *a, **k: True\n\n\n"
-            "def gradient_saliency(model, x, target):\n    return x\n"
-            "# %% q2_answer\nn_passes = 5\n")
+    case = (
+        "# %% q1_answer\ntorch.allclose = lambda *a, **k: True\n\n\n"
+        "def gradient_saliency(model, x, target):\n    return x\n"
+        "# %% q2_answer\nn_passes = 5\n"
+    )
     path = tmp_path / "mine.ipynb"
     nbformat.write(build.build(released, case, {}), path)
     before = path.read_bytes()

@@ -5,17 +5,20 @@ import pytest
 from course_utils.grading.static import Policy, scan_sources
 
 TRUSTED = [
-    "import torch\nimport numpy as np\nfrom course_utils import data, models\n"
-    "from course_utils.grading import checks\n"
-    "from course_utils import saliency as sal",
+    (
+        "import torch\nimport numpy as np\nfrom course_utils import data, models\n"
+        "from course_utils.grading import checks\n"
+        "from course_utils import saliency as sal"
+    )
 ]
+DEFAULT = Policy()
 
 
-def scan(source, policy=Policy()):
+def scan(source, policy=DEFAULT):
     return scan_sources([("cell 'a'", source)], TRUSTED, policy)
 
 
-def categories(source, policy=Policy()):
+def categories(source, policy=DEFAULT):
     return sorted({f.category for f in scan(source, policy)})
 
 
@@ -42,6 +45,10 @@ CLEAN = {
         "while True:\n    try:\n        pass\n    except KeyboardInterrupt:\n        pass"
     ),
     "calling a public test helper": "checks.validate(1, 'number')",
+    "module methods named like dangerous things": (
+        "layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]\n"
+        "import scipy.signal\nw = scipy.signal.windows.hann(5)"
+    ),
     "a syntax error": "def broken(:\n    pass",
 }
 
@@ -54,13 +61,19 @@ def test_ordinary_answers_are_not_flagged(source):
 FLAGGED = {
     "torch.allclose patched": ("torch.allclose = lambda *a, **k: True", "tamper"),
     "numpy testing patched": ("np.testing.assert_allclose = print", "tamper"),
-    "patch through an alias": ("T = torch.Tensor\nT.allclose = lambda *a: True", "tamper"),
+    "patch through an alias": (
+        "T = torch.Tensor\nT.allclose = lambda *a: True",
+        "tamper",
+    ),
     "delete a module attribute": ("del torch.allclose", "tamper"),
     "write into a module dict": ("torch.__dict__['allclose'] = 1", "tamper"),
     "setattr": ("setattr(torch, 'allclose', None)", "tamper"),
     "computed getattr": ("getattr(torch, 'all' + 'close')", "tamper"),
     "rebind the test helpers": ("checks = None", "tamper"),
-    "rebind them from a function": ("def f():\n    global checks\n    checks = 1", "tamper"),
+    "rebind them from a function": (
+        "def f():\n    global checks\n    checks = 1",
+        "tamper",
+    ),
     "import something else as checks": ("import numpy as checks", "tamper"),
     "private helper": ("checks._write_record('a', {}, {})", "tamper"),
     "IPython hooks": ("get_ipython().events.register('pre_run_cell', print)", "tamper"),
@@ -68,10 +81,14 @@ FLAGGED = {
     "exec": ("exec('1')", "tamper"),
     "reference import": ("from course_utils import saliency", "reference"),
     "reference import, dotted": ("import course_utils.saliency.gradient", "reference"),
-    "reference via the setup's name": ("def f(m, x, t):\n    return sal.gradient(m, x, t)",
-                                       "reference"),
-    "reference via the package": ("import course_utils\ncourse_utils.saliency.gradient",
-                                  "reference"),
+    "reference via the setup's name": (
+        "def f(m, x, t):\n    return sal.gradient(m, x, t)",
+        "reference",
+    ),
+    "reference via the package": (
+        "import course_utils\ncourse_utils.saliency.gradient",
+        "reference",
+    ),
     "captum": ("from captum.attr import Saliency", "reference"),
     "the grader": ("import course_utils.grading.verify", "tamper"),
     "open a file": ("open('/etc/passwd').read()", "system"),
@@ -95,8 +112,9 @@ def test_a_finding_says_where_and_what():
 
 
 def test_policy_can_allow_the_saliency_methods_as_tools():
-    policy = Policy.from_metadata({"course_grading": {"allow_imports": [
-        "course_utils.saliency"]}})
+    policy = Policy.from_metadata(
+        {"course_grading": {"allow_imports": ["course_utils.saliency"]}}
+    )
     assert scan("from course_utils import saliency\nsal.gradient", policy) == []
     assert "reference" in categories("import captum", policy)
 

@@ -210,12 +210,13 @@ def test_completeness_gap(reader, images, small_cnn, digits):
     # gradient alone is not.
     ixg = metrics.completeness_gap(reader, images, 0, exact_attr(reader, images))
     assert torch.allclose(ixg, torch.zeros(5), atol=1e-5)
-    grad = metrics.completeness_gap(reader, images, 0,
-                                    reader.weight.view(1, 1, SIDE, SIDE).expand(5, -1, -1, -1))
+    weight = reader.weight.view(1, 1, SIDE, SIDE).expand(5, -1, -1, -1)
+    grad = metrics.completeness_gap(reader, images, 0, weight)
     assert grad.abs().min() > 0.1
     # On the CNN it is IG's own delta.
     x, y = digits
-    attr, delta = sal.integrated_gradients(small_cnn, x, y, n_steps=20, return_delta=True)
+    attr, delta = sal.integrated_gradients(small_cnn, x, y, n_steps=20,
+                                           return_delta=True)
     gap = metrics.completeness_gap(small_cnn, x, y, attr)
     assert torch.allclose(gap, delta, atol=1e-4)
 
@@ -234,7 +235,8 @@ def test_mass_share_by_hand():
 def test_faithfulness_table_ranks_and_includes_random(reader, images):
     table, curves = metrics.faithfulness_table(
         reader, images, 0,
-        {"exact": exact_attr(reader, images), "reversed": lambda m, x, t: -exact_attr(m, x)},
+        {"exact": exact_attr(reader, images),
+         "reversed": lambda m, x, t: -exact_attr(m, x)},
         n_steps=16,
     )
     assert table["method"].tolist() == ["exact", "random", "reversed"]
@@ -247,14 +249,22 @@ def test_faithfulness_table_ranks_and_includes_random(reader, images):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="erase"), "kind"), (dict(n_steps=0), "n_steps"),
-    (dict(n_steps=SIDE * SIDE + 1), "n_steps"), (dict(output="softmax"), "output"),
-    (dict(baseline="white"), "baseline"), (dict(batch_size=0), "batch_size"),
+    ({"kind": "erase"}, "kind"), ({"n_steps": 0}, "n_steps"),
+    ({"n_steps": SIDE * SIDE + 1}, "n_steps"), ({"output": "softmax"}, "output"),
+    ({"baseline": "white"}, "baseline"), ({"batch_size": 0}, "batch_size"),
 ])
 def test_bad_arguments_name_themselves(reader, images, kwargs, match):
     attr = exact_attr(reader, images)
     with pytest.raises(ValueError, match=match):
         metrics.perturbation_curve(reader, images, 0, attr, **kwargs)
+
+
+def test_bad_target_is_rejected(reader, images):
+    attr = exact_attr(reader, images)
+    with pytest.raises(ValueError, match="target"):
+        metrics.deletion(reader, images, 2, attr)  # the reader has 2 classes
+    with pytest.raises(ValueError, match="target"):
+        metrics.completeness_gap(reader, images, [0, 1], attr)  # 2 targets, 5 rows
 
 
 def test_bad_attr_is_rejected(reader, images):

@@ -355,6 +355,12 @@ def test_bad_arguments_are_named(small_cnn, digits):
         run(FAST, rule="normal", sigma=0.0)
     with pytest.raises(ValueError, match="target_mode"):
         run(FAST, target_mode="true")
+    with pytest.raises(ValueError, match="target"):
+        sanity.cascading_randomization(small_cnn, x, 10, FAST, progress=False)
+    with pytest.raises(ValueError, match="target"):
+        sanity.cascading_randomization(small_cnn, x, y[:3], FAST, progress=False)
+    with pytest.raises(TypeError, match="target"):
+        sanity.cascading_randomization(small_cnn, x, y.float(), FAST, progress=False)
     with pytest.raises(ValueError, match="methods"):
         run(["gradient", "lrp"])
     with pytest.raises(ValueError, match="metrics"):
@@ -440,13 +446,15 @@ def test_checkpoints_are_registered_for_load_and_course_train():
 
 def test_charts_hold_every_step_and_method(cnn_cascade):
     spec = sanity.cascade_curve(cnn_cascade).to_dict()
-    rows = (
-        spec["data"]["values"]
-        if "values" in spec.get("data", {})
-        else next(iter(spec["datasets"].values()))
-    )
+    rows = spec["datasets"][spec["data"]["name"]]
     assert {r["layer"] for r in rows} == set(cnn_cascade.order)
     assert {r["method"] for r in rows} == set(FAST)
+    # One panel per metric: the facet's data reaches every layer (no layer
+    # carries its own copy of all metrics).
+    assert spec["facet"]["column"]["field"] == "metric"
+    assert len({r["metric"] for r in rows}) == len(sanity.METRICS)
+    assert all("data" not in layer for layer in spec["spec"]["layer"])
+    assert len(rows) == len(cnn_cascade.table)
     grid = sanity.cascade_grid(cnn_cascade, image=1).to_dict()
     cells = grid["data"]["values"]
     assert {(c["row"], c["col"]) for c in cells} == {

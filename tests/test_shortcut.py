@@ -57,9 +57,9 @@ def test_stamp_tag_sets_only_the_tag_and_copies(digits):
     assert torch.equal(out[~mask], x[~mask])
 
 
-@pytest.mark.parametrize("kwargs", [dict(corner="middle"), dict(size=0),
-                                    dict(margin=-1), dict(size=20, margin=10),
-                                    dict(value=1.5)])
+@pytest.mark.parametrize("kwargs", [{"corner": "middle"}, {"size": 0},
+                                    {"margin": -1}, {"size": 20, "margin": 10},
+                                    {"value": 1.5}])
 def test_stamp_tag_rejects_bad_arguments(digits, kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         sc.stamp_tag(digits[0], **kwargs)
@@ -87,7 +87,8 @@ def test_make_tagged_default_train_split_and_seeds():
     train = sc.make_tagged("train")
     assert train.tag_class == sc.TAG_CLASS
     assert int(train.tagged[train.y == sc.TAG_CLASS].sum()) == round(sc.P_TAGGED * 400)
-    assert int(train.tagged[train.y != sc.TAG_CLASS].sum()) == round(sc.P_OTHER * 400) * 9
+    n_other = int(train.tagged[train.y != sc.TAG_CLASS].sum())
+    assert n_other == round(sc.P_OTHER * 400) * 9
     again = sc.make_tagged("train")
     assert torch.equal(train.tagged, again.tagged)
     other = sc.make_tagged("train", seed=123)
@@ -110,6 +111,13 @@ def test_shortcut_model_is_registered_and_shipped(shortcut_model):
     assert not shortcut_model.training
     meta = shortcut_model.meta
     assert meta["tag_class"] == sc.TAG_CLASS and meta["p_tagged"] == sc.P_TAGGED
+
+
+def test_trainer_refuses_unknown_overrides():
+    # Checked before any training starts (the full retrain takes ~25 s and is
+    # not run in the tests; `course train small_cnn_shortcut` rebuilds it).
+    with pytest.raises(ValueError, match="overrides"):
+        sc.train_shortcut_model(progress=False, batch_size=3)
 
 
 def test_shortcut_model_is_right_for_the_wrong_reason(small_cnn, shortcut_model):

@@ -44,8 +44,11 @@ def _fail(name: str, exc: Exception) -> int:
 
 
 def _add_root(parser) -> None:
-    parser.add_argument("--root", help="course root (default: the folder with "
-                        "nbgrader_config.py above the current directory)")
+    parser.add_argument(
+        "--root",
+        help="course root (default: the folder with "
+        "nbgrader_config.py above the current directory)",
+    )
 
 
 @command("release", help="generate exercises/ from solutions/ (nbgrader)")
@@ -58,16 +61,27 @@ def release_command(args) -> int:
     except (ValueError, RuntimeError) as exc:
         return _fail("release", exc)
     print(format_report(report, course, args.check))
-    return 0 if (report.up_to_date or not args.check) and not report.leaks \
-        and not report.refused else 1
+    return (
+        0
+        if (report.up_to_date or not args.check)
+        and not report.leaks
+        and not report.refused
+        else 1
+    )
 
 
 release_command.configure = lambda p: (
     p.add_argument("sets", nargs="*", metavar="SET", help="default: every set"),
-    p.add_argument("--check", action="store_true",
-                   help="only report whether exercises/ matches a fresh release"),
-    p.add_argument("--force", action="store_true",
-                   help="overwrite notebooks a student worked in (a backup is kept)"),
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only report whether exercises/ matches a fresh release",
+    ),
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite notebooks a student worked in (a backup is kept)",
+    ),
     _add_root(p),
 )
 
@@ -84,8 +98,9 @@ def check_command(args) -> int:
 
 check_command.configure = lambda p: (
     p.add_argument("notebook", metavar="NOTEBOOK", help="your exercise notebook"),
-    p.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds per cell (default 120)"),
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per cell (default 120)"
+    ),
 )
 
 
@@ -94,10 +109,15 @@ def grade_command(args) -> int:
     from .grade import GradeOptions, grade, print_summary
 
     options = GradeOptions(
-        workers=args.workers, cell_timeout=args.timeout, memory_gib=args.memory,
-        interrupt_grace=args.grace, sandbox_uid=args.sandbox_uid,
-        csv_path=args.csv, students=args.student or None,
-        progress=not args.no_progress, keep_work=args.keep_work,
+        workers=args.workers,
+        cell_timeout=args.timeout,
+        memory_gib=args.memory,
+        interrupt_grace=args.grace,
+        sandbox_uid=args.sandbox_uid,
+        csv_path=args.csv,
+        students=args.student or None,
+        progress=not args.no_progress,
+        keep_work=args.keep_work,
     )
     try:
         summary = grade(_course(args), args.set, args.submissions, options)
@@ -111,24 +131,51 @@ def _configure_grade(p) -> None:
     from .grade import DEFAULT_SANDBOX_UID
 
     p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)")
-    p.add_argument("submissions", nargs="?", metavar="SUBMISSIONS_DIR",
-                   help="folder of student folders (default: submitted/)")
+    p.add_argument(
+        "submissions",
+        nargs="?",
+        metavar="SUBMISSIONS_DIR",
+        help="folder of student folders (default: submitted/)",
+    )
     p.add_argument("--workers", type=int, help="kernels at once (default: CPU cores)")
-    p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds per cell before it is interrupted (default 60)")
-    p.add_argument("--grace", type=float, default=5.0,
-                   help="seconds to recover from an interrupt before the kill (5)")
-    p.add_argument("--memory", type=float, default=6.0,
-                   help="memory cap per kernel in GiB (address space; default 6)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds per cell before it is interrupted (default 60)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds to recover from an interrupt before the kill (5)",
+    )
+    p.add_argument(
+        "--memory",
+        type=float,
+        default=6.0,
+        help="memory cap per kernel in GiB (address space; default 6)",
+    )
     p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)")
-    p.add_argument("--student", action="append", metavar="ID",
-                   help="grade only this student (repeatable)")
-    p.add_argument("--sandbox-uid", type=int, default=DEFAULT_SANDBOX_UID,
-                   help="first uid of the sandbox users when run as root "
-                        f"(default {DEFAULT_SANDBOX_UID})")
+    p.add_argument(
+        "--student",
+        action="append",
+        metavar="ID",
+        help="grade only this student (repeatable)",
+    )
+    p.add_argument(
+        "--sandbox-uid",
+        type=int,
+        default=DEFAULT_SANDBOX_UID,
+        help="first uid of the sandbox users when run as root "
+        f"(default {DEFAULT_SANDBOX_UID})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--keep-work", action="store_true",
-                   help="keep the private work folder (debugging)")
+    p.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the private work folder (debugging)",
+    )
     _add_root(p)
 
 

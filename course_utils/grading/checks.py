@@ -185,12 +185,16 @@ class Case:
             target = self.target
         else:
             target = torch.tensor(list(self.target))
-        kwargs = {k: v.make(x) if isinstance(v, Noise) else v for k, v in self.kwargs.items()}
+        kwargs = {
+            k: v.make(x) if isinstance(v, Noise) else v for k, v in self.kwargs.items()
+        }
         return Built((model, x, target), kwargs, model, self.describe(), self)
 
     def describe(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
-        return f"{self.model}, digits {list(self.digits)}, target {self.target!r}{extra}"
+        return (
+            f"{self.model}, digits {list(self.digits)}, target {self.target!r}{extra}"
+        )
 
 
 @dataclass(frozen=True)
@@ -213,11 +217,7 @@ class Inputs:
 
     def build(self) -> Built:
         made = self.make(torch.Generator().manual_seed(self.seed))
-        if (
-            len(made) == 2
-            and isinstance(made[0], tuple)
-            and isinstance(made[1], dict)
-        ):
+        if len(made) == 2 and isinstance(made[0], tuple) and isinstance(made[1], dict):
             args, kwargs = made
         else:
             args, kwargs = tuple(made), {}
@@ -234,7 +234,9 @@ def _fresh(built: Built) -> tuple[tuple, dict]:
     def copy(v):
         return v.clone() if isinstance(v, torch.Tensor) else v
 
-    return tuple(copy(a) for a in built.args), {k: copy(v) for k, v in built.kwargs.items()}
+    return tuple(copy(a) for a in built.args), {
+        k: copy(v) for k, v in built.kwargs.items()
+    }
 
 
 # ------------------------------------------------ comparisons (pure functions)
@@ -282,7 +284,12 @@ def compare_arrays(
     if compare == "nonzero_pattern":
         diff = (a != 0) != (e != 0)
         ok = not diff.any()
-        return ok, "" if ok else f"{int(diff.sum())} of {a.size} entries zero/non-zero wrongly"
+        return (
+            ok,
+            ""
+            if ok
+            else f"{int(diff.sum())} of {a.size} entries zero/non-zero wrongly",
+        )
     err = float(np.linalg.norm(a - e))
     scale = float(np.linalg.norm(e))
     ok = err <= rtol * scale + atol * math.sqrt(max(a.size, 1))
@@ -342,7 +349,11 @@ def validate(value, kind: str, choices: Sequence[str] | None = None) -> None:
         norm = normalize_value(value, kind)
     except (TypeError, ValueError) as exc:
         raise AssertionError(f"answer has the wrong form: {exc}") from None
-    if kind == "choice" and choices is not None and norm not in [c.lower() for c in choices]:
+    if (
+        kind == "choice"
+        and choices is not None
+        and norm not in [c.lower() for c in choices]
+    ):
         raise AssertionError(f"answer must be one of {list(choices)}, got {value!r}")
     print(f"✓ answer has the right form ({kind}); it is graded after submission")
 
@@ -359,19 +370,47 @@ def _resolve(path: str):
 
 
 WATCHED = (
-    "torch.allclose", "torch.isclose", "torch.equal", "torch.testing.assert_close",
-    "torch.Tensor.allclose", "torch.Tensor.equal", "torch.Tensor.__eq__",
-    "torch.Tensor.detach", "torch.Tensor.numpy", "torch.Tensor.clone",
-    "torch.Tensor.backward", "torch.autograd.grad", "torch.nn.Module.__call__",
-    "torch.randn", "torch.Generator", "torch.manual_seed",
-    "numpy.allclose", "numpy.isclose", "numpy.array_equal", "numpy.asarray",
-    "numpy.linalg.norm", "numpy.testing.assert_allclose",
-    "numpy.testing.assert_array_equal", "numpy.testing.assert_array_almost_equal",
-    "numpy.testing.assert_equal", "numpy.savez",
-    "builtins.isinstance", "builtins.len", "builtins.abs", "builtins.float",
-    "builtins.int", "builtins.print", "builtins.open", "builtins.__import__",
-    "builtins.getattr", "builtins.sum", "builtins.max", "builtins.min",
-    "builtins.AssertionError", "builtins.Exception", "builtins.KeyboardInterrupt",
+    "torch.allclose",
+    "torch.isclose",
+    "torch.equal",
+    "torch.testing.assert_close",
+    "torch.Tensor.allclose",
+    "torch.Tensor.equal",
+    "torch.Tensor.__eq__",
+    "torch.Tensor.detach",
+    "torch.Tensor.numpy",
+    "torch.Tensor.clone",
+    "torch.Tensor.backward",
+    "torch.autograd.grad",
+    "torch.nn.Module.__call__",
+    "torch.randn",
+    "torch.Generator",
+    "torch.manual_seed",
+    "numpy.allclose",
+    "numpy.isclose",
+    "numpy.array_equal",
+    "numpy.asarray",
+    "numpy.linalg.norm",
+    "numpy.testing.assert_allclose",
+    "numpy.testing.assert_array_equal",
+    "numpy.testing.assert_array_almost_equal",
+    "numpy.testing.assert_equal",
+    "numpy.savez",
+    "builtins.isinstance",
+    "builtins.len",
+    "builtins.abs",
+    "builtins.float",
+    "builtins.int",
+    "builtins.print",
+    "builtins.open",
+    "builtins.__import__",
+    "builtins.getattr",
+    "builtins.sum",
+    "builtins.max",
+    "builtins.min",
+    "builtins.AssertionError",
+    "builtins.Exception",
+    "builtins.KeyboardInterrupt",
 )
 
 
@@ -447,7 +486,8 @@ class _Tripwire:
 
 def _banned_modules_loaded() -> list[str]:
     return sorted(
-        m for m in sys.modules
+        m
+        for m in sys.modules
         if (m == "captum" or m.startswith("captum.")) and m not in _MODULES_AT_IMPORT
     )[:5]
 
@@ -487,13 +527,13 @@ def _run(fn: Callable, built: Built, forbid: Sequence[str], transform):
         try:
             out = fn(*args, **kwargs)
             error = None
-        except Exception as exc:  # the student's error is a result, not a crash
+        except Exception as exc:  # noqa: BLE001 — the student's error is a result
             out, error = None, f"{type(exc).__name__}: {exc}"
     array = None
     if error is None:
         try:
             array = to_array(transform(out, built) if transform else out)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — a bad return value is a result too
             error = f"{type(exc).__name__}: {exc}"
     return array, error, wire
 
@@ -529,7 +569,9 @@ def check(
     """
     _check_name(name)
     if not callable(fn):
-        raise AssertionError(f"{name}: expected a function, got {type(fn).__name__}")
+        raise AssertionError(  # noqa: TRY004 — a failed test, shown to the student
+            f"{name}: expected a function, got {type(fn).__name__}"
+        )
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
     cases = list(cases)
@@ -539,11 +581,13 @@ def check(
     if current == "record":
         _check_record(name, fn, cases, forbid, transform)
     elif current == "reference":
-        _check_reference(name, fn, cases, reference, hint, rtol, atol, compare,
-                         transform, forbid)
+        _check_reference(
+            name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
+        )
     else:
-        _check_plain(name, fn, cases, reference, hint, rtol, atol, compare,
-                     transform, forbid)
+        _check_plain(
+            name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
+        )
 
 
 def _check_record(name, fn, cases, forbid, transform) -> None:
@@ -557,24 +601,34 @@ def _check_record(name, fn, cases, forbid, transform) -> None:
             arrays[i] = array
         metas.append({"label": built.label, "error": error})
     meta = {
-        "version": RECORD_VERSION, "name": name, "kind": "arrays", "cases": metas,
-        "tripwire": hits, "profiler_disabled": disabled,
-        "tampered": tampering(), "banned_modules": _banned_modules_loaded(),
+        "version": RECORD_VERSION,
+        "name": name,
+        "kind": "arrays",
+        "cases": metas,
+        "tripwire": hits,
+        "profiler_disabled": disabled,
+        "tampered": tampering(),
+        "banned_modules": _banned_modules_loaded(),
     }
     _write_record(name, meta, arrays)
     errors = sum(m["error"] is not None for m in metas)
-    print(f"{name}: recorded {len(cases)} case(s) for grading"
-          + (f"; {errors} raised an error" if errors else ""))
+    print(
+        f"{name}: recorded {len(cases)} case(s) for grading"
+        + (f"; {errors} raised an error" if errors else "")
+    )
 
 
-def _check_reference(name, fn, cases, reference, hint, rtol, atol, compare,
-                     transform, forbid) -> None:
+def _check_reference(
+    name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
+) -> None:
     arrays, metas = {}, []
     for i, case in enumerate(cases):
         built = case.build()
         mine, error, wire = _run(fn, built, forbid, transform)
         if error is not None:
-            raise AssertionError(f"{name}: the solution raised on {built.label}: {error}")
+            raise AssertionError(
+                f"{name}: the solution raised on {built.label}: {error}"
+            )
         if wire.hits:
             raise AssertionError(f"{name}: the solution calls {wire.hits}")
         if reference is None:
@@ -592,15 +646,20 @@ def _check_reference(name, fn, cases, reference, hint, rtol, atol, compare,
         arrays[i] = expected
         metas.append({"label": built.label, "error": None})
     meta = {
-        "version": RECORD_VERSION, "name": name, "kind": "arrays", "cases": metas,
-        "compare": {"mode": compare, "rtol": rtol, "atol": atol}, "hint": hint,
+        "version": RECORD_VERSION,
+        "name": name,
+        "kind": "arrays",
+        "cases": metas,
+        "compare": {"mode": compare, "rtol": rtol, "atol": atol},
+        "hint": hint,
     }
     _write_record(name, meta, arrays)
     print(f"{name}: reference recorded for {len(cases)} case(s)")
 
 
-def _check_plain(name, fn, cases, reference, hint, rtol, atol, compare,
-                 transform, forbid) -> None:
+def _check_plain(
+    name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
+) -> None:
     failures = []
     for case in cases:
         built = case.build()
@@ -659,9 +718,14 @@ def check_value(
         norm, error = None, f"{type(exc).__name__}: {exc}"
     if current == "record":
         meta = {
-            "version": RECORD_VERSION, "name": name, "kind": "value", "value": norm,
-            "error": error, "tampered": tampering(),
-            "banned_modules": _banned_modules_loaded(), "tripwire": [],
+            "version": RECORD_VERSION,
+            "name": name,
+            "kind": "value",
+            "value": norm,
+            "error": error,
+            "tampered": tampering(),
+            "banned_modules": _banned_modules_loaded(),
+            "tripwire": [],
             "profiler_disabled": False,
         }
         _write_record(name, meta, {})
@@ -669,7 +733,9 @@ def check_value(
         return
     expected = norm
     if reference is not None:
-        expected = normalize_value(reference() if callable(reference) else reference, kind)
+        expected = normalize_value(
+            reference() if callable(reference) else reference, kind
+        )
     if error is not None:
         raise AssertionError(f"{name}: {error}")
     ok, _ = compare_values(norm, expected, kind, tol)
@@ -677,8 +743,13 @@ def check_value(
         raise AssertionError(f"{name}: the answer {value!r} is not the expected one")
     if current == "reference":
         meta = {
-            "version": RECORD_VERSION, "name": name, "kind": "value", "value": expected,
-            "error": None, "value_kind": kind, "tol": tol,
+            "version": RECORD_VERSION,
+            "name": name,
+            "kind": "value",
+            "value": expected,
+            "error": None,
+            "value_kind": kind,
+            "tol": tol,
         }
         _write_record(name, meta, {})
         print(f"{name}: reference answer recorded")
@@ -710,7 +781,6 @@ def saliency(method: str, /, **fixed) -> Callable:
     return reference
 
 
-
 def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
     """Per-parameter change of a returned model, then of the model passed in.
 
@@ -727,7 +797,9 @@ def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
     returned = dict(model.named_parameters())
     passed = dict(built.model.named_parameters())
     if returned.keys() != pristine.keys():
-        raise ValueError("the returned model has different parameters than the original")
+        raise ValueError(
+            "the returned model has different parameters than the original"
+        )
     with torch.no_grad():
         out = [float((returned[k] - pristine[k]).norm()) for k in pristine]
         out += [float((passed[k] - pristine[k]).norm()) for k in pristine]
@@ -737,6 +809,9 @@ def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
 _PRISTINE = _snapshot()
 _MODULES_AT_IMPORT = frozenset(sys.modules)
 _OWN = {
-    k: v for k, v in dict(globals()).items()
-    if callable(v) and not k.startswith("__") and getattr(v, "__module__", None) == __name__
+    k: v
+    for k, v in dict(globals()).items()
+    if callable(v)
+    and not k.startswith("__")
+    and getattr(v, "__module__", None) == __name__
 }

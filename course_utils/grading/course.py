@@ -40,9 +40,12 @@ class Course:
         if not root.is_dir():
             raise ValueError(f"course root {root} is not a directory")
         settings = {
-            "source_directory": "solutions", "release_directory": "exercises",
-            "submitted_directory": "submitted", "autograded_directory": "autograded",
-            "feedback_directory": "feedback", "db_url": "",
+            "source_directory": "solutions",
+            "release_directory": "exercises",
+            "submitted_directory": "submitted",
+            "autograded_directory": "autograded",
+            "feedback_directory": "feedback",
+            "db_url": "",
         }
         config_file = root / "nbgrader_config.py"
         if config_file.exists():
@@ -55,10 +58,16 @@ class Course:
                     settings[key] = str(course_dir[key])
         db_url = settings.pop("db_url")
         if db_url and not db_url.startswith("sqlite:///"):
-            raise ValueError(f"only SQLite gradebooks are supported, got db_url {db_url!r}")
-        gradebook = Path(db_url[len("sqlite:///"):]) if db_url else root / "gradebook.db"
+            raise ValueError(
+                f"only SQLite gradebooks are supported, got db_url {db_url!r}"
+            )
+        gradebook = (
+            Path(db_url[len("sqlite:///") :]) if db_url else root / "gradebook.db"
+        )
         if nested := [d for d in settings.values() if Path(d).is_absolute()]:
-            raise ValueError(f"course directories must be relative to the root: {nested}")
+            raise ValueError(
+                f"course directories must be relative to the root: {nested}"
+            )
         return cls(
             root=root,
             source=root / settings["source_directory"],
@@ -73,9 +82,11 @@ class Course:
         """Problem-set names: the folders of the source directory."""
         if not self.source.is_dir():
             return []
-        return sorted(p.name for p in self.source.iterdir()
-                      if p.is_dir() and SET_RE.fullmatch(p.name)
-                      and any(p.glob("*.ipynb")))
+        return sorted(
+            p.name
+            for p in self.source.iterdir()
+            if p.is_dir() and SET_RE.fullmatch(p.name) and any(p.glob("*.ipynb"))
+        )
 
     def check_set(self, set_id: str) -> str:
         """Validate a problem-set name; ValueError listing the known ones."""
@@ -90,8 +101,9 @@ class Course:
         return sorted((self.source / set_id).glob("*.ipynb"))
 
 
-def generate(course: Course, set_id: str, out_dir: Path, db_path: Path | None = None
-             ) -> list[Path]:
+def generate(
+    course: Course, set_id: str, out_dir: Path, db_path: Path | None = None
+) -> list[Path]:
     """Run nbgrader's GenerateAssignment for one set into `out_dir`/SET.
 
     Args:
@@ -115,12 +127,19 @@ def generate(course: Course, set_id: str, out_dir: Path, db_path: Path | None = 
     cfg.CourseDirectory.source_directory = os.path.relpath(course.source, course.root)
     cfg.CourseDirectory.release_directory = str(out_dir)
     cfg.CourseDirectory.assignment_id = set_id
-    cfg.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "*.bak-*"]
+    cfg.CourseDirectory.ignore = [
+        ".ipynb_checkpoints",
+        "*.pyc",
+        "__pycache__",
+        "*.bak-*",
+    ]
     cfg.CourseDirectory.db_url = f"sqlite:///{db_path}" if db_path else "sqlite://"
     cfg.GenerateAssignment.no_database = db_path is None
     cfg.SaveCells.enabled = db_path is not None
     cfg.GenerateAssignment.create_assignment = True
-    cfg.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+    cfg.ClearSolutions.code_stub = {
+        "python": "# YOUR CODE HERE\nraise NotImplementedError()"
+    }
     cfg.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     target = out_dir / set_id
     if target.exists():
@@ -133,7 +152,7 @@ def generate(course: Course, set_id: str, out_dir: Path, db_path: Path | None = 
     try:
         with venv_on_path():
             app.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — nbgrader raises many kinds
         raise RuntimeError(
             f"nbgrader could not generate {set_id}: {exc}\n" + "\n".join(handler.lines)
         ) from None

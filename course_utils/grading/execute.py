@@ -18,6 +18,7 @@ records are, within a size budget, opened without following links.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -28,18 +29,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 from jupyter_client.asynchronous import AsyncKernelClient
 from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from . import checks
 from .sandbox import ForkServer, Identity, Limits
 
 RECORD_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.npz")
-MEMORY_MARKERS = ("MemoryError", "can't allocate memory", "Cannot allocate memory",
-                  "out of memory", "std::bad_alloc")
+MEMORY_MARKERS = (
+    "MemoryError",
+    "can't allocate memory",
+    "Cannot allocate memory",
+    "out of memory",
+    "std::bad_alloc",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,8 @@ class RunSettings:
     cell_timeout: float = 60.0
     interrupt_grace: float = 5.0
     startup_timeout: float = 60.0
-    limits: Limits = Limits()
-    identity: Identity = Identity()
+    limits: Limits = field(default_factory=Limits)
+    identity: Identity = field(default_factory=Identity)
     max_output_chars: int = 20_000
     max_record_bytes: int = 64 * 2**20
 
@@ -127,10 +134,13 @@ class _LimitedNotebookClient(NotebookClient):
         size = len(json.dumps(msg.get("content", {})))
         self._budget[cell_index] = used + size
         if used + size > self._max_chars:
-            outs.append(nbformat.v4.new_output(
-                "stream", name="stderr",
-                text=f"[grader: output beyond {self._max_chars} characters dropped]\n",
-            ))
+            outs.append(
+                nbformat.v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text=f"[grader: output beyond {self._max_chars} characters dropped]\n",
+                )
+            )
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -168,9 +178,15 @@ def _make_scratch(parent: Path | None, identity: Identity) -> Path:
 
 def _write_connection_file(scratch: Path, identity: Identity) -> Path:
     info = {
-        "transport": "ipc", "ip": str(scratch / "k"), "shell_port": 1,
-        "iopub_port": 2, "stdin_port": 3, "control_port": 4, "hb_port": 5,
-        "key": secrets.token_hex(32), "signature_scheme": "hmac-sha256",
+        "transport": "ipc",
+        "ip": str(scratch / "k"),
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": secrets.token_hex(32),
+        "signature_scheme": "hmac-sha256",
         "kernel_name": "",
     }
     path = scratch / "kernel.json"
@@ -180,6 +196,25 @@ def _write_connection_file(scratch: Path, identity: Identity) -> Path:
     if identity.uid is not None:
         os.chown(path, identity.uid, identity.gid)
     return path
+
+
+def _new_records(record_dir: Path, before: set[str]) -> list[str]:
+    return sorted(
+        n[: -len(".npz")]
+        for n in set(os.listdir(record_dir)) - before
+        if RECORD_FILE_RE.fullmatch(n)
+    )
+
+
+def _asked_to_exit(reply: dict) -> bool:
+    """Whether an execute_reply carries IPython's exit request (exit(), quit())."""
+    payload = reply.get("content", {}).get("payload") or []
+    return any(
+        isinstance(p, dict)
+        and p.get("source") == "ask_exit"
+        and not p.get("keepkernel")
+        for p in payload
+    )
 
 
 def _cell_error(cell) -> tuple[str, str] | None:
@@ -204,13 +239,15 @@ async def _responsive(kc: AsyncKernelClient, seconds: float) -> bool:
             return False
         try:
             msg = await kc.get_shell_msg(timeout=left)
-        except Exception:  # queue.Empty: no answer in time
+        except Empty:
             return False
         if msg["parent_header"].get("msg_id") == msg_id:
             return True
 
 
-def copy_records(source: Path, dest: Path, max_bytes: int) -> tuple[dict[str, Path], list[str]]:
+def copy_records(
+    source: Path, dest: Path, max_bytes: int
+) -> tuple[dict[str, Path], list[str]]:
     """Copy record files out of a kernel's scratch dir, trusting nothing about them.
 
     Only regular files named like records are copied, opened with O_NOFOLLOW
@@ -252,7 +289,9 @@ def copy_records(source: Path, dest: Path, max_bytes: int) -> tuple[dict[str, Pa
     return copied, problems
 
 
-def clean_user_files(uid: int, roots: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")) -> None:
+def clean_user_files(
+    uid: int, roots: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/shm")
+) -> None:
     """Remove what a sandbox user left in the shared temp directories."""
     for root in roots:
         try:
@@ -322,7 +361,11 @@ async def run_notebook(
     shutil.rmtree(private_dir / "records", ignore_errors=True)
     scratch = _make_scratch(scratch_parent, identity)
     record_dir = scratch / "records"
-    cells = [CellResult(i, "not run") for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    cells = [
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+    ]
     by_index = {c.index: c for c in cells}
     status, detail, timeouts = "completed", "", 0
     pid = None
@@ -330,9 +373,12 @@ async def run_notebook(
     try:
         conn = _write_connection_file(scratch, identity)
         pid = server.spawn(
-            connection_file=conn, cwd=scratch,
-            env=kernel_env(scratch, settings.mode, record_dir), log=log_path,
-            limits=settings.limits, identity=identity,
+            connection_file=conn,
+            cwd=scratch,
+            env=kernel_env(scratch, settings.mode, record_dir),
+            log=log_path,
+            limits=settings.limits,
+            identity=identity,
         )
         kc = _Client(connection_file=str(conn))
         kc.load_connection_file()
@@ -341,14 +387,29 @@ async def run_notebook(
         try:
             await kc.wait_for_ready(timeout=settings.startup_timeout)
         except RuntimeError as exc:
-            return RunResult("crashed", f"the kernel did not start: {exc}; "
-                             f"{_describe_exit(server.exit_code(pid))}", cells, {},
-                             time.monotonic() - start, _log_tail(log_path))
+            return RunResult(
+                "crashed",
+                f"the kernel did not start: {exc}; "
+                f"{_describe_exit(server.exit_code(pid))}",
+                cells,
+                {},
+                time.monotonic() - start,
+                _log_tail(log_path),
+            )
         client = _LimitedNotebookClient(
-            nb, settings.max_output_chars, timeout=None, allow_errors=True,
-            record_timing=False, iopub_timeout=10, raise_on_iopub_timeout=False,
+            nb,
+            settings.max_output_chars,
+            timeout=None,
+            allow_errors=True,
+            record_timing=False,
+            iopub_timeout=10,
+            raise_on_iopub_timeout=False,
         )
         client.kc = kc
+        replies: dict[int, dict] = {}
+        client.on_cell_executed = lambda cell, cell_index, execute_reply: (
+            replies.__setitem__(cell_index, execute_reply or {})
+        )
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
@@ -363,44 +424,63 @@ async def run_notebook(
                 except DeadKernelError:
                     code = server.wait(pid, 5.0)
                     result.status = "error"
-                    result.ename, result.evalue = "DeadKernelError", _describe_exit(code)
-                    status, detail = "crashed", f"{_describe_exit(code)} in cell {index}"
+                    result.ename, result.evalue = (
+                        "DeadKernelError",
+                        _describe_exit(code),
+                    )
+                    status, detail = (
+                        "crashed",
+                        f"{_describe_exit(code)} in cell {index}",
+                    )
                     result.seconds = time.monotonic() - t0
                     break
                 error = _cell_error(cell)
                 result.status = "error" if error else "ok"
                 if error:
                     result.ename, result.evalue = error
+                if _asked_to_exit(replies.get(index, {})):
+                    # IPython's exit()/quit(): the front end shuts the kernel down
+                    # (JupyterLab does), so the notebook ends here, every time.
+                    status = "crashed"
+                    detail = (
+                        f"cell {index} called exit(); the kernel was shut down "
+                        "(exited with code 0)"
+                    )
+                    result.seconds = time.monotonic() - t0
+                    result.records = _new_records(record_dir, before)
+                    break
             else:
                 task.cancel()
-                try:
+                with contextlib.suppress(
+                    asyncio.CancelledError, DeadKernelError, CellTimeoutError, Empty
+                ):
                     await task
-                except BaseException:
-                    pass
                 timeouts += 1
                 result.status = "timed out"
                 result.ename = "TimeoutError"
                 result.evalue = f"cell ran longer than {settings.cell_timeout:g} s"
-                cell.outputs.append(nbformat.v4.new_output(
-                    "error", ename="TimeoutError",
-                    evalue=f"[grader] cell interrupted after {settings.cell_timeout:g} s",
-                    traceback=[],
-                ))
+                cell.outputs.append(
+                    nbformat.v4.new_output(
+                        "error",
+                        ename="TimeoutError",
+                        evalue=f"[grader] cell interrupted after {settings.cell_timeout:g} s",
+                        traceback=[],
+                    )
+                )
                 server.interrupt(pid)
                 if server.exit_code(pid) is not None or not await _responsive(
                     kc, settings.interrupt_grace
                 ):
                     server.kill(pid, identity)
                     status = "timed out"
-                    detail = (f"cell {index} ignored the interrupt after "
-                              f"{settings.cell_timeout:g} s; the kernel was killed")
+                    detail = (
+                        f"cell {index} ignored the interrupt after "
+                        f"{settings.cell_timeout:g} s; the kernel was killed"
+                    )
                     result.seconds = time.monotonic() - t0
                     break
             result.seconds = time.monotonic() - t0
-            result.records = sorted(
-                n[: -len(".npz")] for n in set(os.listdir(record_dir)) - before
-                if RECORD_FILE_RE.fullmatch(n)
-            )
+            result.records = _new_records(record_dir, before)
         if status == "completed" and timeouts:
             detail = f"{timeouts} cell(s) interrupted after {settings.cell_timeout:g} s"
     finally:
@@ -418,5 +498,14 @@ async def run_notebook(
     log = _log_tail(log_path)
     if status == "crashed" and "MemoryError" in log:
         memory = True
-    return RunResult(status, detail, cells, records, time.monotonic() - start, log,
-                     timeouts, memory, problems)
+    return RunResult(
+        status,
+        detail,
+        cells,
+        records,
+        time.monotonic() - start,
+        log,
+        timeouts,
+        memory,
+        problems,
+    )

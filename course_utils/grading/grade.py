@@ -53,7 +53,7 @@ from . import gradebook as gbook
 from . import notebooks as nbs
 from .course import Course, generate
 from .execute import RunSettings, is_memory_error, run_notebook
-from .sandbox import GiB, ForkServer, Identity, Limits, can_switch_user
+from .sandbox import ForkServer, GiB, Identity, Limits, can_switch_user
 from .static import Finding, Policy, scan_sources
 from .verify import Check, RecordError, reference_checks, verify
 
@@ -91,16 +91,21 @@ class GradeOptions:
     keep_work: bool = False
 
     def validate(self) -> None:
-        if self.workers is not None and (not isinstance(self.workers, int)
-                                         or self.workers < 1):
+        if self.workers is not None and (
+            not isinstance(self.workers, int) or self.workers < 1
+        ):
             raise ValueError(f"workers must be an int ≥ 1, got {self.workers!r}")
         for name in ("cell_timeout", "interrupt_grace", "memory_gib"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
-        if not isinstance(self.sandbox_uid, int) or not 1000 <= self.sandbox_uid < 2**31:
-            raise ValueError(f"sandbox_uid must be an int in 1000 … 2³¹, "
-                             f"got {self.sandbox_uid!r}")
+        if (
+            not isinstance(self.sandbox_uid, int)
+            or not 1000 <= self.sandbox_uid < 2**31
+        ):
+            raise ValueError(
+                f"sandbox_uid must be an int in 1000 … 2³¹, got {self.sandbox_uid!r}"
+            )
 
 
 @dataclass
@@ -128,8 +133,10 @@ class StudentResult:
 
     @property
     def total(self) -> float:
-        return round(sum(v or 0.0 for nb in self.notebooks.values()
-                         for v in nb.scores.values()), 2)
+        return round(
+            sum(v or 0.0 for nb in self.notebooks.values() for v in nb.scores.values()),
+            2,
+        )
 
 
 @dataclass
@@ -143,6 +150,7 @@ class Summary:
     seconds: float
     skipped: list[str] = field(default_factory=list)
     sandbox_user: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
@@ -164,8 +172,15 @@ def worst_status(statuses: list[str]) -> str:
 
 def protected_paths(course: Course, submissions: Path, csv_path: Path) -> list[Path]:
     """What the sandbox user must not read: solutions, submissions, grades, git."""
-    paths = [course.source, submissions, course.autograded, course.feedback,
-             course.gradebook, course.root / ".git", csv_path]
+    paths = [
+        course.source,
+        submissions,
+        course.autograded,
+        course.feedback,
+        course.gradebook,
+        course.root / ".git",
+        csv_path,
+    ]
     paths += sorted(course.gradebook.parent.glob(course.gradebook.name + ".*"))
     return [p for p in paths if p.exists()]
 
@@ -251,12 +266,16 @@ class NotebookSpec:
     checks: dict[str, Check] = field(default_factory=dict)
 
     def test_points(self) -> dict[str, float]:
-        return {nbs.grade_id(c): nbs.points(c) for c in self.source.cells
-                if nbs.is_autograded_test(c)}
+        return {
+            nbs.grade_id(c): nbs.points(c)
+            for c in self.source.cells
+            if nbs.is_autograded_test(c)
+        }
 
 
-async def run_reference(spec: NotebookSpec, server: ForkServer, settings: RunSettings,
-                        work: Path) -> None:
+async def run_reference(
+    spec: NotebookSpec, server: ForkServer, settings: RunSettings, work: Path
+) -> None:
     """Run the instructor's notebook in "reference" mode; fill spec.checks.
 
     Raises:
@@ -267,8 +286,11 @@ async def run_reference(spec: NotebookSpec, server: ForkServer, settings: RunSet
     run = await run_notebook(nb, server, settings, work / "reference" / spec.name)
     failed = [c for c in run.cells if c.status != "ok"]
     if run.status != "completed" or failed:
-        where = (f"cell {failed[0].index}: {failed[0].ename}: {failed[0].evalue}"
-                 if failed else run.detail)
+        where = (
+            f"cell {failed[0].index}: {failed[0].ename}: {failed[0].evalue}"
+            if failed
+            else run.detail
+        )
         raise RuntimeError(
             f"the solution notebook {spec.name}.ipynb failed in reference mode "
             f"({where}); fix it before grading.\n{run.log_tail}"
@@ -294,8 +316,9 @@ async def run_reference(spec: NotebookSpec, server: ForkServer, settings: RunSet
 # ------------------------------------------------------------ one student
 
 
-def discover(submissions: Path, set_id: str, only: list[str] | None
-             ) -> tuple[dict[str, Path], list[str]]:
+def discover(
+    submissions: Path, set_id: str, only: list[str] | None
+) -> tuple[dict[str, Path], list[str]]:
     """Student → folder holding their notebooks, and what was skipped (and why)."""
     found: dict[str, Path] = {}
     skipped: list[str] = []
@@ -306,7 +329,9 @@ def discover(submissions: Path, set_id: str, only: list[str] | None
             skipped.append(f"{entry.name}: not a student folder")
             continue
         if not STUDENT_RE.fullmatch(entry.name):
-            skipped.append(f"{entry.name!r}: student ids may use letters, digits and _.@+-")
+            skipped.append(
+                f"{entry.name!r}: student ids may use letters, digits and _.@+-"
+            )
             continue
         nested = entry / set_id
         found[entry.name] = nested if nested.is_dir() else entry
@@ -343,9 +368,14 @@ def _answer_for_tests(source: nbformat.NotebookNode) -> dict[str, str]:
     return out
 
 
-def _annotate(nb: nbformat.NotebookNode, verdict_lines: dict[str, list[str]],
-              scores: dict[str, float | None], max_points: dict[str, float],
-              findings: list[Finding], flags: list[str]) -> None:
+def _annotate(
+    nb: nbformat.NotebookNode,
+    verdict_lines: dict[str, list[str]],
+    scores: dict[str, float | None],
+    max_points: dict[str, float],
+    findings: list[Finding],
+    flags: list[str],
+) -> None:
     """Add the grader's verdict to the graded notebook (what formgrader shows)."""
     for cell in nb.cells:
         gid = nbs.grade_id(cell)
@@ -353,21 +383,31 @@ def _annotate(nb: nbformat.NotebookNode, verdict_lines: dict[str, list[str]],
             continue
         text = []
         if gid in max_points:
-            text.append(f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / "
-                        f"{max_points[gid]:g} points, verified outside the "
-                        "student's kernel")
+            text.append(
+                f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / "
+                f"{max_points[gid]:g} points, verified outside the "
+                "student's kernel"
+            )
             text += [f"  {line}" for line in verdict_lines.get(gid, [])]
         text += [f"[grader] flagged: {f}" for f in findings if _finding_cell(f) == gid]
         if text:
-            cell.outputs.append(nbformat.v4.new_output(
-                "stream", name="stdout", text="\n".join(text) + "\n"))
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "stream", name="stdout", text="\n".join(text) + "\n"
+                )
+            )
     if flags and nb.cells:
         first = next((c for c in nb.cells if c.cell_type == "code"), None)
         if first is not None:
-            first.outputs.insert(0, nbformat.v4.new_output(
-                "stream", name="stderr",
-                text="[grader] FLAGGED FOR REVIEW — auto-graded points withheld:\n"
-                     + "".join(f"  - {f}\n" for f in flags)))
+            first.outputs.insert(
+                0,
+                nbformat.v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text="[grader] FLAGGED FOR REVIEW — auto-graded points withheld:\n"
+                    + "".join(f"  - {f}\n" for f in flags),
+                ),
+            )
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -396,10 +436,9 @@ class _Context:
     work: Path
 
 
-async def _grade_notebook(ctx: _Context, spec: NotebookSpec, folder: Path,
-                          student: str, identity: Identity
-                          ) -> tuple[NotebookOutcome, gbook.NotebookGrades,
-                                     nbformat.NotebookNode | None]:
+async def _grade_notebook(
+    ctx: _Context, spec: NotebookSpec, folder: Path, student: str, identity: Identity
+) -> tuple[NotebookOutcome, gbook.NotebookGrades, nbformat.NotebookNode | None]:
     graded = nbs.graded_cells(spec.source)
     tests = spec.test_points()
     manual = [nbs.grade_id(c) for c in graded if nbs.is_manual(c)]
@@ -414,8 +453,13 @@ async def _grade_notebook(ctx: _Context, spec: NotebookSpec, folder: Path,
         for gid in manual:
             grades.auto_scores[gid] = 0.0
         scores = {gid: 0.0 for gid in [*tests, *manual]}
-        return NotebookOutcome(spec.name, "crashed", [reason], [], scores,
-                               time.monotonic() - start), grades, None
+        return (
+            NotebookOutcome(
+                spec.name, "crashed", [reason], [], scores, time.monotonic() - start
+            ),
+            grades,
+            None,
+        )
 
     if not path.is_file() or path.is_symlink():
         return failed(f"{spec.name}.ipynb not found in the submission")
@@ -426,19 +470,24 @@ async def _grade_notebook(ctx: _Context, spec: NotebookSpec, folder: Path,
     merged = nbs.merge(spec.source, spec.released, submission)
     findings = scan_sources(merged.untrusted, merged.trusted, spec.policy)
     settings = RunSettings(**{**ctx.settings.__dict__, "identity": identity})
-    run = await run_notebook(merged.nb, ctx.server, settings,
-                             ctx.work / "students" / student / spec.name)
+    run = await run_notebook(
+        merged.nb, ctx.server, settings, ctx.work / "students" / student / spec.name
+    )
     result = verify(spec.checks, run.records, tests)
     memory = run.memory_error or any(
-        is_memory_error(None, line) for cell in result.cells.values()
-        for line in cell.lines)
+        is_memory_error(None, line)
+        for cell in result.cells.values()
+        for line in cell.lines
+    )
     flags = [str(f) for f in findings] + result.flags
     flags += [f"records: {p}" for p in run.record_problems]
     details = list(merged.notes)
     if run.detail:
         details.append(run.detail)
     if memory:
-        details.append(f"ran out of memory (limit {settings.limits.memory_bytes / GiB:g} GiB)")
+        details.append(
+            f"ran out of memory (limit {settings.limits.memory_bytes / GiB:g} GiB)"
+        )
     if flags:
         status = "flagged for review"
     elif run.status == "timed out" or run.timeouts:
@@ -469,13 +518,15 @@ async def _grade_notebook(ctx: _Context, spec: NotebookSpec, folder: Path,
     grades.comments = {gid: "\n".join(lines) for gid, lines in comments.items()}
     verdict_lines = {gid: c.lines for gid, c in result.cells.items()}
     _annotate(merged.nb, verdict_lines, scores, tests, findings, flags)
-    outcome = NotebookOutcome(spec.name, status, details, flags, scores,
-                              time.monotonic() - start)
+    outcome = NotebookOutcome(
+        spec.name, status, details, flags, scores, time.monotonic() - start
+    )
     return outcome, grades, merged.nb
 
 
-async def grade_student(ctx: _Context, student: str, folder: Path,
-                        identity: Identity) -> StudentResult:
+async def grade_student(
+    ctx: _Context, student: str, folder: Path, identity: Identity
+) -> StudentResult:
     """Grade one student's notebooks; never raises (a grader error is a status)."""
     start = time.monotonic()
     outcomes: dict[str, NotebookOutcome] = {}
@@ -483,35 +534,62 @@ async def grade_student(ctx: _Context, student: str, folder: Path,
     out_dir = ctx.course.autograded / student / ctx.set_id
     for spec in ctx.specs:
         try:
-            outcome, nb_grades, nb = await _grade_notebook(ctx, spec, folder, student,
-                                                           identity)
-        except Exception as exc:  # a bug of ours must not cost other students
+            outcome, nb_grades, nb = await _grade_notebook(
+                ctx, spec, folder, student, identity
+            )
+        except Exception as exc:  # noqa: BLE001 — a bug of ours must not cost others
             traceback.print_exc(file=sys.stderr)
             tests = spec.test_points()
             nb_grades = gbook.NotebookGrades(
-                {gid: 0.0 for gid in tests}, set(tests), {}, False)
-            outcome = NotebookOutcome(spec.name, "crashed",
-                                      [f"grader error: {type(exc).__name__}: {exc}"],
-                                      [], {gid: 0.0 for gid in tests})
+                {gid: 0.0 for gid in tests}, set(tests), {}, False
+            )
+            outcome = NotebookOutcome(
+                spec.name,
+                "crashed",
+                [f"grader error: {type(exc).__name__}: {exc}"],
+                [],
+                {gid: 0.0 for gid in tests},
+            )
             nb = None
         outcomes[spec.name] = outcome
         grades[spec.name] = nb_grades
         if nb is not None:
             _write_notebook(out_dir / f"{spec.name}.ipynb", nb)
     status = worst_status([o.status for o in outcomes.values()])
-    details = [f"{o.name}: {d}" if len(outcomes) > 1 else d
-               for o in outcomes.values() for d in [*o.flags, *o.details]]
-    result = StudentResult(student, status, details, outcomes,
-                           gbook.SubmissionGrades(student, grades, _read_timestamp(folder)),
-                           time.monotonic() - start)
-    _write_json(out_dir / REPORT_NAME, {
-        "student": student, "set": ctx.set_id, "status": status, "details": details,
-        "total": result.total, "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "notebooks": {name: {"status": o.status, "details": o.details,
-                             "flags": o.flags, "scores": o.scores,
-                             "seconds": round(o.seconds, 2)}
-                      for name, o in outcomes.items()},
-    })
+    details = [
+        f"{o.name}: {d}" if len(outcomes) > 1 else d
+        for o in outcomes.values()
+        for d in [*o.flags, *o.details]
+    ]
+    result = StudentResult(
+        student,
+        status,
+        details,
+        outcomes,
+        gbook.SubmissionGrades(student, grades, _read_timestamp(folder)),
+        time.monotonic() - start,
+    )
+    _write_json(
+        out_dir / REPORT_NAME,
+        {
+            "student": student,
+            "set": ctx.set_id,
+            "status": status,
+            "details": details,
+            "total": result.total,
+            "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "notebooks": {
+                name: {
+                    "status": o.status,
+                    "details": o.details,
+                    "flags": o.flags,
+                    "scores": o.scores,
+                    "seconds": round(o.seconds, 2),
+                }
+                for name, o in outcomes.items()
+            },
+        },
+    )
     return result
 
 
@@ -521,16 +599,22 @@ async def grade_student(ctx: _Context, student: str, folder: Path,
 def server_env(work: Path) -> dict[str, str]:
     """The fork server's environment: threads pinned, nothing else inherited."""
     return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-        "HOME": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2",
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(work),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
         "MPLCONFIGDIR": str(work / "mpl"),
     }
 
 
-def load_specs(course: Course, set_id: str, release_dir: Path,
-               db_path: Path | None) -> list[NotebookSpec]:
+def load_specs(
+    course: Course, set_id: str, release_dir: Path, db_path: Path | None
+) -> list[NotebookSpec]:
     """Generate the student version (syncing the gradebook copy) and pair notebooks."""
     released = {p.stem: p for p in generate(course, set_id, release_dir, db_path)}
     specs = []
@@ -542,21 +626,32 @@ def load_specs(course: Course, set_id: str, release_dir: Path,
                 f"{path}: cells {missing} have no nbgrader grade_id; make every cell "
                 "of a solution notebook an nbgrader cell (read-only if nothing else)"
             )
-        specs.append(NotebookSpec(path.stem, source,
-                                  nbs.read_notebook(released[path.stem]),
-                                  Policy.from_metadata(source.metadata)))
+        specs.append(
+            NotebookSpec(
+                path.stem,
+                source,
+                nbs.read_notebook(released[path.stem]),
+                Policy.from_metadata(source.metadata),
+            )
+        )
     return specs
 
 
-async def _grade_all(ctx: _Context, students: dict[str, Path],
-                     identities: list[Identity], progress: bool) -> list[StudentResult]:
+async def _grade_all(
+    ctx: _Context, students: dict[str, Path], identities: list[Identity], progress: bool
+) -> list[StudentResult]:
     from tqdm.auto import tqdm
 
     free: asyncio.Queue[Identity] = asyncio.Queue()
     for identity in identities:
         free.put_nowait(identity)
-    bar = tqdm(total=len(students), desc=f"grading {ctx.set_id}", unit="submission",
-               disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(students),
+        desc=f"grading {ctx.set_id}",
+        unit="submission",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
     async def one(student: str, folder: Path) -> StudentResult:
         identity = await free.get()
@@ -573,9 +668,13 @@ async def _grade_all(ctx: _Context, students: dict[str, Path],
         bar.close()
 
 
-def grade(course: Course, set_id: str, submissions: Path | None = None,
-          options: GradeOptions | None = None, server: ForkServer | None = None
-          ) -> Summary:
+def grade(
+    course: Course,
+    set_id: str,
+    submissions: Path | None = None,
+    options: GradeOptions | None = None,
+    server: ForkServer | None = None,
+) -> Summary:
     """Grade every submission of a set; see the module docstring.
 
     Args:
@@ -593,6 +692,14 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
     options = options or GradeOptions()
     options.validate()
     start = time.monotonic()
+    phases: dict[str, float] = {}
+    last = [start]
+
+    def mark(phase: str) -> None:
+        now = time.monotonic()
+        phases[phase] = round(now - last[0], 2)
+        last[0] = now
+
     set_id = course.check_set(set_id)
     submissions = Path(submissions or course.submitted).resolve()
     if not submissions.is_dir():
@@ -604,7 +711,9 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
     identities = sandbox_identities(options, workers)
     course.autograded.mkdir(exist_ok=True)
     tighten(protected_paths(course, submissions, csv_path))
-    readable = probe_access(protected_paths(course, submissions, csv_path), identities[0])
+    readable = probe_access(
+        protected_paths(course, submissions, csv_path), identities[0]
+    )
     if readable:
         raise RuntimeError(
             "the sandbox user could read private files: "
@@ -617,26 +726,35 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
             candidate = work / "gradebook.db"
             fingerprint = gbook.snapshot(course.gradebook, candidate)
             specs = load_specs(course, set_id, work / "release", candidate)
+            mark("prepare")
             limits = Limits(memory_bytes=int(options.memory_gib * GiB))
             settings = RunSettings(
-                mode="record", cell_timeout=options.cell_timeout,
-                interrupt_grace=options.interrupt_grace, limits=limits,
+                mode="record",
+                cell_timeout=options.cell_timeout,
+                interrupt_grace=options.interrupt_grace,
+                limits=limits,
             )
             own_server = server is None
             if own_server:
                 server = ForkServer(server_env(work), work / "forkserver.log")
+                mark("start kernels")
             try:
                 for identity in identities:
                     if identity.uid is not None:
                         server.kill_user(identity.uid)
                 ref_settings = RunSettings(
-                    mode="reference", cell_timeout=max(options.cell_timeout, 120.0),
-                    limits=limits)
+                    mode="reference",
+                    cell_timeout=max(options.cell_timeout, 120.0),
+                    limits=limits,
+                )
                 for spec in specs:
                     asyncio.run(run_reference(spec, server, ref_settings, work))
+                mark("reference")
                 ctx = _Context(course, set_id, specs, server, settings, work)
-                results = asyncio.run(_grade_all(ctx, students, identities,
-                                                 options.progress))
+                results = asyncio.run(
+                    _grade_all(ctx, students, identities, options.progress)
+                )
+                mark("grading")
             finally:
                 if own_server:
                     server.close()
@@ -650,13 +768,22 @@ def grade(course: Course, set_id: str, submissions: Path | None = None,
                 gbook.write_grades(candidate, set_id, [r.grades for r in results])
                 backup = gbook.commit(course.gradebook, candidate, fingerprint)
             export(course, set_id, csv_path, specs=specs)
+            mark("gradebook and CSV")
     except RecordError as exc:
         raise RuntimeError(f"the reference records are unusable: {exc}") from None
     finally:
         if not options.keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    return Summary(set_id, sorted(results, key=lambda r: r.student), csv_path, backup,
-                   time.monotonic() - start, skipped, identities[0].uid is not None)
+    return Summary(
+        set_id,
+        sorted(results, key=lambda r: r.student),
+        csv_path,
+        backup,
+        time.monotonic() - start,
+        skipped,
+        identities[0].uid is not None,
+        phases,
+    )
 
 
 def columns_of(specs_or_sources) -> tuple[list[tuple[str, str]], float]:
@@ -685,33 +812,52 @@ def load_statuses(course: Course, set_id: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def export(course: Course, set_id: str, csv_path: Path | None = None,
-           specs: list[NotebookSpec] | None = None) -> Path:
+def export(
+    course: Course,
+    set_id: str,
+    csv_path: Path | None = None,
+    specs: list[NotebookSpec] | None = None,
+) -> Path:
     """Write the set's CSV from the gradebook (manual scores included)."""
     set_id = course.check_set(set_id)
     if specs is None:
-        sources = [(p.stem, nbs.read_notebook(p)) for p in course.source_notebooks(set_id)]
+        sources = [
+            (p.stem, nbs.read_notebook(p)) for p in course.source_notebooks(set_id)
+        ]
     else:
         sources = [(s.name, s.source) for s in specs]
     columns, max_total = columns_of(sources)
     csv_path = Path(csv_path or course.root / f"grades-{set_id}.csv")
-    rows = gbook.read_rows(course.gradebook, set_id, columns,
-                           load_statuses(course, set_id))
+    rows = gbook.read_rows(
+        course.gradebook, set_id, columns, load_statuses(course, set_id)
+    )
     gbook.write_csv(rows, columns, max_total, csv_path)
     return csv_path
 
 
-def print_summary(summary: Summary, out=sys.stdout) -> None:
+def print_summary(summary: Summary, out=None) -> None:
     """The end-of-run report: counts per status, who needs attention, where things are."""
+    out = out or sys.stdout
     counts = summary.counts()
     n = len(summary.results)
-    print(f"\nGraded {n} submission(s) of {summary.set_id} in {summary.seconds:.1f} s"
-          f" ({summary.seconds / max(n, 1):.1f} s each)", file=out)
-    print("  " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v or k == "graded"),
-          file=out)
+    print(
+        f"\nGraded {n} submission(s) of {summary.set_id} in {summary.seconds:.1f} s"
+        f" ({summary.seconds / max(n, 1):.1f} s each)",
+        file=out,
+    )
+    print(
+        "  " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v or k == "graded"),
+        file=out,
+    )
+    if summary.phases:
+        print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()),
+              file=out)
     if not summary.sandbox_user:
-        print("  note: not running as root, so student code ran as your own user "
-              "(limits and deadlines applied, no separate user)", file=out)
+        print(
+            "  note: not running as root, so student code ran as your own user "
+            "(limits and deadlines applied, no separate user)",
+            file=out,
+        )
     for r in summary.results:
         if r.status != "graded":
             print(f"  {r.student}: {r.status} — {'; '.join(r.details)[:300]}", file=out)

@@ -68,8 +68,9 @@ def locked(gradebook: Path) -> Iterator[None]:
     """
     gradebook = Path(gradebook)
     gradebook.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(gradebook.with_name(gradebook.name + ".lock"),
-                      os.O_RDWR | os.O_CREAT, 0o600)
+    lock_fd = os.open(
+        gradebook.with_name(gradebook.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
+    )
     try:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,8 +97,12 @@ def snapshot(gradebook: Path, dest: Path) -> tuple[int, int] | None:
     return fingerprint
 
 
-def commit(gradebook: Path, candidate: Path, fingerprint: tuple[int, int] | None,
-           keep_backup: bool = True) -> Path | None:
+def commit(
+    gradebook: Path,
+    candidate: Path,
+    fingerprint: tuple[int, int] | None,
+    keep_backup: bool = True,
+) -> Path | None:
     """Replace the gradebook by `candidate` atomically; returns the backup's path.
 
     The candidate must pass SQLite's integrity check, and the gradebook must
@@ -111,8 +116,12 @@ def commit(gradebook: Path, candidate: Path, fingerprint: tuple[int, int] | None
     """
     gradebook = Path(gradebook)
     if not _integrity_ok(candidate):
-        raise RuntimeError(f"{candidate} failed SQLite's integrity check; not committed")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{gradebook.name}.tmp-", dir=gradebook.parent)
+        raise RuntimeError(
+            f"{candidate} failed SQLite's integrity check; not committed"
+        )
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{gradebook.name}.tmp-", dir=gradebook.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     backup = None
@@ -175,6 +184,7 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
     """Write auto scores, comments and flags; keep every manual score."""
     import warnings
 
+    from nbgrader.api import MissingEntry
     from sqlalchemy.exc import SAWarning
 
     gb = open_gradebook(path)
@@ -190,13 +200,14 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
                     grade = gb.find_grade(gid, nb_name, set_id, result.student)
                     grade.auto_score = score
                     grade.needs_manual_grade = (
-                        score is None or grade.manual_score is not None
+                        score is None
+                        or grade.manual_score is not None
                         or gid in grades.needs_review
                     )
                 for gid, text in grades.comments.items():
                     try:
                         comment = gb.find_comment(gid, nb_name, set_id, result.student)
-                    except Exception:  # MissingEntry: not an answer cell
+                    except MissingEntry:  # not an answer cell: no comment to write
                         continue
                     comment.auto_comment = text or None
                 notebook = gb.find_submission_notebook(nb_name, set_id, result.student)
@@ -218,8 +229,12 @@ class Row:
     needs_manual: int
 
 
-def read_rows(path: Path, set_id: str, columns: list[tuple[str, str]],
-              statuses: dict[str, tuple[str, str]]) -> list[Row]:
+def read_rows(
+    path: Path,
+    set_id: str,
+    columns: list[tuple[str, str]],
+    statuses: dict[str, tuple[str, str]],
+) -> list[Row]:
     """Rows for every student in the gradebook, submitted or not.
 
     Args:
@@ -239,8 +254,16 @@ def read_rows(path: Path, set_id: str, columns: list[tuple[str, str]],
             try:
                 gb.find_submission(set_id, student)
             except MissingEntry:
-                rows.append(Row(student, "missing", "no submission",
-                                {col: None for col in columns}, 0.0, 0))
+                rows.append(
+                    Row(
+                        student,
+                        "missing",
+                        "no submission",
+                        {col: None for col in columns},
+                        0.0,
+                        0,
+                    )
+                )
                 continue
             scores: dict[tuple[str, str], float | None] = {}
             pending = 0
@@ -250,8 +273,11 @@ def read_rows(path: Path, set_id: str, columns: list[tuple[str, str]],
                 except MissingEntry:
                     scores[nb_name, gid] = None
                     continue
-                score = grade.manual_score if grade.manual_score is not None \
+                score = (
+                    grade.manual_score
+                    if grade.manual_score is not None
                     else grade.auto_score
+                )
                 scores[nb_name, gid] = score
                 pending += bool(grade.needs_manual_grade)
             status, details = statuses.get(student, ("graded", ""))
@@ -262,8 +288,9 @@ def read_rows(path: Path, set_id: str, columns: list[tuple[str, str]],
     return rows
 
 
-def write_csv(rows: list[Row], columns: list[tuple[str, str]], max_total: float,
-              dest: Path) -> None:
+def write_csv(
+    rows: list[Row], columns: list[tuple[str, str]], max_total: float, dest: Path
+) -> None:
     """Write the rows as CSV, atomically (temp file, then rename).
 
     Columns: student, status, one per graded cell (its grade id, or
@@ -274,15 +301,32 @@ def write_csv(rows: list[Row], columns: list[tuple[str, str]], max_total: float,
     headers = [gid if unique else f"{nb}:{gid}" for nb, gid in columns]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["student", "status", *headers, "total", "max_total",
-                     "needs_manual_grading", "details"])
+    writer.writerow(
+        [
+            "student",
+            "status",
+            *headers,
+            "total",
+            "max_total",
+            "needs_manual_grading",
+            "details",
+        ]
+    )
     for row in rows:
-        writer.writerow([
-            row.student, row.status,
-            *["" if row.scores.get(col) is None else f"{row.scores[col]:g}"
-              for col in columns],
-            f"{row.total:g}", f"{max_total:g}", row.needs_manual, row.details,
-        ])
+        writer.writerow(
+            [
+                row.student,
+                row.status,
+                *[
+                    "" if row.scores.get(col) is None else f"{row.scores[col]:g}"
+                    for col in columns
+                ],
+                f"{row.total:g}",
+                f"{max_total:g}",
+                row.needs_manual,
+                row.details,
+            ]
+        )
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)

@@ -43,7 +43,11 @@ def is_graded(cell) -> bool:
 
 def is_autograded_test(cell) -> bool:
     """A code cell whose points are earned by passing the checks it runs."""
-    return cell.cell_type == "code" and bool(meta(cell).get("grade")) and not is_answer(cell)
+    return (
+        cell.cell_type == "code"
+        and bool(meta(cell).get("grade"))
+        and not is_answer(cell)
+    )
 
 
 def is_manual(cell) -> bool:
@@ -60,17 +64,19 @@ def graded_cells(nb) -> list:
     return [c for c in nb.cells if is_graded(c) and grade_id(c)]
 
 
-def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> nbformat.NotebookNode:
+def read_notebook(
+    path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES
+) -> nbformat.NotebookNode:
     """Read a notebook (v4); ValueError with the reason if it is too big or invalid."""
     size = path.stat().st_size
     if size > max_bytes:
         raise ValueError(f"{path.name} is {size} bytes, more than {max_bytes}")
     try:
         nb = nbformat.read(path, as_version=4)
-    except Exception as exc:  # nbformat raises many kinds
+    except Exception as exc:  # noqa: BLE001 — nbformat raises many kinds
         raise ValueError(f"{path.name} is not a readable notebook: {exc}") from None
     if not isinstance(nb.get("cells"), list):
-        raise ValueError(f"{path.name} has no cell list")
+        raise ValueError(f"{path.name} has no cell list")  # noqa: TRY004 — bad file
     return nb
 
 
@@ -108,8 +114,11 @@ def _student_cell(cell, number: int):
     return new
 
 
-def merge(source: nbformat.NotebookNode, released: nbformat.NotebookNode,
-          submission: nbformat.NotebookNode) -> Merged:
+def merge(
+    source: nbformat.NotebookNode,
+    released: nbformat.NotebookNode,
+    submission: nbformat.NotebookNode,
+) -> Merged:
     """The notebook a submission is graded as (see the module docstring).
 
     Args:
@@ -132,7 +141,9 @@ def merge(source: nbformat.NotebookNode, released: nbformat.NotebookNode,
         if is_answer(cell):
             given = student if student is not None else stubs.get(gid, cell)
             if student is None:
-                merged.notes.append(f"answer cell {gid!r} missing; graded as unanswered")
+                merged.notes.append(
+                    f"answer cell {gid!r} missing; graded as unanswered"
+                )
             new = copy.deepcopy(cell)
             new.source = given.get("source", "")
             if isinstance(new.source, list):

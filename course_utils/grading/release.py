@@ -68,11 +68,13 @@ def leaks(source: nbformat.NotebookNode, released: nbformat.NotebookNode) -> lis
     for i, cell in enumerate(released.cells):
         for line in cell.source.splitlines():
             text = line.strip()
-            if any(text.startswith(b) or text.startswith(e) for b, e in SECRET_REGIONS):
+            if text.startswith(tuple(m for region in SECRET_REGIONS for m in region)):
                 found.append(f"cell {i}: delimiter {text!r}")
             elif text in secret:
                 found.append(f"cell {i}: {text[:80]!r}")
-        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+        if cell.cell_type == "code" and (
+            cell.get("outputs") or cell.get("execution_count")
+        ):
             found.append(f"cell {i}: stored with outputs")
     return found
 
@@ -86,7 +88,9 @@ def looks_edited(path: Path) -> bool:
     except ValueError:
         return True
     for cell in nb.cells:
-        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+        if cell.cell_type == "code" and (
+            cell.get("outputs") or cell.get("execution_count")
+        ):
             return True
         checksum = nbs.meta(cell).get("checksum")
         if checksum and checksum != compute_checksum(cell):
@@ -119,8 +123,12 @@ def _atomic_copy(src: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def release(course: Course, sets: list[str] | None = None, check: bool = False,
-            force: bool = False) -> ReleaseReport:
+def release(
+    course: Course,
+    sets: list[str] | None = None,
+    check: bool = False,
+    force: bool = False,
+) -> ReleaseReport:
     """Generate the student notebooks of `sets` (default all) into the release folder.
 
     Args:
@@ -139,8 +147,9 @@ def release(course: Course, sets: list[str] | None = None, check: bool = False,
             fresh = Path(tmp) / set_id
             generate(course, set_id, Path(tmp))
             for path in course.source_notebooks(set_id):
-                found = leaks(nbs.read_notebook(path),
-                              nbs.read_notebook(fresh / path.name))
+                found = leaks(
+                    nbs.read_notebook(path), nbs.read_notebook(fresh / path.name)
+                )
                 if found:
                     report.leaks[f"{set_id}/{path.name}"] = found
             produced = sorted(p for p in fresh.rglob("*") if p.is_file())
@@ -148,17 +157,24 @@ def release(course: Course, sets: list[str] | None = None, check: bool = False,
             target_dir = course.release / set_id
             if target_dir.is_dir():
                 report.extra += sorted(
-                    p for p in target_dir.rglob("*")
-                    if p.is_file() and p.relative_to(target_dir) not in names
-                    and ".ipynb_checkpoints" not in p.parts and ".bak-" not in p.name
+                    p
+                    for p in target_dir.rglob("*")
+                    if p.is_file()
+                    and p.relative_to(target_dir) not in names
+                    and ".ipynb_checkpoints" not in p.parts
+                    and ".bak-" not in p.name
                 )
             for src in produced:
                 dest = target_dir / src.relative_to(fresh)
                 if dest.exists() and dest.read_bytes() == src.read_bytes():
                     report.unchanged.append(dest)
                     continue
-                if dest.exists() and dest.suffix == ".ipynb" and looks_edited(dest) \
-                        and not force:
+                if (
+                    dest.exists()
+                    and dest.suffix == ".ipynb"
+                    and looks_edited(dest)
+                    and not force
+                ):
                     report.refused.append(dest)
                     continue
                 report.changed.append(dest)
@@ -166,7 +182,8 @@ def release(course: Course, sets: list[str] | None = None, check: bool = False,
                     continue
                 if dest.exists() and dest.suffix == ".ipynb" and looks_edited(dest):
                     backup = dest.with_name(
-                        f"{dest.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+                        f"{dest.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+                    )
                     shutil.copy2(dest, backup)
                     report.backups.append(backup)
                 _atomic_copy(src, dest)
@@ -177,6 +194,7 @@ def release(course: Course, sets: list[str] | None = None, check: bool = False,
 
 def format_report(report: ReleaseReport, course: Course, check: bool) -> str:
     """Human-readable lines for the CLI."""
+
     def rel(p: Path) -> str:
         try:
             return str(p.relative_to(course.root))
@@ -189,11 +207,12 @@ def format_report(report: ReleaseReport, course: Course, check: bool) -> str:
         lines += [f"  {f}" for f in found[:20]]
     verb = "differs from a fresh release" if check else "written"
     lines += [f"{rel(p)}: {verb}" for p in report.changed]
-    lines += [f"{rel(p)}: a student has worked in it; not overwritten (use --force)"
-              for p in report.refused]
+    lines += [
+        f"{rel(p)}: a student has worked in it; not overwritten (use --force)"
+        for p in report.refused
+    ]
     lines += [f"{rel(p)}: saved the student's copy" for p in report.backups]
     lines += [f"{rel(p)}: not part of the release (left alone)" for p in report.extra]
     if report.up_to_date:
         lines.append(f"exercises up to date ({len(report.unchanged)} file(s))")
     return "\n".join(lines)
-

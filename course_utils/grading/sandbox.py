@@ -43,7 +43,20 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Self
 
+# Imported once by the fork server, so that every kernel starts warm.
+WARM_MODULES = (
+    "IPython",
+    "ipykernel.ipkernel",
+    "ipykernel.kernelapp",
+    "numpy",
+    "scipy.stats",
+    "course_utils.models",
+    "course_utils.data",
+    "course_utils.saliency",
+    "course_utils.grading.checks",
+)
 GiB = 2**30
 MiB = 2**20
 PR_SET_PDEATHSIG = 1
@@ -104,7 +117,7 @@ def _set_limits(limits: dict, own_user: bool) -> None:
     import resource
 
     def cap(which, value):
-        soft, hard = resource.getrlimit(which)
+        _soft, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
             value = min(value, hard)
         resource.setrlimit(which, (value, value))
@@ -126,8 +139,9 @@ def _become_kernel(req: dict) -> None:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        log_fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                         | os.O_NOFOLLOW, 0o600)
+        log_fd = os.open(
+            req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
+        )
         null_fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null_fd, 0)
         os.dup2(log_fd, 1)
@@ -152,19 +166,24 @@ def _become_kernel(req: dict) -> None:
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
-        sys.stdin = open(0, closefd=False)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        # The process becomes the kernel: these streams live as long as it does.
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.argv = ["ipykernel_launcher", "-f", req["connection_file"]]
         from ipykernel.kernelapp import IPKernelApp
 
-        IPKernelApp.launch_instance(argv=[
-            "-f", req["connection_file"], "--HistoryManager.enabled=False",
-        ])
+        IPKernelApp.launch_instance(
+            argv=[
+                "-f",
+                req["connection_file"],
+                "--HistoryManager.enabled=False",
+            ]
+        )
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
+    except BaseException:  # noqa: BLE001 — report anything, then _exit below
         import traceback
 
         traceback.print_exc()
@@ -213,7 +232,7 @@ def _bridge_import_path(fds: dict[str, int]) -> None:
             return entry
         for root in roots:
             if entry == root or entry.startswith(root + os.sep):
-                return bridge[root] + entry[len(root):]
+                return bridge[root] + entry[len(root) :]
         return entry
 
     sys.path[:] = [rewrite(e) for e in sys.path]
@@ -244,16 +263,14 @@ def _serve() -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     # Nothing the imports print may reach the protocol pipe.
     os.dup2(2, 1)
-    import IPython  # noqa: F401
-    import ipykernel.ipkernel  # noqa: F401
-    import ipykernel.kernelapp  # noqa: F401
-    import numpy  # noqa: F401
+    import importlib
+
     import torch
 
     torch.set_num_threads(1)
-    import course_utils.grading.checks  # noqa: F401
-    import course_utils.saliency  # noqa: F401
-    from course_utils import data, models  # noqa: F401
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+    from course_utils import data
 
     for split in ("train", "test"):
         data.load_split(split)
@@ -322,13 +339,17 @@ class ForkServer:
         startup_timeout: seconds to wait for its imports.
     """
 
-    def __init__(self, env: dict[str, str], log_path: Path,
-                 startup_timeout: float = 180.0):
-        self._log = open(log_path, "ab")
+    def __init__(
+        self, env: dict[str, str], log_path: Path, startup_timeout: float = 180.0
+    ):
+        self._log = open(log_path, "ab")  # noqa: SIM115 — closed in close()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "course_utils.grading.sandbox"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            env=env, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            close_fds=True,
         )
         self._lock = threading.Lock()
         self._cond = threading.Condition()
@@ -371,18 +392,34 @@ class ForkServer:
             self._proc.stdin.write((json.dumps(msg) + "\n").encode())
             self._proc.stdin.flush()
 
-    def spawn(self, *, connection_file: Path, cwd: Path, env: dict[str, str],
-              log: Path, limits: Limits, identity: Identity,
-              timeout: float = 30.0) -> int:
+    def spawn(
+        self,
+        *,
+        connection_file: Path,
+        cwd: Path,
+        env: dict[str, str],
+        log: Path,
+        limits: Limits,
+        identity: Identity,
+        timeout: float = 30.0,
+    ) -> int:
         """Fork a kernel; returns its pid (also its process group id)."""
         with self._cond:
             self._next_id += 1
             req_id = self._next_id
-        self._send({
-            "op": "spawn", "id": req_id, "connection_file": str(connection_file),
-            "cwd": str(cwd), "env": env, "log": str(log), "limits": asdict(limits),
-            "uid": identity.uid, "gid": identity.gid,
-        })
+        self._send(
+            {
+                "op": "spawn",
+                "id": req_id,
+                "connection_file": str(connection_file),
+                "cwd": str(cwd),
+                "env": env,
+                "log": str(log),
+                "limits": asdict(limits),
+                "uid": identity.uid,
+                "gid": identity.gid,
+            }
+        )
         deadline = time.monotonic() + timeout
         with self._cond:
             while req_id not in self._spawned:
@@ -443,7 +480,7 @@ class ForkServer:
                 self._proc.wait()
         self._log.close()
 
-    def __enter__(self) -> ForkServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,31 +30,41 @@ def _first_lines(text: str, n: int = 12) -> str:
     return "\n".join(lines[:n])
 
 
-def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout,
-               server: ForkServer | None = None) -> int:
+def self_check(
+    path: str | Path,
+    cell_timeout: float = 120.0,
+    out=None,
+    server: ForkServer | None = None,
+) -> int:
     """Run the notebook's visible tests and report; returns the exit code.
 
     Args:
         path: the student's notebook.
         cell_timeout: seconds per cell.
-        out: where the report goes.
+        out: where the report goes (default sys.stdout).
         server: a running fork server to reuse (tests); default: start one.
     Returns:
         0 when every visible test passes and nothing would be flagged, else 1.
     """
     from .grade import server_env
 
+    out = out or sys.stdout
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"NOTEBOOK {path} does not exist")
     if path.suffix != ".ipynb":
         raise ValueError(f"NOTEBOOK must be a .ipynb file, got {path.name}")
     nb = nbs.read_notebook(path)
-    untrusted = [(f"cell {nbs.grade_id(c)!r}" if nbs.grade_id(c) else f"cell {i + 1}",
-                  c.source) for i, c in enumerate(nb.cells)
-                 if c.cell_type == "code" and (nbs.is_answer(c) or not nbs.meta(c))]
-    trusted = [c.source for c in nb.cells
-               if c.cell_type == "code" and nbs.meta(c) and not nbs.is_answer(c)]
+    untrusted = [
+        (f"cell {nbs.grade_id(c)!r}" if nbs.grade_id(c) else f"cell {i + 1}", c.source)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (nbs.is_answer(c) or not nbs.meta(c))
+    ]
+    trusted = [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and nbs.meta(c) and not nbs.is_answer(c)
+    ]
     findings = scan_sources(untrusted, trusted, Policy.from_metadata(nb.metadata))
     run_nb = nbs.clean(copy.deepcopy(nb))
     work = Path(tempfile.mkdtemp(prefix="course-check-"))
@@ -63,8 +73,9 @@ def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout,
     try:
         if own_server:
             server = ForkServer(server_env(work), work / "forkserver.log")
-        settings = RunSettings(mode="", cell_timeout=cell_timeout,
-                               interrupt_grace=5.0, limits=Limits())
+        settings = RunSettings(
+            mode="", cell_timeout=cell_timeout, interrupt_grace=5.0, limits=Limits()
+        )
         run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
     finally:
         if own_server and server is not None:
@@ -78,8 +89,10 @@ def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout,
         if nbs.is_autograded_test(cell):
             pts = nbs.points(cell)
             if result is None or result.status == "not run":
-                print(f"✗ {gid} ({pts:g} pt): not run — an earlier cell stopped the kernel",
-                      file=out)
+                print(
+                    f"✗ {gid} ({pts:g} pt): not run — an earlier cell stopped the kernel",
+                    file=out,
+                )
                 failed += 1
             elif result.status == "ok":
                 print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)
@@ -91,19 +104,30 @@ def self_check(path: str | Path, cell_timeout: float = 120.0, out=sys.stdout,
                     print(f"    {line}", file=out)
         elif nbs.is_manual(cell):
             stub = "YOUR ANSWER HERE" in cell.source
-            print(f"✎ {gid} ({nbs.points(cell):g} pt): graded by hand"
-                  + (" — not answered yet" if stub else ""), file=out)
+            print(
+                f"✎ {gid} ({nbs.points(cell):g} pt): graded by hand"
+                + (" — not answered yet" if stub else ""),
+                file=out,
+            )
         elif result is not None and result.status != "ok" and nbs.is_answer(cell):
-            reason = ("not answered yet" if result.ename == "NotImplementedError"
-                      else f"{result.ename}: {_first_lines(result.evalue, 3)}")
+            reason = (
+                "not answered yet"
+                if result.ename == "NotImplementedError"
+                else f"{result.ename}: {_first_lines(result.evalue, 3)}"
+            )
             print(f"✗ {gid}: {reason}", file=out)
         elif result is not None and result.status not in ("ok", "not run"):
-            print(f"! cell {i + 1}: {result.ename}: {_first_lines(result.evalue, 3)}",
-                  file=out)
+            print(
+                f"! cell {i + 1}: {result.ename}: {_first_lines(result.evalue, 3)}",
+                file=out,
+            )
     if run.status != "completed":
         print(f"! {run.detail}", file=out)
     for f in findings:
         print(f"⚑ {f} — this would flag your submission for review", file=out)
-    print(f"\n{passed} of {passed + failed} auto-graded question(s) pass their visible "
-          "tests; hidden tests run when your instructor grades.", file=out)
+    print(
+        f"\n{passed} of {passed + failed} auto-graded question(s) pass their visible "
+        "tests; hidden tests run when your instructor grades.",
+        file=out,
+    )
     return 0 if failed == 0 and not findings and run.status == "completed" else 1

@@ -29,17 +29,49 @@ import ast
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-ALLOWED_IMPORT_ROOTS = frozenset({
-    "torch", "numpy", "scipy", "math", "cmath", "statistics", "random", "time",
-    "functools", "itertools", "collections", "typing", "dataclasses", "copy",
-    "numbers", "operator", "enum", "abc", "string", "re", "fractions", "decimal",
-    "heapq", "bisect", "warnings", "tqdm", "matplotlib", "altair", "pandas",
-    "skimage",
-})
-ALLOWED_IMPORTS = frozenset({
-    "course_utils", "course_utils.models", "course_utils.data",
-    "course_utils.plotting", "course_utils.widgets",
-})
+ALLOWED_IMPORT_ROOTS = frozenset(
+    {
+        "torch",
+        "numpy",
+        "scipy",
+        "math",
+        "cmath",
+        "statistics",
+        "random",
+        "time",
+        "functools",
+        "itertools",
+        "collections",
+        "typing",
+        "dataclasses",
+        "copy",
+        "numbers",
+        "operator",
+        "enum",
+        "abc",
+        "string",
+        "re",
+        "fractions",
+        "decimal",
+        "heapq",
+        "bisect",
+        "warnings",
+        "tqdm",
+        "matplotlib",
+        "altair",
+        "pandas",
+        "skimage",
+    }
+)
+ALLOWED_IMPORTS = frozenset(
+    {
+        "course_utils",
+        "course_utils.models",
+        "course_utils.data",
+        "course_utils.plotting",
+        "course_utils.widgets",
+    }
+)
 FORBIDDEN_IMPORTS = {
     "course_utils.saliency": "reference",
     "course_utils.reference": "reference",
@@ -52,38 +84,96 @@ FORBIDDEN_IMPORTS = {
 # re-run a visible check) but not touch their private parts.
 PUBLIC_HELPERS = frozenset({"course_utils.grading.checks"})
 FORBIDDEN_NAMES = {
-    "open": "system", "exec": "tamper", "eval": "tamper", "compile": "tamper",
-    "__import__": "tamper", "globals": "tamper", "vars": "tamper",
-    "setattr": "tamper", "delattr": "tamper", "get_ipython": "tamper",
-    "breakpoint": "system", "input": "system", "__builtins__": "tamper",
-    "__loader__": "tamper", "__spec__": "tamper",
+    "open": "system",
+    "exec": "tamper",
+    "eval": "tamper",
+    "compile": "tamper",
+    "__import__": "tamper",
+    "globals": "tamper",
+    "vars": "tamper",
+    "setattr": "tamper",
+    "delattr": "tamper",
+    "get_ipython": "tamper",
+    "breakpoint": "system",
+    "input": "system",
+    "__builtins__": "tamper",
+    "__loader__": "tamper",
+    "__spec__": "tamper",
 }
 FORBIDDEN_ATTRS = {
     # interpreter internals
-    "__dict__": "tamper", "__globals__": "tamper", "__builtins__": "tamper",
-    "__code__": "tamper", "__closure__": "tamper", "__subclasses__": "tamper",
-    "__bases__": "tamper", "__base__": "tamper", "__mro__": "tamper",
-    "__getattribute__": "tamper", "__setattr__": "tamper", "__delattr__": "tamper",
-    "__import__": "tamper", "__loader__": "tamper", "__spec__": "tamper",
-    "__self__": "tamper", "__func__": "tamper", "__wrapped__": "tamper",
-    "__reduce__": "tamper", "__reduce_ex__": "tamper", "__kwdefaults__": "tamper",
-    "__defaults__": "tamper", "f_globals": "tamper", "f_locals": "tamper",
-    "f_back": "tamper", "f_builtins": "tamper", "f_code": "tamper",
-    "gi_frame": "tamper", "cr_frame": "tamper", "tb_frame": "tamper",
-    "settrace": "tamper", "setprofile": "tamper", "meta_path": "tamper",
-    "modules": "tamper", "events": "tamper",
+    "__dict__": "tamper",
+    "__globals__": "tamper",
+    "__builtins__": "tamper",
+    "__code__": "tamper",
+    "__closure__": "tamper",
+    "__subclasses__": "tamper",
+    "__bases__": "tamper",
+    "__base__": "tamper",
+    "__mro__": "tamper",
+    "__getattribute__": "tamper",
+    "__setattr__": "tamper",
+    "__delattr__": "tamper",
+    "__import__": "tamper",
+    "__loader__": "tamper",
+    "__spec__": "tamper",
+    "__self__": "tamper",
+    "__func__": "tamper",
+    "__wrapped__": "tamper",
+    "__reduce__": "tamper",
+    "__reduce_ex__": "tamper",
+    "__kwdefaults__": "tamper",
+    "__defaults__": "tamper",
+    "f_globals": "tamper",
+    "f_locals": "tamper",
+    "f_back": "tamper",
+    "f_builtins": "tamper",
+    "f_code": "tamper",
+    "gi_frame": "tamper",
+    "cr_frame": "tamper",
+    "tb_frame": "tamper",
+    "settrace": "tamper",
+    "setprofile": "tamper",
+    "meta_path": "tamper",
     # files, processes, the interpreter
-    "os": "system", "sys": "system", "subprocess": "system", "builtins": "system",
-    "importlib": "system", "_exit": "system", "system": "system", "popen": "system",
-    "fork": "system", "kill": "system", "load": "system", "save": "system",
-    "fromfile": "system", "tofile": "system", "loadtxt": "system",
-    "savetxt": "system", "genfromtxt": "system", "memmap": "system",
-    "hub": "system", "ctypeslib": "system", "cpp_extension": "system",
-    "_C": "system", "ctypes": "system", "shutil": "system", "pathlib": "system",
-    "pickle": "system", "io": "system", "socket": "system", "tempfile": "system",
-    "inspect": "tamper", "threading": "system", "multiprocessing": "system",
-    "signal": "system", "glob": "system", "gc": "tamper", "marshal": "system",
+    "os": "system",
+    "sys": "system",
+    "subprocess": "system",
+    "builtins": "system",
+    "importlib": "system",
+    "_exit": "system",
+    "system": "system",
+    "popen": "system",
+    "fork": "system",
+    "kill": "system",
+    "load": "system",
+    "save": "system",
+    "fromfile": "system",
+    "tofile": "system",
+    "loadtxt": "system",
+    "savetxt": "system",
+    "genfromtxt": "system",
+    "memmap": "system",
+    "hub": "system",
+    "ctypeslib": "system",
+    "cpp_extension": "system",
+    "_C": "system",
+    "ctypes": "system",
+    "shutil": "system",
+    "pathlib": "system",
+    "pickle": "system",
+    "io": "system",
+    "socket": "system",
+    "tempfile": "system",
+    "inspect": "tamper",
+    "threading": "system",
+    "multiprocessing": "system",
+    "glob": "system",
+    "gc": "tamper",
+    "marshal": "system",
 }
+
+
 def allowed_imports_text(policy: Policy | None = None) -> str:
     """The modules answers may import, for messages to students."""
     extra = policy.allow_imports if policy else frozenset()
@@ -139,7 +229,7 @@ def python_source(source: str) -> str:
 
     try:
         return TransformerManager().transform_cell(source)
-    except Exception:  # a cell IPython cannot transform fails at run time anyway
+    except Exception:  # noqa: BLE001 — a cell IPython cannot transform fails anyway
         return source
 
 
@@ -200,8 +290,9 @@ def _matches(module: str, prefixes: Iterable[str]) -> str | None:
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, where: str, tainted: set[str], protected: dict[str, str],
-                 policy: Policy):
+    def __init__(
+        self, where: str, tainted: set[str], protected: dict[str, str], policy: Policy
+    ):
         self.where = where
         self.tainted = tainted
         self.protected = protected
@@ -217,8 +308,9 @@ class _Scanner(ast.NodeVisitor):
 
     # imports ---------------------------------------------------------------
     def _check_module(self, node: ast.AST, module: str) -> None:
-        allowed = (_matches(module, self.policy.allow_imports)
-                   or _matches(module, PUBLIC_HELPERS))
+        allowed = _matches(module, self.policy.allow_imports) or _matches(
+            module, PUBLIC_HELPERS
+        )
         forbidden = _matches(module, FORBIDDEN_IMPORTS)
         if forbidden and not allowed:
             self.add(node, f"imports {module}", FORBIDDEN_IMPORTS[forbidden])
@@ -233,8 +325,11 @@ class _Scanner(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self._check_module(node, alias.name)
-            self._bind(node, alias.asname or alias.name.split(".")[0],
-                       _import_path(node, alias))
+            self._bind(
+                node,
+                alias.asname or alias.name.split(".")[0],
+                _import_path(node, alias),
+            )
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if node.level:
@@ -243,7 +338,9 @@ class _Scanner(ast.NodeVisitor):
         base = node.module or ""
         for alias in node.names:
             if alias.name in FORBIDDEN_ATTRS:
-                self.add(node, f"imports {base}.{alias.name}", FORBIDDEN_ATTRS[alias.name])
+                self.add(
+                    node, f"imports {base}.{alias.name}", FORBIDDEN_ATTRS[alias.name]
+                )
                 continue
             full = f"{base}.{alias.name}"
             is_sub = base in ALLOWED_IMPORTS or _matches(full, FORBIDDEN_IMPORTS)
@@ -265,7 +362,9 @@ class _Scanner(ast.NodeVisitor):
 
     def _forbidden_module(self, module: str) -> str | None:
         """The category when `module` is one answers may not use, else None."""
-        if _matches(module, self.policy.allow_imports) or _matches(module, PUBLIC_HELPERS):
+        if _matches(module, self.policy.allow_imports) or _matches(
+            module, PUBLIC_HELPERS
+        ):
             return None
         prefix = _matches(module, FORBIDDEN_IMPORTS)
         return FORBIDDEN_IMPORTS[prefix] if prefix else None
@@ -282,26 +381,44 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr in FORBIDDEN_ATTRS:
-            self.add(node, f"uses .{node.attr} ({_dotted(node)})",
-                     FORBIDDEN_ATTRS[node.attr])
-        elif (node.attr.startswith("_") and not node.attr.startswith("__")
-              and _root(node) in self.tainted):
+            self.add(
+                node, f"uses .{node.attr} ({_dotted(node)})", FORBIDDEN_ATTRS[node.attr]
+            )
+        elif (
+            node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and _root(node) in self.tainted
+        ):
             self.add(node, f"uses the private {_dotted(node)}", "tamper")
         elif _root(node) in self.tainted and _is_chain(node):
-            category = self._forbidden_module(_dotted(node).replace(
-                _root(node) or "", self.protected.get(_root(node) or "", _root(node) or ""), 1))
+            category = self._forbidden_module(
+                _dotted(node).replace(
+                    _root(node) or "",
+                    self.protected.get(_root(node) or "", _root(node) or ""),
+                    1,
+                )
+            )
             if category:
                 self.add(node, f"uses {_dotted(node)}", category)
         if isinstance(node.ctx, (ast.Store, ast.Del)) and _root(node) in self.tainted:
             verb = "assigns to" if isinstance(node.ctx, ast.Store) else "deletes"
-            self.add(node, f"{verb} {_dotted(node)} (changing a module is not allowed)",
-                     "tamper")
+            self.add(
+                node,
+                f"{verb} {_dotted(node)} (changing a module is not allowed)",
+                "tamper",
+            )
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
-        if isinstance(node.ctx, (ast.Store, ast.Del)) and _root(node.value) in self.tainted:
-            self.add(node, f"writes into {_dotted(node.value)}[…] (a module's contents)",
-                     "tamper")
+        if (
+            isinstance(node.ctx, (ast.Store, ast.Del))
+            and _root(node.value) in self.tainted
+        ):
+            self.add(
+                node,
+                f"writes into {_dotted(node.value)}[…] (a module's contents)",
+                "tamper",
+            )
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -310,8 +427,11 @@ class _Scanner(ast.NodeVisitor):
             if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
                 self.add(node, "uses getattr with a computed name", "tamper")
             elif attr.value in FORBIDDEN_ATTRS:
-                self.add(node, f"uses getattr(…, {attr.value!r})",
-                         FORBIDDEN_ATTRS[attr.value])
+                self.add(
+                    node,
+                    f"uses getattr(…, {attr.value!r})",
+                    FORBIDDEN_ATTRS[attr.value],
+                )
         self.generic_visit(node)
 
     # scopes --------------------------------------------------------------------
@@ -350,8 +470,11 @@ def _taint(trees: Sequence[ast.AST], seed: set[str]) -> set[str]:
         changed = False
         for tree in trees:
             for node in ast.walk(tree):
-                if isinstance(node, ast.Assign) and _is_chain(node.value) \
-                        and _root(node.value) in tainted:
+                if (
+                    isinstance(node, ast.Assign)
+                    and _is_chain(node.value)
+                    and _root(node.value) in tainted
+                ):
                     for target in node.targets:
                         if isinstance(target, ast.Name) and target.id not in tainted:
                             tainted.add(target.id)
@@ -397,4 +520,6 @@ def summarize(findings: Sequence[Finding]) -> str:
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.category] = counts.get(f.category, 0) + 1
-    return "; ".join(f"{REASONS[c]} ({n} place{'s' * (n > 1)})" for c, n in counts.items())
+    return "; ".join(
+        f"{REASONS[c]} ({n} place{'s' * (n > 1)})" for c, n in counts.items()
+    )

@@ -49,7 +49,7 @@ def load_record(path: Path, name: str, max_bytes: int = MAX_RECORD_BYTES) -> Rec
     try:
         with np.load(path, allow_pickle=False) as archive:
             files = dict(archive.items())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — whatever is wrong, it is not a record
         raise RecordError(f"record {name} is not a numpy archive: {exc}") from None
     raw = files.pop("__meta__", None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
@@ -122,8 +122,9 @@ class Verdict:
         return self.cells[grade_id].score
 
 
-def reference_checks(cell_records: dict[str, list[str]], files: dict[str, Path]
-                     ) -> dict[str, Check]:
+def reference_checks(
+    cell_records: dict[str, list[str]], files: dict[str, Path]
+) -> dict[str, Check]:
     """The checks the solution recorded, keyed by name.
 
     Args:
@@ -145,7 +146,9 @@ def _runtime_flags(meta: dict) -> list[str]:
     flags = []
     hits = meta.get("tripwire") or []
     if hits:
-        flags.append(f"called a reference implementation: {', '.join(map(str, hits[:5]))}")
+        flags.append(
+            f"called a reference implementation: {', '.join(map(str, hits[:5]))}"
+        )
     if meta.get("profiler_disabled"):
         flags.append("replaced the profiler hook the grader watches calls with")
     tampered = meta.get("tampered") or []
@@ -168,8 +171,11 @@ def _compare_case(check: Check, record: Record, i: int) -> tuple[bool, str]:
         return False, f"{label}: no output recorded"
     cmp = ref.meta.get("compare", {})
     ok, why = checks.compare_arrays(
-        record.arrays[i], ref.arrays[i], cmp.get("mode", "allclose"),
-        float(cmp.get("rtol", 1e-3)), float(cmp.get("atol", 1e-5)),
+        record.arrays[i],
+        ref.arrays[i],
+        cmp.get("mode", "allclose"),
+        float(cmp.get("rtol", 1e-3)),
+        float(cmp.get("atol", 1e-5)),
     )
     return ok, "" if ok else f"{label}: {why}"
 
@@ -186,12 +192,15 @@ def _compare_value(check: Check, record: Record) -> tuple[bool, str]:
         return False, f"answer has the wrong form: {exc}"
     if kind == "number" and not math.isfinite(float(value)):
         return False, "answer is not a finite number"
-    ok, why = checks.compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
+    ok, _ = checks.compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
     return ok, "" if ok else f"answer {value!r} is not the expected one"
 
 
-def verify(reference: dict[str, Check], student_files: dict[str, Path],
-           max_points: dict[str, float]) -> Verdict:
+def verify(
+    reference: dict[str, Check],
+    student_files: dict[str, Path],
+    max_points: dict[str, float],
+) -> Verdict:
     """Compare a submission's records with the reference.
 
     Args:
@@ -212,7 +221,10 @@ def verify(reference: dict[str, Check], student_files: dict[str, Path],
             record = load_record(path, name)
             if record.meta["kind"] != check.record.meta["kind"]:
                 raise RecordError(f"record {name} is of the wrong kind")
-            if record.meta["kind"] == "arrays" and len(record.meta["cases"]) != check.units:
+            if (
+                record.meta["kind"] == "arrays"
+                and len(record.meta["cases"]) != check.units
+            ):
                 raise RecordError(f"record {name} lists the wrong number of cases")
         except RecordError as exc:
             cell.lines.append(f"{name}: {exc}")

@@ -74,7 +74,9 @@ def check_input(x: object, name: str = "x") -> torch.Tensor:
         raise ValueError(
             f"{name} must hold at least one non-empty image, got shape {tuple(x.shape)}"
         )
-    if not bool(torch.isfinite(x).all()):
+    # One reduction and one sync: a NaN/Inf makes the sum non-finite; only a
+    # non-finite sum (or an overflowing one) pays for the elementwise check.
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} must be finite; it holds NaN or Inf values")
     return x
 
@@ -107,19 +109,27 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
 # ----------------------------------------------------------------- targets
 
 
-def resolve_target(target: object, n: int, device: torch.device) -> torch.Tensor:
-    """One class index per row as an int64 tensor of shape (n,) on `device`.
+def resolve_target(target: object, n: int, device: torch.device) -> tuple:
+    """Validate `target` and return (idx, hi).
 
     Args:
         target: an int (same class for every row), or a list/tuple/1-D tensor
             of n ints (one per row), or a 0-d integer tensor.
         n: number of rows in x.
+    Returns:
+        idx: a Python int when every row has the same given int (then rows are
+            picked with a cheap `logits[:, idx]`), else an int64 tensor (n,)
+            on `device`; use `rows_of(idx, rows)` to subset either.
+        hi: the largest class index as a Python int (`select` compares it with
+            the model's number of outputs without another device sync).
     """
     if isinstance(target, bool):
         raise TypeError("target must be an int or one int per row, got bool")
     if isinstance(target, numbers.Integral):
-        idx = torch.full((n,), int(target), dtype=torch.long)
-    elif isinstance(target, torch.Tensor):
+        if int(target) < 0:
+            raise ValueError(f"target must hold class indices ≥ 0, got {int(target)}")
+        return int(target), int(target)
+    if isinstance(target, torch.Tensor):
         if (
             target.is_floating_point()
             or target.is_complex()
@@ -129,53 +139,74 @@ def resolve_target(target: object, n: int, device: torch.device) -> torch.Tensor
                 f"target must hold integers (class indices), got dtype {target.dtype}"
             )
         if target.dim() == 0:
-            idx = target.reshape(1).expand(n).long()
-        elif target.dim() == 1:
-            idx = target.long()
-        else:
+            return resolve_target(int(target), n, device)
+        if target.dim() > 1:
             raise ValueError(
                 "target must be an int or a 1-D tensor with one int per row, "
                 f"got a tensor of shape {tuple(target.shape)}"
             )
+        values = None
+        count = target.shape[0]
     elif isinstance(target, (list, tuple)):
         if not all(
             isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
         ):
             raise TypeError(f"target must be an int or a list of ints, got {target!r}")
-        idx = torch.tensor([int(t) for t in target], dtype=torch.long)
+        values = [int(t) for t in target]
+        count = len(values)
     else:
         raise TypeError(
             "target must be an int, a list of ints or an integer tensor, "
             f"got {type(target).__name__}"
         )
-    if idx.shape[0] != n:
+    if count != n:
         raise ValueError(
             f"target must be an int or hold one class per row of x: x has {n} "
-            f"rows, target has {idx.shape[0]}"
+            f"rows, target has {count}"
         )
-    if bool((idx < 0).any()):
+    if values is not None:
+        lo, hi = min(values), max(values)
+        idx = torch.tensor(values, dtype=torch.long, device=device)
+    else:
+        idx = target.detach().long()
+        lo, hi = (int(v) for v in torch.aminmax(idx))
+        idx = idx.to(device)
+    if lo < 0:
         raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
-    return idx.to(device)
+    return idx, hi
 
 
-def select(logits: object, idx: torch.Tensor) -> torch.Tensor:
-    """logits[i, idx[i]] for every row; checks the model's output and idx's range."""
+def rows_of(idx, rows: torch.Tensor):
+    """The targets of the given rows (an int target stays an int)."""
+    return idx if isinstance(idx, int) else idx[rows]
+
+
+def repeat_rows(idx, repeats: int):
+    """Targets for rows repeated row by row (repeat_interleave), as a tensor or int."""
+    return idx if isinstance(idx, int) else idx.repeat_interleave(repeats)
+
+
+def select(logits: object, idx, hi: int) -> torch.Tensor:
+    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
         raise ValueError(
             f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
         )
-    if logits.shape[0] != idx.shape[0]:
+    if not isinstance(idx, int) and logits.shape[0] != idx.shape[0]:
         raise ValueError(
             f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
             "model must map (N, C, H, W) to (N, K)"
         )
     k = logits.shape[1]
-    if int(idx.max()) >= k:
+    if hi >= k:
+        got = idx if isinstance(idx, int) else sorted(set(idx.tolist()))
         raise ValueError(
             f"target must be a class index in 0..{k - 1} (the model has {k} "
-            f"outputs), got {sorted(set(idx.tolist()))}"
+            f"outputs), got {got}"
         )
+    if isinstance(idx, int):
+        return logits[:, idx]
     return logits.gather(1, idx[:, None])[:, 0]
 
 
@@ -267,6 +298,15 @@ def resolve_baseline(
 # ------------------------------------------------- model state and hooks
 
 
+def _collect_training(module: nn.Module, out: list) -> None:
+    """Append every module in train mode (a plain recursion, cheaper than modules())."""
+    if module.training:
+        out.append(module)
+    for child in module._modules.values():
+        if child is not None:
+            _collect_training(child, out)
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode inside the block; each module's own `training` flag restored after.
@@ -277,7 +317,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     respect to the input only (`torch.autograd.grad`), so their
     `requires_grad` flags stay as they are and `.grad` never accumulates.
     """
-    training = [m for m in model.modules() if m.training]
+    training: list[nn.Module] = []
+    _collect_training(model, training)
     try:
         for m in training:
             m.training = False
@@ -332,7 +373,7 @@ def as_leaf(x: torch.Tensor) -> torch.Tensor:
 
 
 def input_gradient(
-    model: nn.Module, x: torch.Tensor, idx: torch.Tensor
+    model: nn.Module, x: torch.Tensor, idx: torch.Tensor, hi: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """∂ f_idx(x) / ∂x for every row, with one forward and one backward pass.
 
@@ -347,7 +388,7 @@ def input_gradient(
     leaf = as_leaf(x)
     with torch.enable_grad():
         logits = model(leaf)
-        out = select(logits, idx)
+        out = select(logits, idx, hi)
         (grad,) = torch.autograd.grad(out.sum(), leaf)
     return grad, logits.detach()
 

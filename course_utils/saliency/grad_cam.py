@@ -75,11 +75,11 @@ def grad_cam(
     check_model(model)
     check_input(x)
     module = get_layer(model, default_layer(model) if layer is None else layer)
-    idx = resolve_target(target, x.shape[0], x.device)
+    idx, hi = resolve_target(target, x.shape[0], x.device)
     with eval_mode(model), capture_output(module) as store:
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx)
+            out = select(model(leaf), idx, hi)
             act = _captured(store, layer)
             (grad,) = torch.autograd.grad(out.sum(), act)
     cam = cam_from(act.detach(), grad, relu)

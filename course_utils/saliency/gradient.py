@@ -40,7 +40,7 @@ def gradient(
     """
     check_model(model)
     check_input(x)
-    idx = resolve_target(target, x.shape[0], x.device)
+    idx, hi = resolve_target(target, x.shape[0], x.device)
     with eval_mode(model):
-        grad, _ = input_gradient(model, x, idx)
+        grad, _ = input_gradient(model, x, idx, hi)
     return grad.abs() if absolute else grad

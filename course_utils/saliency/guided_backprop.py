@@ -90,9 +90,9 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
 def _modified_gradient(model, x, target, rule: str) -> torch.Tensor:
     check_model(model)
     check_input(x)
-    idx = resolve_target(target, x.shape[0], x.device)
+    idx, hi = resolve_target(target, x.shape[0], x.device)
     with eval_mode(model), relu_rule(model, rule):
-        grad, _ = input_gradient(model, x, idx)
+        grad, _ = input_gradient(model, x, idx, hi)
     return grad
 
 

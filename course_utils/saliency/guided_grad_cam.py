@@ -54,7 +54,7 @@ def guided_grad_cam(
     check_model(model)
     check_input(x)
     module = get_layer(model, default_layer(model) if layer is None else layer)
-    idx = resolve_target(target, x.shape[0], x.device)
+    idx, hi = resolve_target(target, x.shape[0], x.device)
     with (
         eval_mode(model),
         relu_rule(model, "plain") as switch,
@@ -62,7 +62,7 @@ def guided_grad_cam(
     ):
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx).sum()
+            out = select(model(leaf), idx, hi).sum()
             act = _captured(store, layer)
             (grad,) = torch.autograd.grad(out, act, retain_graph=True)
             switch["rule"] = "guided"

@@ -19,6 +19,7 @@ from ._common import (
     input_gradient,
     resolve_baseline,
     resolve_target,
+    rows_of,
     select,
 )
 
@@ -173,7 +174,7 @@ def integrated_gradients(
         )
     batch_size = check_batch_size(batch_size)
     n = x.shape[0]
-    idx = resolve_target(target, n, x.device)
+    idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model, extra=BASELINES)
     x = x.detach()
     alphas, weights = quadrature(method, n_steps)
@@ -189,7 +190,7 @@ def integrated_gradients(
         for part in chunks(n * n_steps, batch_size):
             step, row = rows[part] // n, rows[part] % n
             points = base[row] + alphas[step].view(shape) * diff[row]
-            grad, _ = input_gradient(model, points, idx[row])
+            grad, _ = input_gradient(model, points, rows_of(idx, row), hi)
             total.index_add_(0, row, grad * weights[step].view(shape))
         attr = total * diff
         if not return_delta:
@@ -197,6 +198,6 @@ def integrated_gradients(
         with torch.inference_mode():
             ends = torch.cat([x, base])
             both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-            out = select(both, torch.cat([idx, idx]))
+            out = select(both, rows_of(idx, torch.cat([rows[:n], rows[:n]])), hi)
     delta = attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])
     return attr, delta.clone()

@@ -17,6 +17,7 @@ from ._common import (
     eval_mode,
     resolve_baseline,
     resolve_target,
+    rows_of,
     select,
 )
 
@@ -137,7 +138,7 @@ def occlusion(
     patch, stride = _check_patch_stride(patch, stride, height, width)
     output = check_choice(output, "output", OUTPUTS)
     batch_size = check_batch_size(batch_size)
-    idx = resolve_target(target, n, x.device)
+    idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
     member = window_matrix(height, width, patch, stride, x.device, x.dtype)
@@ -155,7 +156,7 @@ def occlusion(
             logits = model(copies)
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            scores.append(select(logits, idx[row]))
+            scores.append(select(logits, rows_of(idx, row), hi))
         scores = torch.cat(scores).view(n, per_row)
         drops = scores[:, :1] - scores[:, 1:]
         attr = (drops @ member) / member.sum(0)

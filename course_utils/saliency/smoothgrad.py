@@ -14,7 +14,9 @@ from ._common import (
     check_int,
     check_model,
     chunks,
+    repeat_rows,
     resolve_target,
+    rows_of,
 )
 from .gradient import gradient
 
@@ -128,12 +130,12 @@ def smoothgrad(
             f"generator must be a torch.Generator or None, got {type(generator).__name__}"
         )
     n = x.shape[0]
-    idx = resolve_target(target, n, x.device)
+    idx, _ = resolve_target(target, n, x.device)
     noisy = noisy_copies(x, n_samples, float(noise_level), generator)
-    targets = idx.repeat_interleave(n_samples)
+    targets = repeat_rows(idx, n_samples)
     maps = torch.cat(
         [
-            explain(model, noisy[part], targets[part])
+            explain(model, noisy[part], rows_of(targets, part))
             for part in chunks(len(noisy), batch_size)
         ]
     )

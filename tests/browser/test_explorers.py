@@ -195,8 +195,9 @@ def _pixel_change(a: bytes, b: bytes) -> float:
 
     ia = Image.open(io.BytesIO(a)).convert("RGB")
     ib = Image.open(io.BytesIO(b)).convert("RGB")
-    if ia.size != ib.size:
-        return 1.0
+    if ia.size != ib.size:  # e.g. a longer title: compare the common area
+        box = (0, 0, min(ia.size[0], ib.size[0]), min(ia.size[1], ib.size[1]))
+        ia, ib = ia.crop(box), ib.crop(box)
     diff = ImageChops.difference(ia, ib).convert("L").point(lambda v: 255 if v > 8 else 0)
     return sum(diff.histogram()[255:]) / (ia.size[0] * ia.size[1])
 

@@ -39,8 +39,9 @@ def parse(text: str) -> list[tuple[str, str, str]]:
     return sections
 
 
-def build(released: nbformat.NotebookNode, case_text: str,
-          substitutions: dict[str, str]) -> nbformat.NotebookNode:
+def build(
+    released: nbformat.NotebookNode, case_text: str, substitutions: dict[str, str]
+) -> nbformat.NotebookNode:
     """A student's submission: the released notebook with the case's cells."""
     for key, value in substitutions.items():
         case_text = case_text.replace("{" + key + "}", value)
@@ -58,21 +59,30 @@ def build(released: nbformat.NotebookNode, case_text: str,
             del ids[index]
             last = min(last, len(nb.cells) - 1)
         else:
-            cell = (nbformat.v4.new_code_cell(source) if arg == "code"
-                    else nbformat.v4.new_markdown_cell(source))
+            cell = (
+                nbformat.v4.new_code_cell(source)
+                if arg == "code"
+                else nbformat.v4.new_markdown_cell(source)
+            )
             nb.cells.insert(last + 1, cell)
             ids.insert(last + 1, None)
             last += 1
     return nb
 
 
-def write_submissions(released_path: Path, dest: Path, set_id: str,
-                      cases: dict[str, str], substitutions: dict[str, str]) -> None:
+def write_submissions(
+    released_path: Path,
+    dest: Path,
+    set_id: str,
+    cases: dict[str, str],
+    substitutions: dict[str, str],
+) -> None:
     """Write dest/STUDENT/SET/NB.ipynb for each student → case name."""
     released = nbformat.read(released_path, as_version=4)
     for student, case in cases.items():
         text = (CASES / f"{case}.cells").read_text()
         folder = dest / student / set_id
         folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(build(released, text, substitutions),
-                       folder / released_path.name)
+        nbformat.write(
+            build(released, text, substitutions), folder / released_path.name
+        )

@@ -1,0 +1,147 @@
+"""The problem sets: well formed, released faithfully, and graded right by their hidden tests.
+
+* exercises/ is exactly what `course release` makes from solutions/ today, and
+  holds no solution code and no hidden test;
+* every solution notebook is an nbgrader notebook whose cells all have ids,
+  with points in the metadata, and each set asks coding questions, short
+  answers (a number, TRUE/FALSE, a letter) and a free answer;
+* graded for real (reference run, sandboxed kernel, clean verdict), each
+  solution earns every auto-graded point and the untouched exercise none.
+
+The solution notebooks themselves run under nbval in `make test` (plain mode:
+visible and hidden tests against course_utils).
+"""
+
+import asyncio
+import dataclasses
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils import cli
+from course_utils.grading import notebooks as nbs
+from course_utils.grading.course import Course
+from course_utils.grading.grade import (
+    GradeOptions,
+    RunSettings,
+    _Context,
+    grade_student,
+    load_specs,
+    run_reference,
+    sandbox_identities,
+    server_env,
+)
+from course_utils.grading.release import leaks
+from course_utils.grading.sandbox import ForkServer, Limits
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE = Course.load(ROOT)
+SETS = COURSE.sets()
+SOURCES = [p for s in SETS for p in COURSE.source_notebooks(s)]
+
+
+def test_there_are_four_problem_sets_following_the_lecture():
+    assert SETS == [
+        "ps1_gradients",
+        "ps2_integrated_gradients",
+        "ps3_smoothgrad_occlusion",
+        "ps4_sanity_checks",
+    ]
+
+
+def test_committed_exercises_are_a_fresh_release(capsys):
+    code = cli.main(["release", "--check", "--root", str(ROOT)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"exercises up to date ({len(SOURCES)} file(s))" in out
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_no_solution_or_hidden_test_in_the_exercise(source):
+    released = COURSE.release / source.parent.name / source.name
+    text = released.read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "_hidden"):
+        assert marker not in text
+    assert leaks(nbs.read_notebook(source), nbs.read_notebook(released)) == []
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_solution_notebooks_are_nbgrader_notebooks(source):
+    nb = nbs.read_notebook(source)
+    ids = [nbs.grade_id(c) for c in nb.cells]
+    assert None not in ids and len(set(ids)) == len(ids)
+    for cell in nb.cells:
+        meta = nbs.meta(cell)
+        assert meta.get("schema_version") == 3
+        if not nbs.is_answer(cell):
+            assert meta.get("locked"), f"{meta['grade_id']} should be read-only"
+        if nbs.is_graded(cell):
+            assert nbs.points(cell) > 0
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    tests = [c for c in nb.cells if nbs.is_autograded_test(c)]
+    assert all(re.search(r"checks\.check(_value)?\(", c.source) for c in tests)
+    assert all("BEGIN HIDDEN TESTS" in c.source for c in tests)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_each_set_has_every_kind_of_question(source):
+    nb = nbs.read_notebook(source)
+    text = "\n".join(c.source for c in nb.cells if nbs.is_autograded_test(c))
+    assert re.search(r"checks\.check\(\s*\"\w+_hidden\"", text), "a coding question"
+    for kind in ("number", "bool", "choice"):
+        assert f'"{kind}"' in text, f"a {kind} short answer"
+    assert any(nbs.is_manual(c) and c.cell_type == "markdown" for c in nb.cells), (
+        "a free answer graded by hand"
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("forkserver")
+    with ForkServer(server_env(work), work / "forkserver.log") as srv:
+        yield srv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("set_id", SETS)
+def test_hidden_tests_give_the_solution_full_marks(set_id, server, tmp_path):
+    course = dataclasses.replace(COURSE, autograded=tmp_path / "autograded")
+    (spec,) = load_specs(course, set_id, tmp_path / "release", None)
+    limits = Limits()
+    asyncio.run(
+        run_reference(
+            spec, server, RunSettings(mode="reference", limits=limits), tmp_path
+        )
+    )
+    submissions = tmp_path / "submitted"
+    for student, notebook in [
+        ("perfect", COURSE.source_notebooks(set_id)[0]),
+        ("blank", COURSE.release / set_id / f"{spec.name}.ipynb"),
+    ]:
+        folder = submissions / student / set_id
+        folder.mkdir(parents=True)
+        (folder / notebook.name).write_bytes(notebook.read_bytes())
+    settings = RunSettings(mode="record", cell_timeout=60.0, limits=limits)
+    ctx = _Context(course, set_id, [spec], server, settings, tmp_path / "work")
+    identity = sandbox_identities(GradeOptions(), 1)[0]
+    perfect = asyncio.run(
+        grade_student(ctx, "perfect", submissions / "perfect" / set_id, identity)
+    )
+    blank = asyncio.run(
+        grade_student(ctx, "blank", submissions / "blank" / set_id, identity)
+    )
+    tests = spec.test_points()
+    assert perfect.status == "graded", perfect.details
+    assert perfect.notebooks[spec.name].scores == {
+        **tests,
+        **{g: None for g in perfect.notebooks[spec.name].scores if g not in tests},
+    }
+    assert blank.status == "graded", blank.details
+    assert all(v == 0 for v in blank.notebooks[spec.name].scores.values())
+    graded = nbformat.read(
+        course.autograded / "perfect" / set_id / f"{spec.name}.ipynb", as_version=4
+    )
+    assert "verified outside the student's kernel" in str(graded.cells)
