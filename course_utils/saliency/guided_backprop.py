@@ -32,19 +32,30 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
-def check_relus(model: nn.Module) -> list[str]:
-    """Names of the model's nn.ReLU modules; ValueError if any is in-place."""
-    inplace = [
-        name
-        for name, m in model.named_modules()
-        if isinstance(m, nn.ReLU) and m.inplace
-    ]
-    if inplace:
+def _relus(module: nn.Module, out: list) -> list:
+    """Every nn.ReLU under module (a plain recursion, cheaper than modules())."""
+    if isinstance(module, nn.ReLU):
+        out.append(module)
+    for child in module._modules.values():
+        if child is not None:
+            _relus(child, out)
+    return out
+
+
+def check_relus(model: nn.Module) -> list[nn.Module]:
+    """The model's nn.ReLU modules; ValueError naming them if any is in-place."""
+    relus = _relus(model, [])
+    if any(m.inplace for m in relus):
+        inplace = [
+            name
+            for name, m in model.named_modules()
+            if isinstance(m, nn.ReLU) and m.inplace
+        ]
         raise ValueError(
             "model must use out-of-place nn.ReLU modules (inplace=False) for guided "
             f"backprop / deconvnet; in-place ReLUs: {inplace}"
         )
-    return [name for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    return relus
 
 
 @contextmanager
@@ -67,7 +78,7 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
     Hooks are removed on exit, also when the body raises (the exception
     propagates).
     """
-    check_relus(model)
+    relus = check_relus(model)
     switch = {"rule": rule}
 
     def clamp_if_guided(grad):
@@ -81,9 +92,8 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
         return None
 
     with removing_hooks() as handles:
-        for module in model.modules():
-            if isinstance(module, nn.ReLU):
-                handles.append(module.register_forward_hook(hook))
+        for module in relus:
+            handles.append(module.register_forward_hook(hook))
         yield switch
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -86,6 +87,19 @@ def window_matrix(
     return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(-1, height * width)
 
 
+@lru_cache(maxsize=32)
+def _window_tensors(height, width, patch, stride, device, dtype):
+    """(M, masks, 1/count) for a window setting, cached (callers must not modify).
+
+    M is `window_matrix`; masks (1 + n_windows, 1, H, W) bool, whose row 0
+    occludes nothing (it evaluates the clean input); 1/count (H·W,) the
+    reciprocal of the number of windows covering each pixel.
+    """
+    member = window_matrix(height, width, patch, stride, device, dtype)
+    masks = torch.cat([member.new_zeros(1, height * width), member]).bool()
+    return member, masks.view(-1, 1, height, width), 1 / member.sum(0)
+
+
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -141,11 +155,10 @@ def occlusion(
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    member = window_matrix(height, width, patch, stride, x.device, x.dtype)
+    member, masks, inv_count = _window_tensors(
+        height, width, patch, stride, x.device, x.dtype
+    )
     n_windows = member.shape[0]
-    # Row 0 of `masks` occludes nothing: it evaluates the clean input.
-    masks = torch.cat([member.new_zeros(1, height * width), member]).bool()
-    masks = masks.view(-1, 1, height, width)
     per_row = n_windows + 1
     rows = torch.arange(n * per_row, device=x.device)
     scores = []
@@ -159,5 +172,5 @@ def occlusion(
             scores.append(select(logits, rows_of(idx, row), hi))
         scores = torch.cat(scores).view(n, per_row)
         drops = scores[:, :1] - scores[:, 1:]
-        attr = (drops @ member) / member.sum(0)
+        attr = (drops @ member) * inv_count
     return attr.view(n, 1, height, width).expand(n, c, height, width).clone()

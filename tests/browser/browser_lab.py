@@ -13,6 +13,7 @@ error outputs, widgets that failed to render, charts that stayed blank.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -114,15 +115,18 @@ class LabServer:
         self.scratch.mkdir(parents=True, exist_ok=True)
         if self.root.exists():
             shutil.rmtree(self.root)
-        shutil.copytree(self.source, self.root,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        shutil.copytree(
+            self.source, self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints")
+        )
         for path in self.extra:
             if path.exists():
                 shutil.copy2(path, self.root / path.name)
         env = self._env()
         self._write_settings()
         cmd = [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable,
+            "-m",
+            "jupyterlab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -139,8 +143,13 @@ class LabServer:
             cmd.append("--allow-root")
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            cmd,
+            cwd=self.root,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -154,8 +163,9 @@ class LabServer:
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"JupyterLab did not answer in {timeout:.0f} s:\n"
-                           f"{self.log_tail()}")
+        raise RuntimeError(
+            f"JupyterLab did not answer in {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the server and every process it started (kernels included)."""
@@ -163,11 +173,10 @@ class LabServer:
         if proc is None:
             return
         if proc.poll() is None:
-            try:
+            # best effort: the process-group kill below follows anyway
+            with contextlib.suppress(Exception):
                 for s in self.api("GET", "api/sessions", timeout=5):
                     self.api("DELETE", f"api/sessions/{s['id']}", timeout=10)
-            except Exception:  # noqa: BLE001 - best effort, the group kill follows
-                pass
         for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             try:
                 os.killpg(proc.pid, sig)
@@ -181,10 +190,8 @@ class LabServer:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        try:
+        with contextlib.suppress(Exception):
             self.log.close()
-        except Exception:  # noqa: BLE001
-            pass
 
     def log_tail(self, n: int = 60) -> str:
         try:
@@ -201,7 +208,8 @@ class LabServer:
 
     def api(self, method: str, path: str, timeout: float = 5):
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/{path}", method=method,
+            f"http://127.0.0.1:{self.port}/{path}",
+            method=method,
             headers={"Authorization": f"token {self.token}"},
         )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -408,8 +416,9 @@ class NotebookPage:
             self.console.append(f"console.error: {msg.text} @ {loc.get('url', '')}")
 
     def wait_ready(self, timeout: float = 120) -> None:
-        self.page.wait_for_function(JS_PANEL, arg=self.name, timeout=timeout * 1000,
-                                    polling=250)
+        self.page.wait_for_function(
+            JS_PANEL, arg=self.name, timeout=timeout * 1000, polling=250
+        )
         self.timings["open"] = time.monotonic() - self._t0
 
     def run_all(self, timeout: float = 600) -> float:
@@ -417,7 +426,9 @@ class NotebookPage:
         t0 = time.monotonic()
         res = self.page.evaluate(JS_RUN_ALL, timeout * 1000)
         if res["result"] == "timeout":
-            raise TimeoutError(f"{self.name}: run all did not finish in {timeout:.0f} s")
+            raise TimeoutError(
+                f"{self.name}: run all did not finish in {timeout:.0f} s"
+            )
         left = max(5.0, timeout - (time.monotonic() - t0))
         self.page.wait_for_function(JS_IDLE, timeout=left * 1000, polling=250)
         self.run_ms = (time.monotonic() - t0) * 1000
@@ -442,20 +453,16 @@ class NotebookPage:
             self.page.wait_for_timeout(250)
 
     def shutdown_kernel(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the server's stop kills leftovers anyway
             self.page.evaluate(
                 "async () => { const p = window.jupyterapp.shell.currentWidget;"
                 " if (p && p.sessionContext) await p.sessionContext.shutdown(); }"
             )
-        except Exception:  # noqa: BLE001 - the server stop kills leftovers anyway
-            pass
 
     def close(self) -> None:
         self.shutdown_kernel()
-        try:
+        with contextlib.suppress(Exception):
             self.page.close(run_before_unload=False)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def strip_ansi(text: str) -> str:

@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import browser_lab as bl  # noqa: E402
+import browser_lab as bl
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NB_TIMEOUT = float(os.environ.get("BROWSER_NB_TIMEOUT", "600"))
@@ -77,13 +78,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("browser: slider → redrawn chart latency (ms)")
-    head = f"{'explorer':<28}{'control':<14}{'moves':>6}{'median':>9}{'worst':>9}{'best':>9}"
+    head = (
+        f"{'explorer':<48}{'control':<10}{'moves':>6}{'median':>8}{'worst':>7}"
+        f"{'best':>6}{'kernel':>8}{'draw':>6}"
+    )
     tr.write_line(head)
     for r in rows:
         tr.write_line(
-            f"{r['explorer']:<28}{r['control']:<14}{r['moves']:>6}"
-            f"{r['median_ms']:>9.0f}{r['worst_ms']:>9.0f}{r['best_ms']:>9.0f}"
+            f"{r['explorer']:<48}{r['control']:<10}{r['moves']:>6}"
+            f"{r['median_ms']:>8.0f}{r['worst_ms']:>7.0f}{r['best_ms']:>6.0f}"
+            f"{r.get('kernel_median_ms', float('nan')):>8.0f}"
+            f"{r.get('draw_median_ms', float('nan')):>6.0f}"
         )
+    tr.write_line(
+        "kernel = key press → new output reaches the chart (median); "
+        "draw = → new canvas drawn (median)"
+    )
     tr.write_line(f"screenshots: {bl.ARTIFACTS}")
 
 
@@ -140,10 +150,8 @@ def browser(scratch):
         yield context
     finally:
         if context is not None:
-            try:
+            with contextlib.suppress(Exception):
                 context.close()
-            except Exception:  # noqa: BLE001
-                pass
         pw.stop()
 
 
@@ -169,10 +177,10 @@ class Runs:
             nb.rendered = nb.wait_rendered()
         except Exception as exc:
             self.failed[name] = f"{type(exc).__name__}: {exc}"
-            try:
-                nb.page.screenshot(path=str(self.artifacts / f"{Path(name).stem}-failed.png"))
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                nb.page.screenshot(
+                    path=str(self.artifacts / f"{Path(name).stem}-failed.png")
+                )
             raise
         return nb
 
