@@ -60,6 +60,15 @@ html: setup
 	mkdir -p build/html
 	$(BIN)/jupyter nbconvert --execute --to html --output-dir build/html notebooks/*.ipynb
 
+# Instructors: make exercises/ from solutions/ (nbgrader), then grade a class.
+release: setup
+	$(BIN)/course release
+
+# make grade SET=ps1_gradients [SUBMISSIONS=path/to/student/folders]
+grade: setup
+	@test -n "$(SET)" || { echo "usage: make grade SET=<problem set> [SUBMISSIONS=dir]"; exit 2; }
+	$(BIN)/course grade $(SET) $(SUBMISSIONS)
+
 weights: setup
 	$(BIN)/course train small_cnn
 	$(BIN)/course train resnet_small

@@ -69,6 +69,11 @@ FLAGGED = {
     "write into a module dict": ("torch.__dict__['allclose'] = 1", "tamper"),
     "setattr": ("setattr(torch, 'allclose', None)", "tamper"),
     "computed getattr": ("getattr(torch, 'all' + 'close')", "tamper"),
+    "getattr passed around": (
+        "import functools\nfunctools.reduce(getattr, ['sys'], torch)",
+        "tamper",
+    ),
+    "attrgetter": ("import operator\noperator.attrgetter('sys')(torch)", "tamper"),
     "rebind the test helpers": ("checks = None", "tamper"),
     "rebind them from a function": (
         "def f():\n    global checks\n    checks = 1",

@@ -147,7 +147,7 @@ def test_integrated_gradients_rules(case, method, n_steps):
         target,
         n_steps=n_steps,
         method=method,
-        batch_size=64,
+        batch_size=3 if n_steps == 7 else 64,  # 3 < rows: a step split across calls
         return_delta=True,
     )
     theirs, their_delta = ref.integrated_gradients(
@@ -252,7 +252,10 @@ OCCLUSION = [(4, None), (5, 3), (6, 4), (7, None), (9, 5)]
 def test_occlusion_windows(case, patch, stride):
     model, x, _ = case
     for n, target, output in [(1, 1, "prob"), (5, targets(5)[1], "logit")]:
-        ours = sal.occlusion(model, x[:n], target, patch, stride, output=output)
+        batch_size = 3 if patch == 5 else None  # 3 < 5 rows: a window split
+        ours = sal.occlusion(
+            model, x[:n], target, patch, stride, output=output, batch_size=batch_size
+        )
         theirs = ref.occlusion(
             model, x[:n], target, patch, stride, output=output, batch_size=256
         )

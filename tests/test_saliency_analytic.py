@@ -86,8 +86,9 @@ def test_ig_of_linear_model_is_x_times_w(linear, x, method, n_steps):
     torch.testing.assert_close(attr, x * w, atol=1e-6, rtol=1e-5)
     assert delta.abs().max() < 1e-5
     base = torch.full_like(x[:1], 0.25)
+    # batch_size < N: the rows of one step are split across calls
     attr = sal.integrated_gradients(
-        linear, x, TARGET, baseline=base, n_steps=n_steps, method=method
+        linear, x, TARGET, baseline=base, n_steps=n_steps, method=method, batch_size=2
     )
     torch.testing.assert_close(attr, (x - 0.25) * w, atol=1e-6, rtol=1e-5)
 
@@ -175,7 +176,8 @@ def expected_occlusion(h, w, patch, stride, r, col, drop):
 
 
 @pytest.mark.parametrize("patch,stride", [(2, None), (3, 2), (4, 1), (3, 3), (5, 4)])
-def test_occlusion_lights_exactly_the_windows_over_the_pixel(patch, stride):
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_occlusion_lights_exactly_the_windows_over_the_pixel(patch, stride, batch_size):
     h, w, r, col = 9, 11, 4, 7
     x = 0.5 + torch.rand(2, 2, h, w, generator=torch.Generator().manual_seed(0))
     model = OnePixel(1, r, col)
@@ -187,7 +189,7 @@ def test_occlusion_lights_exactly_the_windows_over_the_pixel(patch, stride):
         stride=stride,
         baseline=0.0,
         output="logit",
-        batch_size=10,
+        batch_size=batch_size,
     )
     step = patch if stride is None else stride
     for i in range(2):

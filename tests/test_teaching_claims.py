@@ -61,7 +61,12 @@ MAPS_ON_INK = {
         m, x, y, baseline="grey", n_steps=16
     ),
     "smoothgrad": lambda m, x, y: sal.smoothgrad(
-        m, x, y, n_samples=16, noise_level=0.15, generator=torch.Generator().manual_seed(0)
+        m,
+        x,
+        y,
+        n_samples=16,
+        noise_level=0.15,
+        generator=torch.Generator().manual_seed(0),
     ),
     "occlusion": lambda m, x, y: sal.occlusion(m, x, y, patch=4),
 }
@@ -99,14 +104,20 @@ def test_input_x_gradient_is_exactly_zero_on_black_pixels(small_cnn, batch):
 # everywhere; IG of the probability still adds up to p(x*) − p(x0)".
 
 
-def test_probability_gradient_of_confident_digits_is_tiny(small_cnn, prob_model, batch, confident):
+def test_probability_gradient_of_confident_digits_is_tiny(
+    small_cnn, prob_model, batch, confident
+):
     x, y, _, _ = batch
     xc, yc = x[confident], y[confident]
     grad_logit = sal.gradient(small_cnn, xc, yc).abs().amax(dim=(1, 2, 3))
     grad_prob = sal.gradient(prob_model, xc, yc).abs().amax(dim=(1, 2, 3))
     ratio = grad_prob / grad_logit
-    assert float(ratio.max()) < 0.05, f"largest ∇p / ∇logit ratio {float(ratio.max()):.3g}"
-    assert float(ratio.median()) < 0.005, f"median ∇p / ∇logit ratio {float(ratio.median()):.3g}"
+    assert float(ratio.max()) < 0.05, (
+        f"largest ∇p / ∇logit ratio {float(ratio.max()):.3g}"
+    )
+    assert float(ratio.median()) < 0.005, (
+        f"median ∇p / ∇logit ratio {float(ratio.median()):.3g}"
+    )
 
 
 def test_ig_of_the_probability_is_complete(prob_model, batch, confident):
@@ -120,7 +131,9 @@ def test_ig_of_the_probability_is_complete(prob_model, batch, confident):
         rise = prob_model(xc)[rows, yc] - prob_model(torch.zeros_like(xc))[rows, yc]
     assert float(rise.min()) > 0.5  # the probability really rises along the path
     rel = delta.abs() / rise
-    assert float(rel.max()) < 0.01, f"completeness gap up to {float(rel.max()):.2%} of p(x*) − p(x0)"
+    assert float(rel.max()) < 0.01, (
+        f"completeness gap up to {float(rel.max()):.2%} of p(x*) − p(x0)"
+    )
     torch.testing.assert_close(attr.sum(dim=(1, 2, 3)), rise, atol=0.01, rtol=0)
 
 
@@ -128,7 +141,9 @@ def test_ig_completeness_gap_shrinks_with_n_steps(small_cnn, batch):
     x, y = batch[0][:N_IG], batch[1][:N_IG]
     gaps = []
     for n_steps in (4, 16, 64):
-        _, delta = sal.integrated_gradients(small_cnn, x, y, n_steps=n_steps, return_delta=True)
+        _, delta = sal.integrated_gradients(
+            small_cnn, x, y, n_steps=n_steps, return_delta=True
+        )
         gaps.append(float(delta.abs().mean()))
     assert gaps[0] > gaps[1] > gaps[2], f"mean |δ| for 4, 16, 64 steps: {gaps}"
     assert gaps[2] < gaps[0] / 20, f"mean |δ| for 4, 16, 64 steps: {gaps}"
@@ -147,7 +162,10 @@ def test_guided_backprop_barely_depends_on_the_class(small_cnn, batch):
     runner_up = logits.scatter(1, y[:, None], float("-inf")).argmax(dim=1)
 
     def mean_correlation(method):
-        a, b = method(small_cnn, x, y).flatten(1), method(small_cnn, x, runner_up).flatten(1)
+        a, b = (
+            method(small_cnn, x, y).flatten(1),
+            method(small_cnn, x, runner_up).flatten(1),
+        )
         a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
         return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
 

@@ -120,12 +120,17 @@ class _Client(AsyncKernelClient):
 
 
 class _LimitedNotebookClient(NotebookClient):
-    """nbclient that keeps at most `max_output_chars` of output per cell."""
+    """nbclient that keeps at most `max_output_chars` of output per cell and
+    no widget state."""
 
     def __init__(self, nb, max_output_chars: int, **kw):
         super().__init__(nb, **kw)
         self._budget: dict[int, int] = {}
         self._max_chars = max_output_chars
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Ignore widget messages: grading needs no widget state, and a kernel
+        must not make the grader keep arbitrary amounts of it."""
 
     def output(self, outs, msg, display_id, cell_index):
         used = self._budget.get(cell_index, 0)

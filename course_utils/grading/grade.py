@@ -850,8 +850,10 @@ def print_summary(summary: Summary, out=None) -> None:
         file=out,
     )
     if summary.phases:
-        print("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()),
-              file=out)
+        print(
+            "  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()),
+            file=out,
+        )
     if not summary.sandbox_user:
         print(
             "  note: not running as root, so student code ran as your own user "

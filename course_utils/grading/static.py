@@ -157,6 +157,8 @@ FORBIDDEN_ATTRS = {
     "hub": "system",
     "ctypeslib": "system",
     "cpp_extension": "system",
+    "attrgetter": "tamper",
+    "methodcaller": "tamper",
     "_C": "system",
     "ctypes": "system",
     "shutil": "system",
@@ -299,6 +301,7 @@ class _Scanner(ast.NodeVisitor):
         self.policy = policy
         self.findings: list[Finding] = []
         self.depth = 0  # > 0 inside a function or class body
+        self.direct_getattr: set[int] = set()  # getattr names that are plain calls
         self.globals_declared: set[str] = set()
 
     def add(self, node: ast.AST, message: str, category: str) -> None:
@@ -372,6 +375,8 @@ class _Scanner(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load) and node.id in FORBIDDEN_NAMES:
             self.add(node, f"uses {node.id}", FORBIDDEN_NAMES[node.id])
+        elif node.id == "getattr" and id(node) not in self.direct_getattr:
+            self.add(node, "passes getattr around (reduce(getattr, …))", "tamper")
         elif isinstance(node.ctx, ast.Load) and node.id in self.protected:
             category = self._forbidden_module(self.protected[node.id])
             if category:
@@ -423,6 +428,7 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            self.direct_getattr.add(id(node.func))
             attr = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(attr, ast.Constant) and isinstance(attr.value, str)):
                 self.add(node, "uses getattr with a computed name", "tamper")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,17 @@ def load_record(path: Path, name: str, max_bytes: int = MAX_RECORD_BYTES) -> Rec
     """Read and validate a record without executing anything it contains."""
     if path.stat().st_size > max_bytes:
         raise RecordError(f"record {name} is larger than {max_bytes} bytes")
+    try:  # what the archive would expand to, before numpy allocates anything
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RecordError(f"record {name} is not a numpy archive: {exc}") from None
+    if sum(m.file_size for m in members) > 4 * max_bytes or any(
+        not m.filename.endswith(".npy") or "/" in m.filename for m in members
+    ):
+        raise RecordError(
+            f"record {name} expands beyond its budget or holds other files"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             files = dict(archive.items())

@@ -3,7 +3,7 @@
 * input checks (`check_model`, `check_input`, `check_int`, …) that raise a
   `TypeError`/`ValueError` naming the argument and what it accepts;
 * target selection (`resolve_target`, `select`);
-* chunking (`chunks`, `DEFAULT_BATCH_SIZE`);
+* chunking (`chunks`, `grid_chunks`, `DEFAULT_BATCH_SIZE`);
 * baselines by name or value (`resolve_baseline`);
 * `eval_mode`: runs the model in eval mode and puts every module's own
   `training` flag back afterwards, also when the body raises (parameters and
@@ -217,6 +217,25 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
     """Slices start:stop covering range(n) in pieces of at most batch_size."""
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
+
+
+def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
+    """Blocks (outer slice, row slice) of an (n_outer × n_rows) grid, outer-major.
+
+    The grid is, e.g., IG's (step, input row) pairs or occlusion's (window,
+    input row) pairs. With batch_size ≥ n_rows each block holds whole outer
+    entries (⌊batch_size / n_rows⌋ of them, all rows), so it is built by
+    broadcasting, without gathers; otherwise one outer entry and at most
+    batch_size rows. Every block has at most batch_size cells.
+    """
+    if batch_size >= n_rows:
+        per = batch_size // n_rows
+        for start in range(0, n_outer, per):
+            yield slice(start, min(start + per, n_outer)), slice(0, n_rows)
+    else:
+        for outer in range(n_outer):
+            for rows in chunks(n_rows, batch_size):
+                yield slice(outer, outer + 1), rows
 
 
 # ---------------------------------------------------------------- baselines

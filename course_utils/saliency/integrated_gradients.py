@@ -16,10 +16,10 @@ from ._common import (
     check_model,
     chunks,
     eval_mode,
+    grid_chunks,
     input_gradient,
     resolve_baseline,
     resolve_target,
-    rows_of,
     select,
 )
 
@@ -143,8 +143,9 @@ def integrated_gradients(
             Default 50.
         method: quadrature rule, one of METHODS (see `quadrature`). Default
             "riemann_trapezoid".
-        batch_size: rows per model call; the N·n_steps path points are run in
-            chunks of this many rows. Default DEFAULT_BATCH_SIZE (128).
+        batch_size: most rows per model call; the N·n_steps path points run
+            in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
+            of batch_size rows of one step). Default DEFAULT_BATCH_SIZE (128).
         return_delta: also return the completeness gap per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device; with return_delta,
@@ -160,8 +161,10 @@ def integrated_gradients(
     trapezoid result is ours × (n−1)/n; ours uses the true trapezoid weights
     (`reference.integrated_gradients` rescales Captum's result by n/(n−1));
     (3) Captum refuses n_steps = 1 for the Riemann rules; we allow it for
-    left/right/middle; (4) our chunks are any batch_size rows, Captum's
-    internal_batch_size splits by whole steps (same result up to round-off).
+    left/right/middle; (4) like Captum's internal_batch_size our chunks hold
+    whole steps (⌊batch_size/N⌋ of them), but when batch_size < N we split
+    the rows of a step where Captum refuses; the sum over steps is one matrix
+    product (same result up to round-off).
     """
     check_model(model)
     check_input(x)
@@ -183,21 +186,24 @@ def integrated_gradients(
     base = base.expand_as(x)
     diff = x - base
     total = torch.zeros_like(x)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    rows = torch.arange(n * n_steps, device=x.device)
     with eval_mode(model):
-        # Path points in Captum's order: step-major, (step k, row i) ↦ k·N + i.
-        for part in chunks(n * n_steps, batch_size):
-            step, row = rows[part] // n, rows[part] % n
-            points = base[row] + alphas[step].view(shape) * diff[row]
-            grad, _ = input_gradient(model, points, rows_of(idx, row), hi)
-            total.index_add_(0, row, grad * weights[step].view(shape))
+        # Path points in Captum's order: step-major, (step k, row i) ↦ k·N + i;
+        # a block of s steps × r rows is base + α ⊙ (x − base), broadcast.
+        for steps, rows in grid_chunks(n_steps, n, batch_size):
+            a = alphas[steps].view(-1, 1, 1, 1, 1)
+            points = (base[rows] + a * diff[rows]).flatten(0, 1)
+            n_block = a.shape[0]
+            block_idx = idx if isinstance(idx, int) else idx[rows].repeat(n_block)
+            grad, _ = input_gradient(model, points, block_idx, hi)
+            # Σ_k w_k ∇f(point_k): one matrix product over the block's steps.
+            summed = weights[steps][None] @ grad.view(n_block, -1)
+            total[rows] += summed.view(total[rows].shape)
         attr = total * diff
         if not return_delta:
             return attr
         with torch.inference_mode():
             ends = torch.cat([x, base])
             both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-            out = select(both, rows_of(idx, torch.cat([rows[:n], rows[:n]])), hi)
+            out = select(both, idx if isinstance(idx, int) else idx.repeat(2), hi)
     delta = attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])
     return attr, delta.clone()

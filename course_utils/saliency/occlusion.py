@@ -14,11 +14,10 @@ from ._common import (
     check_input,
     check_int,
     check_model,
-    chunks,
     eval_mode,
+    grid_chunks,
     resolve_baseline,
     resolve_target,
-    rows_of,
     select,
 )
 
@@ -100,6 +99,13 @@ def _window_tensors(height, width, patch, stride, device, dtype):
     return member, masks.view(-1, 1, height, width), 1 / member.sum(0)
 
 
+def _stack_blocks(blocks: list, n_outer: int, n_rows: int) -> torch.Tensor:
+    """Reassemble grid_chunks' (outer × rows) score blocks into (n_outer, n_rows)."""
+    if all(b.shape[1] == n_rows for b in blocks):
+        return torch.cat(blocks)
+    return torch.cat(blocks, dim=1).view(n_outer, n_rows)
+
+
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -133,8 +139,9 @@ def occlusion(
             "grey" (default: `model.normalize.mean`, zero after
             normalisation) or "black"/"zero" (0).
         output: "prob" (softmax probability, default) or "logit".
-        batch_size: rows per model call; the N·(windows + 1) copies (clean
-            input included) go through in chunks of this many. Default
+        batch_size: most rows per model call; the N·(windows + 1) copies
+            (clean input included) go through in chunks of ⌊batch_size/N⌋
+            whole windows (or batch_size rows of one window when N is larger). Default
             DEFAULT_BATCH_SIZE (128). See `forward_passes_occlusion` for the
             count.
     Returns:
@@ -158,19 +165,20 @@ def occlusion(
     member, masks, inv_count = _window_tensors(
         height, width, patch, stride, x.device, x.dtype
     )
-    n_windows = member.shape[0]
-    per_row = n_windows + 1
-    rows = torch.arange(n * per_row, device=x.device)
     scores = []
     with eval_mode(model), torch.inference_mode():
-        for part in chunks(n * per_row, batch_size):
-            row, window = rows[part] // per_row, rows[part] % per_row
-            copies = torch.where(masks[window], base[row], x[row])
-            logits = model(copies)
+        # Window-major like Captum; a block of w windows × r rows is one
+        # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W) rows.
+        for windows, rows in grid_chunks(masks.shape[0], n, batch_size):
+            copies = torch.where(masks[windows, None], base[rows], x[rows])
+            logits = model(copies.flatten(0, 1))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            scores.append(select(logits, rows_of(idx, row), hi))
-        scores = torch.cat(scores).view(n, per_row)
-        drops = scores[:, :1] - scores[:, 1:]
-        attr = (drops @ member) * inv_count
+            block_idx = (
+                idx if isinstance(idx, int) else idx[rows].repeat(copies.shape[0])
+            )
+            scores.append(select(logits, block_idx, hi).view(copies.shape[0], -1))
+        scores = _stack_blocks(scores, masks.shape[0], n)
+        drops = scores[:1] - scores[1:]  # (windows, N)
+        attr = (drops.T @ member) * inv_count
     return attr.view(n, 1, height, width).expand(n, c, height, width).clone()

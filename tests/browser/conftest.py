@@ -13,10 +13,12 @@ Environment:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -113,14 +115,23 @@ def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("browser")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def lab(scratch, request):
     server = bl.LabServer(scratch / "lab", extra=[HERE / "explorers.ipynb"])
+    # A CI timeout's SIGTERM becomes KeyboardInterrupt, so pytest still tears
+    # down (server, kernels, browser); atexit is the last resort.
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    atexit.register(server.stop)
     try:
         server.start()
         yield server
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, old_term)
         if request.session.testsfailed:
             print(f"\n--- JupyterLab log (last lines) ---\n{server.log_tail(40)}")
 
