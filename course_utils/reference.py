@@ -215,7 +215,7 @@ def smoothgrad(
                     nt_samples=n_samples,
                     nt_samples_batch_size=batch_size,
                     stdevs=float(sigma[i]),
-                    target=target[i],
+                    target=target if isinstance(target, int) else target[i],
                     **extra,
                 )
             )
