@@ -23,8 +23,10 @@ $(STAMP): requirements.lock pyproject.toml
 	@echo "environment ready in $(VENV)"
 
 # --allow-root only where it is needed (containers, CI machines running as root).
+# Opens on notebooks/; exercises/ is one folder up in the file browser.
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.default_url=/lab/tree/notebooks \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 test: setup
 	$(BIN)/python -m pytest -q tests

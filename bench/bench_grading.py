@@ -34,11 +34,11 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course_utils.grading import notebooks as nbs  # noqa: E402
-from course_utils.grading.course import Course  # noqa: E402
-from course_utils.grading.grade import GradeOptions, grade, server_env  # noqa: E402
-from course_utils.grading.release import release  # noqa: E402
-from course_utils.grading.sandbox import ForkServer  # noqa: E402
+from course_utils.grading import notebooks as nbs
+from course_utils.grading.course import Course
+from course_utils.grading.grade import GradeOptions, grade, server_env
+from course_utils.grading.release import release
+from course_utils.grading.sandbox import ForkServer
 
 
 def make_course(set_id: str, n: int, root: Path) -> Course:
@@ -94,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         with ForkServer(server_env(root), root / "forkserver.log") as server:
             startup = time.perf_counter() - start
-            print(f"{args.set}: {args.n} submissions; kernel fork server ready in "
-                  f"{startup:.1f} s (paid once per `course grade`)")
-            print(f"{'workers':>7} {'total s':>8} {'grading s':>9} {'s/sub':>6} "
-                  f"{'s/sub/core':>10} {'kernel s/sub':>12}  statuses")
+            print(
+                f"{args.set}: {args.n} submissions; kernel fork server ready in "
+                f"{startup:.1f} s (paid once per `course grade`)"
+            )
+            print(
+                f"{'workers':>7} {'total s':>8} {'grading s':>9} {'s/sub':>6} "
+                f"{'s/sub/core':>10} {'kernel s/sub':>12}  statuses"
+            )
             base = None
             for workers in args.workers:
                 reset(course)
@@ -106,24 +110,33 @@ def main(argv: list[str] | None = None) -> int:
                 per_core = grading * workers / args.n
                 kernel = sum(r.seconds for r in summary.results) / args.n
                 base = base or grading
-                print(f"{workers:>7} {total:>8.1f} {grading:>9.1f} "
-                      f"{grading / args.n:>6.2f} {per_core:>10.2f} {kernel:>12.2f}  "
-                      f"{summary.counts()['graded']}/{args.n} graded; "
-                      f"speed-up {base / grading:.2f}×; phases {summary.phases}")
+                print(
+                    f"{workers:>7} {total:>8.1f} {grading:>9.1f} "
+                    f"{grading / args.n:>6.2f} {per_core:>10.2f} {kernel:>12.2f}  "
+                    f"{summary.counts()['graded']}/{args.n} graded; "
+                    f"speed-up {base / grading:.2f}×; phases {summary.phases}"
+                )
                 if per_core > 10:
-                    print(f"  over the goal of 10 s per submission per core "
-                          f"({per_core:.1f} s)")
+                    print(
+                        f"  over the goal of 10 s per submission per core "
+                        f"({per_core:.1f} s)"
+                    )
             if args.memory_scan:
-                perfect = sorted(p.parent.name for p in course.submitted.glob(
-                    f"*_perfect/{args.set}"))[:1]
+                perfect = sorted(
+                    p.parent.name
+                    for p in course.submitted.glob(f"*_perfect/{args.set}")
+                )[:1]
                 print("memory cap scan (perfect submission):")
                 for gib in (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0):
                     reset(course)
-                    summary, _ = run(course, args.set, 1, server, memory_gib=gib,
-                                     students=perfect)
+                    summary, _ = run(
+                        course, args.set, 1, server, memory_gib=gib, students=perfect
+                    )
                     (result,) = summary.results
-                    print(f"  {gib:>4} GiB: {result.status:<10} total {result.total:g}"
-                          f"  {'; '.join(result.details)[:120]}")
+                    print(
+                        f"  {gib:>4} GiB: {result.status:<10} total {result.total:g}"
+                        f"  {'; '.join(result.details)[:120]}"
+                    )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -203,7 +203,7 @@ def _write_connection_file(scratch: Path, identity: Identity) -> Path:
     return path
 
 
-def _new_records(record_dir: Path, before: set[str]) -> list[str]:
+def _new_records(record_dir: Path | int, before: set[str]) -> list[str]:
     return sorted(
         n[: -len(".npz")]
         for n in set(os.listdir(record_dir)) - before
@@ -251,13 +251,16 @@ async def _responsive(kc: AsyncKernelClient, seconds: float) -> bool:
 
 
 def copy_records(
-    source: Path, dest: Path, max_bytes: int
+    source: Path | int, dest: Path, max_bytes: int
 ) -> tuple[dict[str, Path], list[str]]:
     """Copy record files out of a kernel's scratch dir, trusting nothing about them.
 
-    Only regular files named like records are copied, opened with O_NOFOLLOW
-    and O_NONBLOCK (no links, no FIFOs), within `max_bytes` in total. Returns
-    ({name: copied path}, problems noticed).
+    `source` is the records directory, best given as a file descriptor opened
+    before the kernel ran: the student owns the scratch directory and could
+    swap paths for links, but not the directory an fd already points to. Only
+    regular files named like records are copied, opened relative to it with
+    O_NOFOLLOW and O_NONBLOCK (no links, no FIFOs), within `max_bytes` in
+    total. Returns ({name: copied path}, problems noticed).
     """
     dest.mkdir(parents=True, exist_ok=True)
     copied: dict[str, Path] = {}
@@ -273,8 +276,12 @@ def copy_records(
         if not RECORD_FILE_RE.fullmatch(name):
             problems.append(f"unexpected file {name!r} among the records")
             continue
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(source / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            if isinstance(source, int):
+                fd = os.open(name, flags, dir_fd=source)
+            else:
+                fd = os.open(Path(source) / name, flags)
         except OSError as exc:
             problems.append(f"record {name} could not be opened: {exc.strerror}")
             continue
@@ -366,6 +373,9 @@ async def run_notebook(
     shutil.rmtree(private_dir / "records", ignore_errors=True)
     scratch = _make_scratch(scratch_parent, identity)
     record_dir = scratch / "records"
+    # Held from before the kernel starts: the student owns the scratch directory
+    # and may swap its paths for links, but not what this fd refers to.
+    records_fd = os.open(record_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     cells = [
         CellResult(i, "not run")
         for i, c in enumerate(nb.cells)
@@ -419,7 +429,7 @@ async def run_notebook(
             if cell.cell_type != "code":
                 continue
             result = by_index[index]
-            before = set(os.listdir(record_dir))
+            before = set(os.listdir(records_fd))
             t0 = time.monotonic()
             task = asyncio.ensure_future(client.async_execute_cell(cell, index))
             done, _ = await asyncio.wait({task}, timeout=settings.cell_timeout)
@@ -452,7 +462,7 @@ async def run_notebook(
                         "(exited with code 0)"
                     )
                     result.seconds = time.monotonic() - t0
-                    result.records = _new_records(record_dir, before)
+                    result.records = _new_records(records_fd, before)
                     break
             else:
                 task.cancel()
@@ -485,7 +495,7 @@ async def run_notebook(
                     result.seconds = time.monotonic() - t0
                     break
             result.seconds = time.monotonic() - t0
-            result.records = _new_records(record_dir, before)
+            result.records = _new_records(records_fd, before)
         if status == "completed" and timeouts:
             detail = f"{timeouts} cell(s) interrupted after {settings.cell_timeout:g} s"
     finally:
@@ -494,8 +504,9 @@ async def run_notebook(
         if pid is not None:
             server.kill(pid, identity)
         records, problems = copy_records(
-            record_dir, private_dir / "records", settings.max_record_bytes
+            records_fd, private_dir / "records", settings.max_record_bytes
         )
+        os.close(records_fd)
         shutil.rmtree(scratch, ignore_errors=True)
         if identity.uid is not None:
             clean_user_files(identity.uid)

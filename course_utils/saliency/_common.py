@@ -447,6 +447,12 @@ def _contains(module: nn.Module, target: nn.Module) -> bool:
     )
 
 
+def _has_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) or any(
+        child is not None and _has_conv(child) for child in module._modules.values()
+    )
+
+
 def default_layer(model: nn.Module) -> str:
     """Name of the last convolutional block's output: Grad-CAM's default layer.
 
@@ -458,7 +464,7 @@ def default_layer(model: nn.Module) -> str:
     children = list(model.named_children())
     last = None
     for i, (_name, child) in enumerate(children):
-        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
+        if _has_conv(child):
             last = i
     if last is None:
         raise ValueError(

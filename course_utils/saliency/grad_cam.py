@@ -25,8 +25,10 @@ def cam_from(act: torch.Tensor, grad: torch.Tensor, relu: bool) -> torch.Tensor:
             "layer must output (N, C, h, w) feature maps for Grad-CAM, got shape "
             f"{tuple(act.shape)}"
         )
-    alpha = grad.mean(dim=(2, 3), keepdim=True)
-    cam = (alpha * act).sum(1, keepdim=True)
+    n, k, h, w = act.shape
+    alpha = grad.reshape(n, k, h * w).mean(2)  # (N, K)
+    # Σ_k α_k A^k for every row as one batched product: (N, 1, K) @ (N, K, hw)
+    cam = torch.bmm(alpha[:, None], act.reshape(n, k, h * w)).view(n, 1, h, w)
     return cam.clamp(min=0) if relu else cam
 
 

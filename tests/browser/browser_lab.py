@@ -379,7 +379,13 @@ JS_DOM = """
     if (err) { ok = false; how += '; ' + err.textContent; }
     const final = !!err || /Error loading script/.test(el.textContent);
     if (!ok || r.width < 20 || r.height < 20) add(el, final ? 'broken chart' : 'blank chart', how + ` (box ${Math.round(r.width)}x${Math.round(r.height)}) ` + el.textContent.slice(0, 200));
-    chartInfo.push({cell: cellOf(el), how, widget: !!el.closest('.jupyter-widgets, .widget-output')});
+    // wider than the notebook's output column: the student has to scroll sideways
+    const area = el.closest('.jp-OutputArea-child') || el.parentElement;
+    const drawn = canvas ? canvas.getBoundingClientRect().width
+                         : (svg ? svg.getBoundingClientRect().width : 0);
+    const room = area ? area.getBoundingClientRect().right - r.left : r.width;
+    chartInfo.push({cell: cellOf(el), how, widget: !!el.closest('.jupyter-widgets, .widget-output'),
+                    width: Math.round(drawn), room: Math.round(room)});
   }
   // 4. plain images (image/png outputs) must have loaded
   for (const img of panel.node.querySelectorAll('.jp-RenderedImage img, .jp-OutputArea-output img')) {

@@ -123,5 +123,10 @@ def test_notebook_runs_clean(name, runs, artifacts):
         print(
             f"   chart in cell {info['cell']}{' (widget)' if info['widget'] else ''}: "
             f"{info['how']}"
+            + (
+                f"; WIDER than the output column ({info['width']} > {info['room']} px)"
+                if info["width"] > info["room"]
+                else ""
+            )
         )
     assert not problems, f"{name} in the browser:\n{_format(problems)}"
