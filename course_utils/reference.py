@@ -198,7 +198,8 @@ def smoothgrad(
     if explain not in _CAPTUM_CLASS:
         raise ValueError(
             "explain must be one of sal.gradient, sal.input_x_gradient, "
-            f"sal.guided_backprop, sal.deconvnet for the Captum reference, got {explain!r}"
+            "sal.guided_backprop, sal.deconvnet for the Captum reference, "
+            f"got {explain!r}"
         )
     cls, extra = _CAPTUM_CLASS[explain]
     sigma = noise_sigma(x, noise_level)
@@ -232,7 +233,8 @@ def occlusion(
     output: str = "prob",
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """`Occlusion(f).attribute(x, sliding_window_shapes=(C, p, p), strides=(C, s, s))`."""
+    """`Occlusion(f).attribute(x, sliding_window_shapes=(C, p, p),
+    strides=(C, s, s), baselines=...)`, f = softmax ∘ model for output="prob"."""
     base = _common.resolve_baseline(baseline, x, model)
     x, target = _prepare(model, x, target)
     stride = patch if stride is None else stride
@@ -289,7 +291,8 @@ def deconvnet(model, x, target) -> torch.Tensor:
 
 
 def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
-    """`GuidedGradCam(model, layer).attribute(x, target, interpolate_mode="bilinear")`."""
+    """`GuidedGradCam(model, layer).attribute(x, target=target,
+    interpolate_mode="bilinear")`."""
     module = _layer(model, layer)
     x, target = _prepare(model, x, target)
     with _eval(model):

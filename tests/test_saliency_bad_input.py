@@ -186,7 +186,10 @@ def test_integrated_gradients_arguments(net, x, kwargs, error, message):
         (
             {"kind": "foo"},
             ValueError,
-            r"kind must be one of \['smoothgrad', 'smoothgrad_sq', 'vargrad'\], got 'foo'",
+            (
+                r"kind must be one of \['smoothgrad', 'smoothgrad_sq', 'vargrad'\], "
+                r"got 'foo'"
+            ),
         ),
         ({"n_samples": 0}, ValueError, r"n_samples must be an int ≥ 1, got 0"),
         ({"explain": "gradient"}, TypeError, r"explain must be a saliency function"),

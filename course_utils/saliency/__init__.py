@@ -10,22 +10,28 @@ model's weights, modes, `requires_grad` flags and hooks, and x, as they were
 `METHODS` maps a name to a function callable generically as
 `f(model, x, target)` with every other argument at its default:
 
-====================  =====================================================
-"gradient"            gradient (signed)
-"input_x_gradient"    input_x_gradient
-"integrated_gradients" integrated_gradients (black baseline, 50 trapezoid steps)
-"smoothgrad"          smoothgrad of the gradient (50 samples, noise 0.15)
-"occlusion"           occlusion (patch 4, stride 4, grey, probability drop)
-"grad_cam"            grad_cam at `default_layer(model)`; returns (N, 1, H, W)
-"guided_backprop"     guided_backprop
-"guided_grad_cam"     guided_grad_cam at `default_layer(model)`
-"deconvnet"           deconvnet
-====================  =====================================================
+* "gradient": `gradient` (signed)
+* "input_x_gradient": `input_x_gradient`
+* "integrated_gradients": `integrated_gradients` (black baseline, 50 trapezoid
+  steps)
+* "smoothgrad": `smoothgrad` of the gradient (50 samples, noise 0.15, drawn
+  from the global generator: seed it, or use `functools.partial(smoothgrad,
+  generator=...)`, for repeatable maps)
+* "occlusion": `occlusion` (patch 4, stride 4, grey, drop in probability)
+* "grad_cam": `grad_cam` at `default_layer(model)`; returns (N, 1, H, W)
+* "guided_backprop": `guided_backprop`
+* "guided_grad_cam": `guided_grad_cam` at `default_layer(model)`
+* "deconvnet": `deconvnet`
 
 `grad_cam` and `guided_grad_cam` take `layer=None` to mean
 `default_layer(model)` (the last conv block: "relu2" for SmallCNN, "layer3"
 for ResNetSmall), which is what makes them callable as `f(model, x, target)`.
-Their (N, 1, H, W) Grad-CAM map broadcasts against x.
+Grad-CAM's (N, 1, H, W) map broadcasts against x; every other method returns
+x's shape.
+
+Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
+evaluations an occlusion setting costs), `default_layer(model)`,
+`get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE`.
 """
 
 from ._common import DEFAULT_BATCH_SIZE, default_layer, get_layer

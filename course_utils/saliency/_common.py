@@ -168,9 +168,12 @@ def resolve_target(target: object, n: int, device: torch.device) -> tuple:
         lo, hi = min(values), max(values)
         idx = torch.tensor(values, dtype=torch.long, device=device)
     else:
-        idx = target.detach().long()
-        lo, hi = (int(v) for v in torch.aminmax(idx))
-        idx = idx.to(device)
+        idx = target.detach().to(device=device, dtype=torch.long)
+        if count <= 4096:  # one sync, then Python (cheaper than two .item())
+            values_seen = idx.tolist()
+            lo, hi = min(values_seen), max(values_seen)
+        else:
+            lo, hi = (int(v) for v in torch.aminmax(idx))
     if lo < 0:
         raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
     return idx, hi
@@ -416,7 +419,7 @@ def input_gradient(
 
 
 def get_layer(model: nn.Module, layer: object) -> nn.Module:
-    """A submodule of model given by dotted name ("layer3", "layer2.conv1") or itself."""
+    """A submodule of model, by dotted name ("layer3", "layer2.conv1") or itself."""
     if isinstance(layer, str):
         try:
             if not layer:

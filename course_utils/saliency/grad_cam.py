@@ -47,7 +47,7 @@ def grad_cam(
 ) -> torch.Tensor:
     """L = ReLU(Σ_k α_k A^k), α_k = (1/hw) Σ_ij ∂f_target/∂A^k_ij.
 
-    A = the layer's output (N, K, h, w) for x; α_k the spatial mean of the
+    A = the layer's output (N, D, h, w) for x; α_k the spatial mean of the
     target logit's gradient with respect to feature map k.
 
     Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, "Grad-CAM: Visual
@@ -59,7 +59,7 @@ def grad_cam(
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
         layer: a dotted submodule name ("relu2", "layer3", "layer2.conv1") or
-            the module itself; it must output (N, K, h, w). None (default, as
+            the module itself; it must output (N, D, h, w). None (default, as
             in `METHODS`) = `default_layer(model)`: "relu2" for SmallCNN,
             "layer3" for ResNetSmall. If the module runs more than once in a
             forward pass, its last call is used.

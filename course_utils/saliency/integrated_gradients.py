@@ -123,7 +123,10 @@ def integrated_gradients(
     batch_size: int | None = None,
     return_delta: bool = False,
 ):
-    """IG(x) = (x − x₀) ⊙ ∫₀¹ ∇f_target(x₀ + α(x − x₀)) dα ≈ (x − x₀) ⊙ Σ_k w_k ∇f(x₀ + α_k(x − x₀)).
+    """IG(x) = (x − x₀) ⊙ ∫₀¹ ∇f_target(x₀ + α(x − x₀)) dα.
+
+    Approximated by a quadrature rule with points α_k and weights w_k:
+    IG(x) ≈ (x − x₀) ⊙ Σ_k w_k ∇f_target(x₀ + α_k(x − x₀)).
 
     Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks",
     ICML 2017. Completeness: Σ IG(x) ≈ f_target(x) − f_target(x₀), with f the
@@ -163,8 +166,8 @@ def integrated_gradients(
     (3) Captum refuses n_steps = 1 for the Riemann rules; we allow it for
     left/right/middle; (4) like Captum's internal_batch_size our chunks hold
     whole steps (⌊batch_size/N⌋ of them), but when batch_size < N we split
-    the rows of a step where Captum refuses; the sum over steps is one matrix
-    product (same result up to round-off).
+    the rows of a step (Captum warns and runs N rows per call); the sum over
+    steps is one matrix product (same result up to round-off).
     """
     check_model(model)
     check_input(x)

@@ -127,7 +127,8 @@ def smoothgrad(
     batch_size = check_batch_size(batch_size)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            "generator must be a torch.Generator or None, "
+            f"got {type(generator).__name__}"
         )
     n = x.shape[0]
     idx, _ = resolve_target(target, n, x.device)
