@@ -424,6 +424,23 @@ def _snapshot() -> dict[str, object]:
     return snap
 
 
+def _dynamo_wrapper_of(current: object, original: object) -> bool:
+    """True when `current` is torch._dynamo's own wrapper around `original`.
+
+    Importing torch._dynamo (torch.compile, some libraries) replaces e.g.
+    `torch.manual_seed` with a `functools.wraps` wrapper defined in torch's
+    own files; that is not tampering. A student's replacement fails the
+    file check even if it sets `__wrapped__`.
+    """
+    code = getattr(current, "__code__", None)
+    return (
+        getattr(current, "__wrapped__", None) is original
+        and code is not None
+        and "torch" in Path(code.co_filename).parts
+        and Path(code.co_filename).is_relative_to(Path(torch.__file__).parent)
+    )
+
+
 def tampering() -> list[str]:
     """Names among WATCHED and this module's functions replaced since import."""
     changed = []
@@ -433,7 +450,7 @@ def tampering() -> list[str]:
         except AttributeError:
             changed.append(path)
             continue
-        if current is not original:
+        if current is not original and not _dynamo_wrapper_of(current, original):
             changed.append(path)
     module = sys.modules.get(__name__)
     for attr, original in _OWN.items():
