@@ -33,4 +33,4 @@ def test_stored_without_outputs(path):
 def test_lecture_notebooks_are_numbered_in_order():
     names = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert all(re.fullmatch(r"\d\d_[a-z0-9_]+", n) for n in names), names
-    assert names == [n for n in EXPECTED if n in names]
+    assert names == EXPECTED

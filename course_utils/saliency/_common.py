@@ -33,9 +33,12 @@ import torch
 from torch import nn
 
 # Rows per model call for batched methods (IG steps, noisy copies, occluded
-# copies). Measured on the 2-core course machine: cost per image is flat from
-# 64 to 256 rows per call and doubles above ~1,000 (see bench/bench_saliency.py).
-DEFAULT_BATCH_SIZE = 128
+# copies). Measured with bench/bench_saliency.py on the 2-core course machine
+# (IG and occlusion on 32 digits): with one thread the cost per row is flat
+# from 128 to 512 rows per call and rises above ~1,000; with two threads on a
+# busy machine small calls pay for thread synchronisation (64 rows: 2–3× the
+# cost of 256). 256 is good in both.
+DEFAULT_BATCH_SIZE = 256
 
 BASELINE_NAMES = ("black", "zero", "grey")
 

@@ -148,7 +148,7 @@ def integrated_gradients(
             "riemann_trapezoid".
         batch_size: most rows per model call; the N·n_steps path points run
             in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
-            of batch_size rows of one step). Default DEFAULT_BATCH_SIZE (128).
+            of batch_size rows of one step). Default DEFAULT_BATCH_SIZE (256).
         return_delta: also return the completeness gap per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device; with return_delta,

@@ -142,7 +142,7 @@ def occlusion(
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋
             whole windows (or batch_size rows of one window when N is larger). Default
-            DEFAULT_BATCH_SIZE (128). See `forward_passes_occlusion` for the
+            DEFAULT_BATCH_SIZE (256). See `forward_passes_occlusion` for the
             count.
     Returns:
         (N, C, H, W) drops (equal across channels), detached, on x's device.

@@ -93,7 +93,7 @@ def smoothgrad(
             (the paper's σ/(x_max − x_min)). Default 0.15.
         kind: "smoothgrad", "smoothgrad_sq" or "vargrad".
         batch_size: rows per call of `explain`; the N·S noisy copies go
-            through in chunks of this many. Default DEFAULT_BATCH_SIZE (128).
+            through in chunks of this many. Default DEFAULT_BATCH_SIZE (256).
         generator: `torch.Generator` on x's device for the noise (see
             `noisy_copies` for the exact draws); None = the global generator.
     Returns:
