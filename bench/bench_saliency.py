@@ -59,7 +59,7 @@ N_STEPS = 50  # IG
 N_SAMPLES = 50  # SmoothGrad
 NOISE = 0.15
 PATCH = 4  # occlusion, stride = patch
-ROWS = (64, 128, 256, 512)  # rows per call tried for Captum's best batching
+ROWS = (16, 32, 64, 128, 256, 512)  # rows per call tried for Captum's best batching
 
 
 class WideCNN(nn.Module):
@@ -155,7 +155,7 @@ def rows_options(n):
 def methods(model, x, target, layer):
     """name -> (ours, captum default, {captum best candidates}, floor)."""
     n = len(x)
-    bs = sal.DEFAULT_BATCH_SIZE
+    bs = sal.default_batch_size(x)
     t_list = target.tolist()
     xg = x.clone().requires_grad_()
     c = x.shape[1]

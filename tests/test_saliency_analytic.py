@@ -393,3 +393,50 @@ def test_input_x_gradient_is_zero_on_black_background(small_cnn, digits):
     attr = sal.input_x_gradient(small_cnn, x[:2], y[:2])
     assert bool((attr[x[:2] == 0] == 0).all())
     assert attr.abs().sum() > 0
+
+
+class CallLog(nn.Module):
+    """A linear model that records how many rows each call gets."""
+
+    def __init__(self, n_in):
+        super().__init__()
+        self.fc = nn.Linear(n_in, 3)
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("batch_size", [2, 7, None])
+def test_batched_methods_respect_batch_size(x, batch_size):
+    model = CallLog(2 * 5 * 6)
+    limit = batch_size or sal.default_batch_size(x)
+    n = x.shape[0]
+    runs = [
+        (
+            lambda: sal.integrated_gradients(
+                model, x, 1, n_steps=5, batch_size=batch_size
+            ),
+            n * 5,
+        ),
+        (
+            lambda: sal.smoothgrad(model, x, 1, n_samples=4, batch_size=batch_size),
+            n * 4,
+        ),
+        (
+            lambda: sal.occlusion(model, x, 1, patch=3, batch_size=batch_size),
+            n * sal.forward_passes_occlusion(x.shape[1:], 3),
+        ),
+    ]
+    for run, rows in runs:
+        model.calls.clear()
+        run()
+        assert max(model.calls) <= limit
+        assert sum(model.calls) == rows
+
+
+def test_default_batch_size_scales_with_input_size():
+    assert sal.default_batch_size(torch.zeros(1, 1, 28, 28)) == sal.DEFAULT_BATCH_SIZE
+    assert sal.default_batch_size(torch.zeros(1, 3, 64, 64)) == 16
+    assert sal.default_batch_size(torch.zeros(1, 3, 512, 512)) == 1

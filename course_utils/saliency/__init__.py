@@ -31,10 +31,12 @@ x's shape.
 
 Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
 evaluations an occlusion setting costs), `default_layer(model)`,
-`get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE`.
+`get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE` (rows per model
+call for digits) and `default_batch_size(x)` (rows per call for inputs like
+x, fewer for larger images).
 """
 
-from ._common import DEFAULT_BATCH_SIZE, default_layer, get_layer
+from ._common import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
 from .guided_backprop import deconvnet, guided_backprop
@@ -60,6 +62,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "METHODS",
     "deconvnet",
+    "default_batch_size",
     "default_layer",
     "forward_passes_occlusion",
     "get_layer",

@@ -141,9 +141,10 @@ def occlusion(
         output: "prob" (softmax probability, default) or "logit".
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋
-            whole windows (or batch_size rows of one window when N is larger). Default
-            DEFAULT_BATCH_SIZE (256). See `forward_passes_occlusion` for the
-            count.
+            whole windows (or batch_size rows of one window when N is
+            larger). Default `default_batch_size(x)`: 256 rows for 1×28×28
+            digits, 16 for 3×64×64 images. See `forward_passes_occlusion` for
+            the count.
     Returns:
         (N, C, H, W) drops (equal across channels), detached, on x's device.
 
@@ -158,7 +159,7 @@ def occlusion(
     n, c, height, width = x.shape
     patch, stride = _check_patch_stride(patch, stride, height, width)
     output = check_choice(output, "output", OUTPUTS)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, x)
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()

@@ -93,7 +93,8 @@ def smoothgrad(
             (the paper's σ/(x_max − x_min)). Default 0.15.
         kind: "smoothgrad", "smoothgrad_sq" or "vargrad".
         batch_size: rows per call of `explain`; the N·S noisy copies go
-            through in chunks of this many. Default DEFAULT_BATCH_SIZE (256).
+            through in chunks of this many. Default `default_batch_size(x)`:
+            256 rows for 1×28×28 digits, 16 for 3×64×64 images.
         generator: `torch.Generator` on x's device for the noise (see
             `noisy_copies` for the exact draws); None = the global generator.
     Returns:
@@ -124,7 +125,7 @@ def smoothgrad(
     if not noise_level >= 0 or noise_level == float("inf"):
         raise ValueError(f"noise_level must be a finite number ≥ 0, got {noise_level}")
     kind = check_choice(kind, "kind", KINDS)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, x)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             "generator must be a torch.Generator or None, "
