@@ -30,7 +30,6 @@ input × gradient's). Interpretability is not correctness.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -47,6 +46,7 @@ from .saliency._common import (
     chunks,
     eval_mode,
     resolve_baseline,
+    target_tensor,
 )
 from .saliency.integrated_gradients import BASELINES as IG_BASELINES
 
@@ -104,33 +104,9 @@ def _targets(target: object, n: int, device: torch.device) -> torch.Tensor:
     """One class index per row as an (n,) int64 tensor on `device`.
 
     `target` is an int, a list/tuple of n ints or a 1-D integer tensor of n
-    entries (the saliency functions' convention).
+    entries (the saliency functions' convention, checked by the same code).
     """
-    if isinstance(target, bool):
-        raise TypeError("target must be an int or one int per row, got bool")
-    if isinstance(target, numbers.Integral):
-        idx = torch.full((n,), int(target), dtype=torch.long)
-    elif isinstance(target, torch.Tensor) and not (
-        target.is_floating_point() or target.is_complex() or target.dtype == torch.bool
-    ):
-        idx = target.reshape(-1).expand(n) if target.dim() == 0 else target.long()
-    elif isinstance(target, (list, tuple)) and all(
-        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
-    ):
-        idx = torch.tensor([int(t) for t in target], dtype=torch.long)
-    else:
-        raise TypeError(
-            "target must be an int, a list of ints or a 1-D integer tensor, "
-            f"got {target!r:.60}"
-        )
-    if idx.dim() != 1 or idx.shape[0] != n:
-        raise ValueError(
-            f"target must be an int or hold one class per row of x: x has {n} rows, "
-            f"target has shape {tuple(idx.shape)}"
-        )
-    if bool((idx < 0).any()):
-        raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
-    return idx.long().to(device)
+    return target_tensor(target, n, device)
 
 
 def _pick(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from torch import nn
 
 from . import data, models
 from . import saliency as sal
+from .saliency._common import target_tensor
 
 __all__ = [
     "BOTH_CONSTANT",
@@ -658,40 +659,7 @@ def _resolve_target(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     n, k = logits.shape
     if target is None:
         return logits.argmax(1)
-    if isinstance(target, bool):
-        raise TypeError("target must be an int or one int per row, got bool")
-    if isinstance(target, numbers.Integral):
-        idx = torch.full((n,), int(target), dtype=torch.long)
-    elif isinstance(target, torch.Tensor):
-        if (
-            target.is_floating_point()
-            or target.is_complex()
-            or target.dtype == torch.bool
-        ):
-            raise TypeError(
-                f"target must hold class indices (ints), got {target.dtype}"
-            )
-        if target.dim() > 1:
-            raise ValueError(
-                "target must be an int or a 1-D tensor, got shape "
-                f"{tuple(target.shape)}"
-            )
-        idx = target.reshape(-1).long().cpu()
-        idx = idx.expand(n) if target.dim() == 0 else idx
-    elif isinstance(target, (list, tuple)) and all(
-        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
-    ):
-        idx = torch.tensor([int(t) for t in target], dtype=torch.long)
-    else:
-        raise TypeError(
-            "target must be None, an int, a list of ints or an integer tensor, "
-            f"got {type(target).__name__}"
-        )
-    if idx.shape[0] != n:
-        raise ValueError(
-            f"target must hold one class per row of x: x has {n} rows, target has "
-            f"{idx.shape[0]}"
-        )
+    idx = target_tensor(target, n, torch.device("cpu"))
     if bool(((idx < 0) | (idx >= k)).any()):
         raise ValueError(
             f"target must hold class indices in 0..{k - 1}, got {idx.tolist()}"

@@ -194,6 +194,17 @@ def resolve_target(target: object, n: int, device: torch.device) -> tuple:
     return idx, hi
 
 
+def target_tensor(target: object, n: int, device: torch.device) -> torch.Tensor:
+    """`resolve_target`'s checks, returning one class per row as (n,) int64 on device.
+
+    For callers that need a tensor whatever the target (metrics, sanity checks).
+    """
+    idx, _ = resolve_target(target, n, device)
+    if isinstance(idx, int):
+        return torch.full((n,), idx, dtype=torch.long, device=device)
+    return idx
+
+
 def rows_of(idx, rows: torch.Tensor):
     """The targets of the given rows (an int target stays an int)."""
     return idx if isinstance(idx, int) else idx[rows]
