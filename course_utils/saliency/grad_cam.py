@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
+from .checks import check_input, check_model, resolve_target
+from .core import (
     as_leaf,
     capture_output,
-    check_input,
-    check_model,
+    captured,
     default_layer,
     eval_mode,
     get_layer,
-    resolve_target,
     select,
 )
 
@@ -82,16 +81,8 @@ def grad_cam(
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx, hi)
-            act = _captured(store, layer)
+            act = captured(store, layer)
             (grad,) = torch.autograd.grad(out.sum(), act)
     cam = cam_from(act.detach(), grad, relu)
     return upsample_cam(cam, x.shape[2:]) if upsample else cam
 
-
-def _captured(store: dict, layer) -> torch.Tensor:
-    if "output" not in store:
-        raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
-    act = store["output"]
-    if not act.requires_grad:
-        raise ValueError(f"layer {layer!r} output does not depend on the input x")
-    return act

@@ -5,13 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
-    check_input,
-    check_model,
-    eval_mode,
-    input_gradient,
-    resolve_target,
-)
+from .checks import check_input, check_model, resolve_target
+from .core import eval_mode, input_gradient
 
 
 def gradient(

@@ -8,16 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ._common import (
-    check_input,
-    check_model,
-    eval_mode,
-    input_gradient,
-    removing_hooks,
-    resolve_target,
-)
-
-RULES = ("plain", "guided", "deconvnet")
+from .checks import check_input, check_model, resolve_target
+from .core import eval_mode, input_gradient, removing_hooks
 
 
 class _DeconvReLU(torch.autograd.Function):

@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
+from .checks import check_input, check_model, resolve_target
+from .core import (
     as_leaf,
     capture_output,
-    check_input,
-    check_model,
+    captured,
     default_layer,
     eval_mode,
     get_layer,
-    resolve_target,
     select,
 )
-from .grad_cam import _captured, cam_from, upsample_cam
+from .grad_cam import cam_from, upsample_cam
 from .guided_backprop import relu_rule
 
 
@@ -63,7 +62,7 @@ def guided_grad_cam(
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx, hi).sum()
-            act = _captured(store, layer)
+            act = captured(store, layer)
             (grad,) = torch.autograd.grad(out, act, retain_graph=True)
             switch["rule"] = "guided"
             (guided,) = torch.autograd.grad(out, leaf)

@@ -8,18 +8,16 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ._common import (
+from .baselines import resolve_baseline
+from .checks import (
     check_batch_size,
     check_choice,
     check_input,
     check_int,
     check_model,
-    eval_mode,
-    grid_chunks,
-    resolve_baseline,
     resolve_target,
-    select,
 )
+from .core import eval_mode, grid_chunks, select
 
 OUTPUTS = ("prob", "logit")
 
@@ -136,8 +134,9 @@ def occlusion(
             new pixels (Captum's ⌈(H − patch)/stride⌉ + 1 per axis); the last
             one may be cut off by the border.
         baseline: the occluding value: a number, a tensor broadcastable to x,
-            "grey" (default: `model.normalize.mean`, zero after
-            normalisation) or "black"/"zero" (0).
+            or a name of `baselines.BASELINE_NAMES`: "grey" (default:
+            `model.normalize.mean`, zero after normalisation), "black"/"zero"
+            (0), "blur" or "noise" (as for `integrated_gradients`).
         output: "prob" (softmax probability, default) or "logit".
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋

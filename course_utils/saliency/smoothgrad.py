@@ -7,17 +7,15 @@ import numbers
 import torch
 from torch import nn
 
-from ._common import (
+from .checks import (
     check_batch_size,
     check_choice,
     check_input,
     check_int,
     check_model,
-    chunks,
-    repeat_rows,
     resolve_target,
-    rows_of,
 )
+from .core import chunks, repeat_rows, rows_of
 from .gradient import gradient
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
