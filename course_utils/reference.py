@@ -64,7 +64,7 @@ from torch import nn
 
 from . import saliency as sal
 from .saliency.checks import check_input, check_model, resolve_target
-from .saliency.core import default_layer, eval_mode, get_layer
+from .saliency.core import eval_mode, resolve_layer
 
 # The course's definitions of the named baselines, written out again on purpose.
 BLUR_SIGMA = 3.0
@@ -295,14 +295,10 @@ def occlusion(
         )
 
 
-def _layer(model, layer):
-    return get_layer(model, default_layer(model) if layer is None else layer)
-
-
 def grad_cam(model, x, target, layer=None, relu: bool = True, upsample: bool = True):
     """`LayerGradCam(model, layer).attribute(x, target, relu_attributions=relu)`,
     then `LayerAttribution.interpolate(attr, (H, W), interpolate_mode="bilinear")`."""
-    module = _layer(model, layer)
+    module = resolve_layer(model, layer)
     x, target = _prepare(model, x, target)
     with eval_mode(model):
         attr = LayerGradCam(model, module).attribute(
@@ -330,7 +326,7 @@ def deconvnet(model, x, target) -> torch.Tensor:
 def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
     """`GuidedGradCam(model, layer).attribute(x, target=target,
     interpolate_mode="bilinear")`."""
-    module = _layer(model, layer)
+    module = resolve_layer(model, layer)
     x, target = _prepare(model, x, target)
     with eval_mode(model):
         return _quiet(

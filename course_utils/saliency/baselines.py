@@ -97,7 +97,9 @@ BASELINE_LABELS = {
 }
 
 
-def resolve_baseline(baseline: object, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def resolve_baseline(
+    baseline: object, x: torch.Tensor, model: nn.Module
+) -> torch.Tensor:
     """A baseline as a tensor broadcastable to x, on x's device and dtype.
 
     Args:

@@ -9,7 +9,8 @@
   managers that always remove them and never swallow the exception that left
   the body;
 * chunking: `chunks`, `grid_chunks`, `rows_of`, `repeat_rows`;
-* `get_layer` / `default_layer`: layers by dotted name or module.
+* `get_layer` / `default_layer` / `resolve_layer`: layers by dotted name or
+  module (None: the default Grad-CAM layer).
 
 Why eval mode: a saliency map explains the deployed function. A model left in
 train mode would use batch statistics in BatchNorm (so a row's map would
@@ -233,6 +234,11 @@ def get_layer(model: nn.Module, layer: object) -> nn.Module:
         "layer must be a dotted module name (str) or an nn.Module of the model, "
         f"got {type(layer).__name__}"
     )
+
+
+def resolve_layer(model: nn.Module, layer: object = None) -> nn.Module:
+    """`get_layer(model, layer)`, with None meaning `default_layer(model)`."""
+    return get_layer(model, default_layer(model) if layer is None else layer)
 
 
 def _contains(module: nn.Module, target: nn.Module) -> bool:

@@ -6,17 +6,17 @@ import torch
 from torch import nn
 
 from .checks import check_input, check_model, resolve_target
-from .core import (
-    as_leaf,
-    capture_output,
-    captured,
-    default_layer,
-    eval_mode,
-    get_layer,
-    select,
-)
-from .grad_cam import cam_from, upsample_cam
-from .guided_backprop import relu_rule
+from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
+from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
+from .guided_backprop import guided_backprop_textbook, relu_rule
+
+
+def guided_grad_cam_textbook(
+    model: nn.Module, x: torch.Tensor, target, layer=None
+) -> torch.Tensor:
+    """GuidedBackprop(x) ⊙ upsample(Grad-CAM(x)), the plain version (two passes)."""
+    cam = grad_cam_textbook(model, x, target, layer)  # (N, 1, H, W), with ReLU
+    return guided_backprop_textbook(model, x, target) * cam
 
 
 def guided_grad_cam(
@@ -52,7 +52,7 @@ def guided_grad_cam(
     """
     check_model(model)
     check_input(x)
-    module = get_layer(model, default_layer(model) if layer is None else layer)
+    module = resolve_layer(model, layer)
     idx, hi = resolve_target(target, x.shape[0], x.device)
     with (
         eval_mode(model),

@@ -24,6 +24,7 @@ from .checks import (
     resolve_target,
 )
 from .core import chunks, eval_mode, grid_chunks, input_gradient, select
+from .gradient import gradient_textbook
 
 QUADRATURE_RULES = (
     "riemann_trapezoid",
@@ -32,6 +33,28 @@ QUADRATURE_RULES = (
     "riemann_right",
     "riemann_middle",
 )
+
+
+def integrated_gradients_textbook(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    baseline="black",
+    n_steps: int = 50,
+    method: str = "riemann_trapezoid",
+) -> torch.Tensor:
+    """IG(x) ≈ (x − x₀) ⊙ Σ_k w_k ∇f_target(x₀ + α_k (x − x₀)), the plain loop.
+
+    One gradient per point α_k of the quadrature rule (`quadrature`); model in
+    eval mode; baseline as in `integrated_gradients`.
+    """
+    x = x.detach()
+    x0 = resolve_baseline(baseline, x, model).expand_as(x)
+    total = torch.zeros_like(x)
+    for alpha, weight in zip(*quadrature(method, n_steps)):
+        point = x0 + alpha * (x - x0)  # on the straight path from x₀ to x
+        total += weight * gradient_textbook(model, point, target)
+    return (x - x0) * total
 
 
 @lru_cache(maxsize=128)

@@ -22,6 +22,41 @@ from .core import eval_mode, grid_chunks, select
 OUTPUTS = ("prob", "logit")
 
 
+def occlusion_textbook(
+    model: nn.Module,
+    x: torch.Tensor,
+    target,
+    patch: int = 4,
+    stride: int | None = None,
+    baseline="grey",
+    output: str = "prob",
+) -> torch.Tensor:
+    """s(p) = mean over windows W ∋ p of [f_c(x) − f_c(x̃_W)]: two loops, one forward each.
+
+    x̃_W is x with window W (all channels) replaced by the baseline; f_c the
+    target's softmax probability ("prob") or logit. Model in eval mode.
+    """
+    stride = patch if stride is None else stride
+    n, c, h, w = x.shape
+    x, x0 = x.detach(), resolve_baseline(baseline, x, model).expand_as(x)
+    rows = torch.arange(n)
+
+    def f(z):  # f_c of every row
+        logits = model(z)
+        return (torch.softmax(logits, 1) if output == "prob" else logits)[rows, target]
+
+    with torch.no_grad():
+        clean, total, count = f(x), torch.zeros(n, h, w), torch.zeros(h, w)
+        for top in range(0, h - patch + stride, stride):
+            for left in range(0, w - patch + stride, stride):
+                win = (..., slice(top, top + patch), slice(left, left + patch))
+                occluded = x.clone()
+                occluded[win] = x0[win]
+                total[win] += (clean - f(occluded))[:, None, None]
+                count[win] += 1
+    return (total / count)[:, None].expand(n, c, h, w).clone()
+
+
 def _windows(size: int, patch: int, stride: int) -> int:
     """Captum's window count along one axis: ⌈(size − patch)/stride⌉ + 1."""
     return math.ceil((size - patch) / stride) + 1
