@@ -145,16 +145,8 @@ def input_x_gradient(model, x, target) -> torch.Tensor:
         return InputXGradient(model).attribute(x, target=target).detach()
 
 
-def integrated_gradients(
-    model,
-    x,
-    target,
-    baseline="black",
-    n_steps: int = 50,
-    method: str = "riemann_trapezoid",
-    batch_size: int | None = None,
-    return_delta: bool = False,
-):
+def integrated_gradients(model, x, target, baseline="black", n_steps=50,
+                         method="riemann_trapezoid", batch_size=None, return_delta=False):
     """`IntegratedGradients(model).attribute(...)`, trapezoid weights corrected.
 
     See the module docstring for the n/(n − 1) rescaling of Captum's
@@ -210,17 +202,8 @@ def _global_rng_from(generator: torch.Generator | None, device: torch.device):
         generator.set_state(default.get_state())
 
 
-def smoothgrad(
-    model,
-    x,
-    target,
-    explain=sal.gradient,
-    n_samples: int = 50,
-    noise_level: float = 0.15,
-    kind: str = "smoothgrad",
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def smoothgrad(model, x, target, explain=sal.gradient, n_samples=50, noise_level=0.15,
+               kind="smoothgrad", batch_size=None, generator=None) -> torch.Tensor:
     """`NoiseTunnel(<explain's Captum class>)` per row with σᵢ from noise_level.
 
     Args:
@@ -261,16 +244,8 @@ def smoothgrad(
     return torch.cat(rows).detach()
 
 
-def occlusion(
-    model,
-    x,
-    target,
-    patch: int = 4,
-    stride: int | None = None,
-    baseline="grey",
-    output: str = "prob",
-    batch_size: int | None = None,
-) -> torch.Tensor:
+def occlusion(model, x, target, patch=4, stride=None, baseline="grey", output="prob",
+              batch_size=None) -> torch.Tensor:
     """`Occlusion(f).attribute(x, sliding_window_shapes=(C, p, p),
     strides=(C, s, s), baselines=...)`, f = softmax ∘ model for output="prob"."""
     check_input(x)

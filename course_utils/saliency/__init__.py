@@ -46,8 +46,7 @@ loop to hold against the formula, and then the batched version.
 """
 
 from .baselines import BASELINE_NAMES
-from .checks import DEFAULT_BATCH_SIZE, default_batch_size
-from .core import default_layer, get_layer
+from .core import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
 from .guided_backprop import deconvnet, guided_backprop

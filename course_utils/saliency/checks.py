@@ -3,9 +3,8 @@
 Each check returns the (normalised) value or raises a `TypeError`/`ValueError`
 naming the argument and what it accepts:
 
-* `check_model`, `check_input`, `check_int`, `check_choice`;
-* `check_batch_size` with the default rows per model call (`DEFAULT_BATCH_SIZE`,
-  `default_batch_size`);
+* `check_model`, `check_input`, `check_int`, `check_choice` (`core` adds
+  `check_batch_size`, next to the chunking it sizes);
 * targets: `resolve_target` (int or tensor of class indices, for the methods'
   fast path) and `target_tensor` (always an (N,) int64 tensor).
 
@@ -20,18 +19,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-# Rows per model call for batched methods (IG steps, noisy copies, occluded
-# copies), for 1×28×28 digits. Measured with bench/bench_saliency.py on the
-# 2-core course machine (IG and occlusion on 32 digits): with one thread the
-# cost per row is flat from 128 to 512 rows per call and rises above ~1,000;
-# with two threads on a busy machine small calls pay for thread
-# synchronisation (64 rows: 2–3× the cost of 256). 256 is good in both.
-DEFAULT_BATCH_SIZE = 256
-# Larger inputs get fewer rows per call: about this many input values per call
-# (256 digits). For one 3×64×64 image per row that is 16 rows, which the same
-# bench found 1.3–1.6× faster than 256 rows (cache-sized activations).
-DEFAULT_BATCH_VALUES = DEFAULT_BATCH_SIZE * 28 * 28
 
 
 def check_model(model: object) -> nn.Module:
@@ -81,21 +68,6 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
         accepted = f"in {low}..{high}" if high is not None else f"≥ {low}"
         raise ValueError(f"{name} must be an int {accepted}, got {value}")
     return value
-
-
-def default_batch_size(x: torch.Tensor) -> int:
-    """Rows per model call for inputs like x: DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1.
-
-    256 for 1×28×28 digits, 16 for 3×64×64 images.
-    """
-    return max(1, DEFAULT_BATCH_VALUES // max(1, x[0].numel()))
-
-
-def check_batch_size(batch_size: object, x: torch.Tensor | None = None) -> int:
-    """None → `default_batch_size(x)` (DEFAULT_BATCH_SIZE without x); else int ≥ 1."""
-    if batch_size is None:
-        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x)
-    return check_int(batch_size, "batch_size", 1)
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:

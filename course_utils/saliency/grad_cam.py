@@ -9,14 +9,7 @@ from .checks import check_input, check_model, resolve_target
 from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
 
 
-def grad_cam_textbook(
-    model: nn.Module,
-    x: torch.Tensor,
-    target,
-    layer=None,
-    relu: bool = True,
-    upsample: bool = True,
-) -> torch.Tensor:
+def grad_cam_textbook(model, x, target, layer=None, relu=True, upsample=True):
     """L = ReLU(Σ_k α_k A^k), α_k = (1/hw) Σ_ij ∂f_target/∂A^k_ij: the plain version.
 
     A = the layer's output (N, K, h, w); model in eval mode.

@@ -9,7 +9,7 @@ from .checks import check_input, check_model, resolve_target
 from .core import eval_mode, input_gradient
 
 
-def gradient_textbook(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+def gradient_textbook(model, x, target):
     """E_grad(x) = ∇ₓ f_target(x), the plain version (model in eval mode).
 
     target: an int, or one class per row. Rows are independent, so the

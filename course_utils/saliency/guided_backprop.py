@@ -13,7 +13,7 @@ from .core import eval_mode, input_gradient, removing_hooks
 from .gradient import gradient_textbook
 
 
-def guided_backprop_textbook(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+def guided_backprop_textbook(model, x, target):
     """The gradient, with every ReLU passing back max(g, 0)·1[y > 0]: plain version.
 
     grad_in of an nn.ReLU is already g·1[y > 0]; guided backprop clamps it at 0.
@@ -21,12 +21,12 @@ def guided_backprop_textbook(model: nn.Module, x: torch.Tensor, target) -> torch
     return _textbook_rule(model, x, target, lambda grad_in, grad_out: grad_in)
 
 
-def deconvnet_textbook(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+def deconvnet_textbook(model, x, target):
     """The gradient, with every ReLU passing back max(g, 0) (no forward mask)."""
     return _textbook_rule(model, x, target, lambda grad_in, grad_out: grad_out)
 
 
-def _textbook_rule(model, x, target, passed) -> torch.Tensor:
+def _textbook_rule(model, x, target, passed):
     """gradient_textbook with each nn.ReLU's backward replaced by max(passed, 0)."""
 
     def hook(_relu, grad_in, grad_out):

@@ -11,9 +11,7 @@ from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
 from .guided_backprop import guided_backprop_textbook, relu_rule
 
 
-def guided_grad_cam_textbook(
-    model: nn.Module, x: torch.Tensor, target, layer=None
-) -> torch.Tensor:
+def guided_grad_cam_textbook(model, x, target, layer=None):
     """GuidedBackprop(x) ⊙ upsample(Grad-CAM(x)), the plain version (two passes)."""
     cam = grad_cam_textbook(model, x, target, layer)  # (N, 1, H, W), with ReLU
     return guided_backprop_textbook(model, x, target) * cam

@@ -8,9 +8,7 @@ from torch import nn
 from .gradient import gradient, gradient_textbook
 
 
-def input_x_gradient_textbook(
-    model: nn.Module, x: torch.Tensor, target
-) -> torch.Tensor:
+def input_x_gradient_textbook(model, x, target):
     """E(x) = x ⊙ ∇ₓ f_target(x), the plain version (model in eval mode)."""
     return x.detach() * gradient_textbook(model, x, target)
 

@@ -15,15 +15,15 @@ from .baselines import (  # noqa: F401
     noise_baseline,
     resolve_baseline,
 )
-from .checks import (
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import (
     check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    resolve_target,
+    chunks,
+    eval_mode,
+    grid_chunks,
+    input_gradient,
+    select,
 )
-from .core import chunks, eval_mode, grid_chunks, input_gradient, select
 from .gradient import gradient_textbook
 
 QUADRATURE_RULES = (
@@ -36,13 +36,8 @@ QUADRATURE_RULES = (
 
 
 def integrated_gradients_textbook(
-    model: nn.Module,
-    x: torch.Tensor,
-    target,
-    baseline="black",
-    n_steps: int = 50,
-    method: str = "riemann_trapezoid",
-) -> torch.Tensor:
+    model, x, target, baseline="black", n_steps=50, method="riemann_trapezoid"
+):
     """IG(x) ≈ (x − x₀) ⊙ Σ_k w_k ∇f_target(x₀ + α_k (x − x₀)), the plain loop.
 
     One gradient per point α_k of the quadrature rule (`quadrature`); model in

@@ -9,28 +9,15 @@ import torch
 from torch import nn
 
 from .baselines import resolve_baseline
-from .checks import (
-    check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    resolve_target,
-)
-from .core import eval_mode, grid_chunks, select
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import check_batch_size, eval_mode, grid_chunks, select
 
 OUTPUTS = ("prob", "logit")
 
 
 def occlusion_textbook(
-    model: nn.Module,
-    x: torch.Tensor,
-    target,
-    patch: int = 4,
-    stride: int | None = None,
-    baseline="grey",
-    output: str = "prob",
-) -> torch.Tensor:
+    model, x, target, patch=4, stride=None, baseline="grey", output="prob"
+):
     """s(p) = mean over windows W ∋ p of [f_c(x) − f_c(x̃_W)]: two loops, one forward each.
 
     x̃_W is x with window W (all channels) replaced by the baseline; f_c the

@@ -7,30 +7,17 @@ import numbers
 import torch
 from torch import nn
 
-from .checks import (
-    check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    resolve_target,
-)
-from .core import chunks, repeat_rows, rows_of
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import check_batch_size, chunks, repeat_rows, rows_of
 from .gradient import gradient
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def smoothgrad_textbook(
-    model: nn.Module,
-    x: torch.Tensor,
-    target,
-    explain=gradient,
-    n_samples: int = 50,
-    noise_level: float = 0.15,
-    kind: str = "smoothgrad",
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+    model, x, target, explain=gradient, n_samples=50, noise_level=0.15,
+    kind="smoothgrad", generator=None,
+):  # fmt: skip
     """(1/S) Σₛ E(x + σ·εₛ), εₛ ~ N(0, I), σ = noise_level·(max x − min x): the loop.
 
     One image and one noisy copy at a time (the noise drawn as the batched
