@@ -216,6 +216,9 @@ class _Trainers(Mapping):
             raise KeyError(name)
         return trainer_for(name)
 
+    def __contains__(self, name: object) -> bool:
+        return name in CHECKPOINTS
+
     def __iter__(self):
         return iter(CHECKPOINTS)
 

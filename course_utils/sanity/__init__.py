@@ -35,6 +35,11 @@ The package, one concern per module:
 * `labels`: random-label training (through `models.train`) and the label test;
 * `verdict`: pass/fail per method.
 
+The functions `randomize` and `similarity` share their names with their
+modules and win at the package level; reach the modules with
+`importlib.import_module("course_utils.sanity.similarity")`. The engine is
+`course_utils.sanity.run.run`.
+
 The checkpoints "small_cnn_random_labels" and "small_cnn_seed1" are declared in
 `models.CHECKPOINTS` (`course train NAME` rebuilds them); importing this
 package changes no registry.
@@ -64,7 +69,6 @@ from .run import (
     cascading_randomization,
     default_methods,
     independent_randomization,
-    run,
 )
 from .similarity import (
     BOTH_CONSTANT,
@@ -111,7 +115,6 @@ __all__ = [
     "random_labels",
     "randomization_layers",
     "randomize",
-    "run",
     "similarity",
     "spearman",
     "ssim",
