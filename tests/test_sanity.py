@@ -8,6 +8,7 @@ differ more from the true model's than a re-seeded true-label model's do.
 """
 
 from functools import partial
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -507,7 +508,7 @@ def test_similarities_are_pure_functions_and_the_constant_rule_lives_in_compare(
 class _CountingCNN(models.SmallCNN):
     """SmallCNN that records the number of rows of every forward call."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     def forward(self, x):
         _CountingCNN.calls.append(len(x))
@@ -539,8 +540,8 @@ def test_a_given_target_costs_no_forward_pass_of_the_inputs(small_cnn, digits):
 
 def test_cascading_and_independent_share_one_engine_and_settings(small_cnn, digits):
     x, y = digits
-    kwargs = dict(methods="gradient", layers=["fc1", "fc2"], metrics=["spearman"],
-                  progress=False, seed=3, rule="normal", sigma=0.05)
+    kwargs = {"methods": "gradient", "layers": ["fc1", "fc2"], "metrics": ["spearman"],
+              "progress": False, "seed": 3, "rule": "normal", "sigma": 0.05}
     casc = sanity.cascading_randomization(small_cnn, x, y, **kwargs)
     ind = sanity.independent_randomization(small_cnn, x, y, **kwargs)
     assert casc.settings == ind.settings == {
