@@ -21,7 +21,6 @@ import torch
 from ._base import (
     OUTLIER_PERC,
     _check_opacity,
-    _check_size,
     _grey_rgb,
     _png_url,
     _to_image,
@@ -171,10 +170,9 @@ def panels(
         "overlay"); with return_spec, (chart, spec).
     """
     opacity = _check_opacity(opacity)
-    m, img, signed, vmax = _prepare(attr, image, reduce, signed, outlier_perc, vmax)
-    size = _check_size(size)
-    h, w = m.shape
-    height = max(1, round(size * h / w))
+    m, img, signed, vmax, size, height = _prepare(
+        attr, image, reduce, signed, outlier_perc, vmax, size
+    )
     cells = [("input", _grey_rgb(img))]
     for name, other in (extra or {}).items():
         other = _to_image(other, f"extra[{name!r}]")

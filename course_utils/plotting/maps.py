@@ -58,7 +58,8 @@ def _pixel_axes(h: int, w: int):
     return x, y
 
 
-def _prepare(attr, image, reduce, signed, outlier_perc, vmax):
+def _prepare(attr, image, reduce, signed, outlier_perc, vmax, size):
+    """(map, image or None, signed, vmax, size, height) of one checked map."""
     m = to_map(attr, reduce)
     img = None if image is None else _to_image(image)
     if img is not None and img.shape != m.shape:
@@ -69,7 +70,15 @@ def _prepare(attr, image, reduce, signed, outlier_perc, vmax):
     vmax = _check_vmax(vmax)
     if vmax is None:
         vmax = color_limit(m, outlier_perc)
-    return m, img, signed, vmax
+    size = _check_size(size)
+    h, w = m.shape
+    return m, img, signed, vmax, size, max(1, round(size * h / w))
+
+
+def _attr_color(signed: bool, vmax: float, legend_title: str) -> alt.Color:
+    return alt.Color(
+        "attr:Q", scale=_scale(signed, vmax), legend=alt.Legend(title=legend_title)
+    )
 
 
 def heatmap(
@@ -106,13 +115,11 @@ def heatmap(
         value, attribution) for maps up to `RECT_LIMIT` pixels; larger maps are
         drawn as one image mark.
     """
-    m, img, signed, vmax = _prepare(attr, image, reduce, signed, outlier_perc, vmax)
-    size = _check_size(size)
-    h, w = m.shape
-    height = max(1, round(size * h / w))
-    color = alt.Color(
-        "attr:Q", scale=_scale(signed, vmax), legend=alt.Legend(title=legend_title)
+    m, img, signed, vmax, size, height = _prepare(
+        attr, image, reduce, signed, outlier_perc, vmax, size
     )
+    h, w = m.shape
+    color = _attr_color(signed, vmax, legend_title)
     if h * w > RECT_LIMIT:
         return _image_chart(
             colorize(m, vmax, signed),
@@ -167,13 +174,11 @@ def overlay(
     if image is None:
         raise TypeError("image must be a tensor or array, got None; use heatmap()")
     opacity = _check_opacity(opacity)
-    m, img, signed, vmax = _prepare(attr, image, reduce, signed, outlier_perc, vmax)
-    size = _check_size(size)
-    h, w = m.shape
-    height = max(1, round(size * h / w))
-    color = alt.Color(
-        "attr:Q", scale=_scale(signed, vmax), legend=alt.Legend(title=legend_title)
+    m, img, signed, vmax, size, height = _prepare(
+        attr, image, reduce, signed, outlier_perc, vmax, size
     )
+    h, w = m.shape
+    color = _attr_color(signed, vmax, legend_title)
     if h * w > RECT_LIMIT:
         rgb = blend(img, m, vmax, signed, opacity, fade)
         return _image_chart(

@@ -31,6 +31,21 @@ _STEP_TITLES = {
 }
 
 
+def _similarity_scale(t) -> alt.Scale:
+    """From a tenth below the lowest mean − std (at most −0.2) up to 1."""
+    return alt.Scale(domain=[min(-0.2, math.floor(10 * float(t["lo"].min())) / 10), 1])
+
+
+def _stat_tooltip(*fields: str) -> list:
+    """`fields`, then mean and std (3 decimals) and n_constant."""
+    return [
+        *fields,
+        alt.Tooltip("mean:Q", format=".3f"),
+        alt.Tooltip("std:Q", format=".3f"),
+        "n_constant",
+    ]
+
+
 def cascade_curve(
     result: SanityResult,
     metrics: Sequence[str] | None = None,
@@ -71,23 +86,11 @@ def cascade_curve(
         title=_STEP_TITLES[result.test],
         axis=alt.Axis(labelAngle=-40),
     )
-    low = min(-0.2, math.floor(10 * float(t["lo"].min())) / 10)
     color = alt.Color("method:N", sort=list(dict.fromkeys(t.method)))
     base = alt.Chart().encode(x=x, color=color)
     lines = base.mark_line(point=True).encode(
-        y=alt.Y(
-            "mean:Q",
-            title="similarity to trained map",
-            scale=alt.Scale(domain=[low, 1]),
-        ),
-        tooltip=[
-            "method",
-            "metric",
-            result.key,
-            alt.Tooltip("mean:Q", format=".3f"),
-            alt.Tooltip("std:Q", format=".3f"),
-            "n_constant",
-        ],
+        y=alt.Y("mean:Q", title="similarity to trained map", scale=_similarity_scale(t)),
+        tooltip=_stat_tooltip("method", "metric", result.key),
     )
     layers = [lines]
     if band:
@@ -207,7 +210,6 @@ def label_chart(
         lo=t["mean"] - t["std"],
         hi=t["mean"] + t["std"],
     )
-    low = min(-0.2, math.floor(10 * float(t["lo"].min())) / 10)
     base = alt.Chart().encode(
         y=alt.Y("method:N", sort=list(dict.fromkeys(t.method)), title=None),
         color=alt.Color(f"{result.key}:N", title="compared model"),
@@ -215,17 +217,9 @@ def label_chart(
     )
     bars = base.mark_bar().encode(
         x=alt.X(
-            "mean:Q",
-            title="similarity to true-label map",
-            scale=alt.Scale(domain=[low, 1]),
+            "mean:Q", title="similarity to true-label map", scale=_similarity_scale(t)
         ),
-        tooltip=[
-            "method",
-            result.key,
-            alt.Tooltip("mean:Q", format=".3f"),
-            alt.Tooltip("std:Q", format=".3f"),
-            "n_constant",
-        ],
+        tooltip=_stat_tooltip("method", result.key),
     )
     rules = base.mark_rule(color="black").encode(x="lo:Q", x2="hi:Q")
     return (
