@@ -93,8 +93,14 @@ class FacetLayout:
 
 
 @lru_cache(maxsize=64)
-def _facet_template(layout: FacetLayout) -> tuple[alt.FacetChart, dict]:
-    """An image-mark facet chart with empty data, and its spec (built once)."""
+def _facet_template(layout: FacetLayout) -> tuple[alt.LayerSpec, dict]:
+    """The layer inside every facet as an `alt.LayerSpec`, and the spec of an
+    image-mark facet chart with empty data (built once per layout).
+
+    The layer is kept as a plain `LayerSpec` (not a `LayerChart`): Altair copies
+    the facet's inner spec on every `FacetChart(...)`, and copying a
+    `LayerChart` re-runs its constructor, which copies each layer twice more.
+    """
     image = _image_layer(layout.width, layout.height, layout._tooltips())
     layer = alt.layer(
         image.transform_filter("isValid(datum.url)"),
@@ -106,27 +112,29 @@ def _facet_template(layout: FacetLayout) -> tuple[alt.FacetChart, dict]:
     spec = chart.to_dict(validate=False)
     spec.pop("datasets", None)
     spec.pop("title", None)
-    return chart, spec
+    return alt.LayerSpec.from_dict(spec["spec"], validate=False), spec
 
 
 def facet_chart(layout: FacetLayout, values: list[dict], title: str | None):
     """(chart, spec) of `layout` holding `values` (inline rows) and `title`.
 
-    The chart is built with `alt.FacetChart` from the cached template's parts
-    (public attributes `spec`, `facet`, `spacing`); the spec is the cached
-    template's dict with the new data and title, equal to ``chart.to_dict()``
-    without paying for Altair's serialisation.
+    The chart is `alt.FacetChart(...)` (Altair's public constructor) given the
+    cached layer (`alt.LayerSpec`), the facet and spacing of the cached spec,
+    and the rows as inline data; the spec is the cached template's dict with the new data
+    and title, equal to ``chart.to_dict()`` without paying for Altair's
+    serialisation.
     """
-    template, spec0 = _facet_template(layout)
-    spec = {**spec0, "data": {"values": values}}
+    layer, spec0 = _facet_template(layout)
+    data = {"values": values}
+    spec = {**spec0, "data": data}
     extra = {}
     if title is not None:
         extra["title"] = spec["title"] = str(title)
     chart = alt.FacetChart(
         data=alt.Data(values=values),
-        spec=template.spec,
-        facet=template.facet,
-        spacing=template.spacing,
+        spec=layer,
+        facet=spec0["facet"],
+        spacing=spec0["spacing"],
         **extra,
     )
     return chart, spec
