@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 from .. import saliency as sal
-from ..saliency._common import (
+from ..saliency.checks import (
     check_input,
     check_int,
     check_model,
