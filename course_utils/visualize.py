@@ -52,6 +52,8 @@ __all__ = [
     "ReceptiveField",
     "TopActivations",
     "class_model",
+    "crop",
+    "layer_channels",
     "receptive_field",
     "top_activations",
     "unit_projection",
@@ -419,8 +421,11 @@ class TopActivations:
     field: ReceptiveField
 
 
-def _layer_channels(model, module, layer, x) -> int:
-    """The layer's output channel count, from a forward pass on one image."""
+def layer_channels(model, module, layer, x) -> int:
+    """The layer's output channel count D, from a forward pass on one image.
+
+    ValueError if the layer is not called or does not output (N, D, h, w).
+    """
     with capture_output(module) as store, torch.no_grad():
         model(x[:1])
     if "output" not in store:
@@ -485,7 +490,7 @@ def top_activations(
     k = check_int(k, "k", 1, n)
     batch_size = check_batch_size(batch_size, images)
     with eval_mode(model):
-        d = _layer_channels(model, module, layer, images)
+        d = layer_channels(model, module, layer, images)
         unit = check_int(unit, "unit", 0, d - 1)
         best = torch.empty(n, dtype=images.dtype)
         where = torch.empty(n, dtype=torch.long)
@@ -558,7 +563,7 @@ def unit_projection(
     n = x.shape[0]
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     with eval_mode(model):
-        d = _layer_channels(model, module, layer, x)
+        d = layer_channels(model, module, layer, x)
         unit = check_int(unit, "unit", 0, d - 1)
         bar = _bar(n, f"{rule} projection", progress)
         try:

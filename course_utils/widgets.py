@@ -794,3 +794,10 @@ class MethodBrowser(_Explorer):
             title=self._title(target),
             return_spec=True,
         )
+
+
+# Widgets with their own modules (imported last: they do not import this module).
+from .training_lab import TrainingLab  # noqa: E402
+from .unit_browser import UnitBrowser  # noqa: E402
+
+__all__ += ["TrainingLab", "UnitBrowser"]
