@@ -197,6 +197,7 @@ def measure_training(
     y: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
+    trainer: LiveTrainer | None = None,
     **trainer_kwargs,
 ) -> pd.DataFrame:
     """How concentrated the maps are at given training steps, for fixed digits.
@@ -212,6 +213,9 @@ def measure_training(
         x, y: digits and labels; default the first 100 test digits.
         seed: the trainer's seed. trainer_kwargs: lr, batch_size, train_data.
         progress: a tqdm bar over the steps.
+        trainer: continue training this `LiveTrainer` (e.g. a `TrainingLab`'s
+            `.trainer`) instead of a fresh one; steps before its current step
+            are refused.
     Returns:
         A DataFrame, one row per step: step, test_accuracy, ink_share (mean,
         with ink_share_chance = the share of ink pixels), occlusion_entropy.
@@ -224,7 +228,13 @@ def measure_training(
     if x is None:
         test = data.load_split("test")
         x, y = test.x[:100], test.y[:100]
-    trainer = LiveTrainer(seed=seed, **trainer_kwargs)
+    if trainer is None:
+        trainer = LiveTrainer(seed=seed, **trainer_kwargs)
+    elif steps[0] < trainer.step:
+        raise ValueError(
+            f"steps must start at or after the trainer's step {trainer.step}, "
+            f"got {steps}"
+        )
     chance = float((x > INK_THRESHOLD).float().mean())
     rows = []
     for s in tqdm(steps, desc="training and measuring", disable=not progress):
@@ -430,6 +440,29 @@ class TrainingLab:
             self.controls["train"].disabled = False
             self.controls["pause"].disabled = True
             self._measure_accuracy()
+
+    def measure(self, steps: Sequence[int] = (0, 50, 200), progress: bool = True):
+        """`measure_training` on this lab's digits, continuing its own trainer.
+
+        Trains (in the foreground) through `steps` (none before the current
+        step), measuring ink share and occlusion entropy on `images` for their
+        labels at each; then refreshes the read-outs and the maps.
+
+        Returns:
+            The DataFrame of `measure_training`.
+        """
+        if self.running:
+            raise RuntimeError("pause the training before measuring")
+        table = measure_training(
+            steps,
+            self.images,
+            torch.tensor(self.labels),
+            progress=progress,
+            trainer=self.trainer,
+        )
+        self._measure_accuracy()
+        self.update()
+        return table
 
     def pause(self) -> None:
         """Ask the thread to stop after its current step, and wait for it."""

@@ -1,0 +1,136 @@
+"""TrainingLab (notebook 09) as a student uses it: Train, wait, Pause, Saliency, →.
+
+After the notebook's "Run All" (the lab stands at step 200):
+
+* untick auto-refresh, click **Train** and wait until the step counter has
+  moved on by 100 steps while the page stays responsive (the counter is
+  read from the page while the kernel trains in its background thread);
+* click **Pause**: the counter stops, **Train** is enabled again, and the
+  map has not changed (auto-refresh is off);
+* click **Saliency**: the chart is redrawn and differs on screen from the
+  step-200 map; the title's step follows the counter;
+* click →: the digit read-out moves to the next digit and the map changes.
+
+Screenshots go to artifacts/browser/training_lab/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import browser_lab as bl
+import pytest
+from test_explorers import _pixel_change
+
+NOTEBOOK = next(
+    (p.name for p in sorted(bl.NOTEBOOKS.glob("09_*.ipynb"))
+     if "TrainingLab" in p.read_text(encoding="utf-8", errors="replace")),
+    "09_what_the_network_sees.ipynb",
+)  # fmt: skip
+ROOT = ".jp-NotebookPanel .sal-training-lab"
+TRAIN_STEPS = 100
+
+JS_READ = """
+(root) => {
+  const el = document.querySelector(root);
+  const txt = sel => { const e = el.querySelector(sel); return e ? e.textContent.trim() : ''; };
+  const button = sel => { const b = el.querySelector(sel); return b ? b.disabled : null; };
+  const c = el.querySelector('.sal-chart canvas');
+  return {step: txt('.sal-step'), accuracy: txt('.sal-accuracy'), digit: txt('.sal-digit'),
+          status: txt('.sal-status'), trainDisabled: button('button.sal-train'),
+          pauseDisabled: button('button.sal-pause'), canvas: c ? c.toDataURL() : null};
+}
+"""
+
+
+def _step(state: dict) -> int:
+    m = re.search(r"step:\s*(\d+)", state["step"])
+    assert m, f"no step in {state['step']!r}"
+    return int(m.group(1))
+
+
+@pytest.mark.notebook(NOTEBOOK)
+def test_training_lab_in_browser(runs, artifacts):
+    nb = runs.get(NOTEBOOK)
+    page = nb.page
+    out = artifacts / "training_lab"
+    out.mkdir(exist_ok=True)
+    page.wait_for_selector(f"{ROOT} .sal-chart canvas", timeout=60_000)
+    lab = page.locator(ROOT).first
+    lab.scroll_into_view_if_needed()
+    chart = page.locator(f"{ROOT} .sal-chart").first
+
+    def read() -> dict:
+        return page.evaluate(JS_READ, ROOT)
+
+    def shot(name: str) -> bytes:
+        return chart.screenshot(path=str(out / f"{name}.png"), timeout=15_000)
+
+    s0 = read()
+    assert not s0["status"], s0["status"]
+    start = _step(s0)
+    checkbox = page.locator(f"{ROOT} .sal-auto input[type=checkbox]").first
+    if checkbox.is_checked():
+        checkbox.click()
+    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    before = shot("before")
+
+    # Train in the background: the counter moves while the page stays usable.
+    page.locator(f"{ROOT} button.sal-train").first.click()
+    t0 = time.monotonic()
+    seen = [start]
+    while seen[-1] < start + TRAIN_STEPS and time.monotonic() - t0 < 240:
+        page.wait_for_timeout(250)
+        seen.append(_step(read()))
+    assert seen[-1] >= start + TRAIN_STEPS, f"step counter stuck: {seen[-10:]}"
+    distinct = len(set(seen))
+    assert distinct >= 3, f"the counter should tick while training: {seen}"
+    assert read()["trainDisabled"] is True and read()["pauseDisabled"] is False
+
+    page.locator(f"{ROOT} button.sal-pause").first.click()
+    page.wait_for_function(
+        f"() => !document.querySelector('{ROOT} button.sal-train').disabled",
+        timeout=30_000,
+    )
+    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    paused = _step(read())
+    page.wait_for_timeout(500)
+    assert _step(read()) == paused, "training went on after Pause"
+    still = shot("paused")
+    assert _pixel_change(before, still) < 0.01, "the map changed without Saliency"
+
+    # Saliency: the current model's maps, a visibly different picture.
+    old = read()["canvas"]
+    page.locator(f"{ROOT} button.sal-saliency").first.click()
+    page.wait_for_function(
+        "([root, old]) => { const c = document.querySelector(root + ' .sal-chart canvas');"
+        " return !!c && c.toDataURL() !== old; }",
+        arg=[ROOT, old],
+        timeout=30_000,
+    )
+    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    page.wait_for_timeout(300)
+    after = shot("after-saliency")
+    change = _pixel_change(before, after)
+    assert change > 0.005, f"Saliency did not change the map ({change:.2%} of pixels)"
+
+    # → browses to the next digit.
+    d0 = read()["digit"]
+    old = read()["canvas"]
+    page.locator(f"{ROOT} button.sal-next").first.click()
+    page.wait_for_function(
+        "([root, old]) => { const c = document.querySelector(root + ' .sal-chart canvas');"
+        " return !!c && c.toDataURL() !== old; }",
+        arg=[ROOT, old],
+        timeout=30_000,
+    )
+    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    s1 = read()
+    assert s1["digit"] != d0 and "#1" in s1["digit"], (d0, s1["digit"])
+    assert not s1["status"], s1["status"]
+    print(
+        f"\nTrainingLab in {NOTEBOOK}: step {start} → {paused} in "
+        f"{time.monotonic() - t0:.1f} s ({distinct} distinct counter readings); "
+        f"Saliency changed {change:.1%} of the chart's pixels; {s1['accuracy']}"
+    )
