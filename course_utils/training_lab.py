@@ -111,7 +111,9 @@ class LiveTrainer:
         train_data: a `data.Split` or (x, y); default the train split.
     """
 
-    def __init__(self, seed=0, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH, train_data=None):
+    def __init__(
+        self, seed=0, lr=DEFAULT_LR, batch_size=DEFAULT_BATCH, train_data=None
+    ):
         if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be an int ≥ 0, got {seed!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
@@ -313,7 +315,9 @@ class TrainingLab:
             raise ValueError("labels must be given with images (the maps explain them)")
         labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
         if len(labels) != n:
-            raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}")
+            raise ValueError(
+                f"labels must have one entry per image ({n}), got {len(labels)}"
+            )
         self.labels = [int(v) for v in labels]
         if not isinstance(index, numbers.Integral) or not 0 <= index < n:
             raise ValueError(f"index must be an int in 0..{n - 1}, got {index!r}")
@@ -558,8 +562,8 @@ class TrainingLab:
                 },
             )
             self.outputs["digit"].value = _readout(
-                f"digit #{i}", f"label {label}, predicted {pred} "
-                f"({100 * float(probs[pred]):.0f} %)"
+                f"digit #{i}",
+                f"label {label}, predicted {pred} ({100 * float(probs[pred]):.0f} %)",
             )
             self.result, self.chart, self.shown_step = maps, chart, step
             self.n_updates += 1

@@ -59,7 +59,9 @@ class UnitBrowser:
         size: int = 64,
     ):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a torch.nn.Module, got {type(model).__name__}"
+            )
         if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
             raise ValueError("layers must be a non-empty list of layer names")
         if not isinstance(k, numbers.Integral) or not 1 <= k <= 12:
@@ -69,7 +71,9 @@ class UnitBrowser:
         self.channels = {}
         for name in layers:  # checks each name, and counts its units
             vis.receptive_field(model, name)
-            self.channels[name] = vis.layer_channels(model, get_layer(model, name), name, images)
+            self.channels[name] = vis.layer_channels(
+                model, get_layer(model, name), name, images
+            )
         layer = layers[0] if layer is None else layer
         if layer not in self.channels:
             raise ValueError(f"layer must be one of {list(layers)}, got {layer!r}")
@@ -129,7 +133,9 @@ class UnitBrowser:
         try:
             self.update()
         except (ValueError, TypeError) as err:
-            self.status.value = f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+            self.status.value = (
+                f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
+            )
 
     def compute(self, layer: str, unit: int):
         """(TopActivations, {rule: cropped projections}) for one unit (cached)."""

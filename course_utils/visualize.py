@@ -192,7 +192,9 @@ def class_model(
     if clamp is not None and (
         not isinstance(clamp, (tuple, list)) or len(clamp) != 2 or clamp[0] >= clamp[1]
     ):
-        raise ValueError(f"clamp must be None or (low, high) with low < high, got {clamp!r}")
+        raise ValueError(
+            f"clamp must be None or (low, high) with low < high, got {clamp!r}"
+        )
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
@@ -294,10 +296,17 @@ def _pair(v) -> tuple[int, int]:
 
 def _through(geo: ReceptiveField, m: nn.Module) -> ReceptiveField:
     """r' = r + (k_eff − 1)·j,  j' = j·s,  start' = start + ((k_eff − 1)/2 − p)·j."""
-    k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
-    p, d = _pair(m.padding), _pair(getattr(m, "dilation", 1))
-    if isinstance(m.padding, str):
-        raise ValueError(f"padding={m.padding!r} is not supported for receptive fields")
+    k, s = (
+        _pair(m.kernel_size),
+        _pair(m.stride if m.stride is not None else m.kernel_size),
+    )
+    d = _pair(getattr(m, "dilation", 1))
+    if m.padding == "valid":
+        p = (0, 0)
+    elif m.padding == "same":  # PyTorch pads d·(k − 1) in all, ⌊half⌋ before
+        p = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
+    else:
+        p = _pair(m.padding)
     size, jump, start = [], [], []
     for a in range(2):
         k_eff = d[a] * (k[a] - 1) + 1
@@ -341,8 +350,10 @@ def receptive_field(model: nn.Module, layer) -> ReceptiveField:
     """
     check_model(model)
     module = get_layer(model, layer)
-    name = layer if isinstance(layer, str) else next(
-        n for n, m in model.named_modules() if m is module
+    name = (
+        layer
+        if isinstance(layer, str)
+        else next(n for n, m in model.named_modules() if m is module)
     )
     try:
         graph = fx.symbolic_trace(model).graph
@@ -388,7 +399,7 @@ def receptive_field(model: nn.Module, layer) -> ReceptiveField:
     if found is None:
         raise ValueError(f"layer {name!r} is not used in the model's forward pass")
     result = geo.get(found)
-    if not isinstance(result, ReceptiveField):
+    if result is None or result is _CONST:
         raise ValueError(
             f"cannot compute the receptive field of layer {name!r}: an operation on "
             "the way has no known geometry (supported: Conv2d, MaxPool2d, AvgPool2d "
@@ -567,7 +578,10 @@ def unit_projection(
         unit = check_int(unit, "unit", 0, d - 1)
         bar = _bar(n, f"{rule} projection", progress)
         try:
-            with relu_rule(model, PROJECTION_RULES[rule]), capture_output(module) as store:
+            with (
+                relu_rule(model, PROJECTION_RULES[rule]),
+                capture_output(module) as store,
+            ):
                 for rows in chunks(n, batch_size):
                     leaf = as_leaf(x[rows])
                     with torch.enable_grad():
@@ -598,4 +612,6 @@ def _positions(position, size, flat: torch.Tensor) -> torch.Tensor:
             f"position must be None or (i, j) with 0 ≤ i < {h}, 0 ≤ j < {w}, "
             f"got {position!r}"
         )
-    return torch.full((flat.shape[0],), position[0] * w + position[1], device=flat.device)
+    return torch.full(
+        (flat.shape[0],), position[0] * w + position[1], device=flat.device
+    )

@@ -797,7 +797,7 @@ class MethodBrowser(_Explorer):
 
 
 # Widgets with their own modules (imported last: they do not import this module).
-from .training_lab import TrainingLab  # noqa: E402
-from .unit_browser import UnitBrowser  # noqa: E402
+from .training_lab import TrainingLab
+from .unit_browser import UnitBrowser
 
 __all__ += ["TrainingLab", "UnitBrowser"]

@@ -53,7 +53,9 @@ def test_cam_equals_weights_times_maps_by_hand():
     x = torch.rand(3, 1, 5, 5)
     a = model.relu(model.conv(x)).detach()
     w = model.fc.weight.detach()
-    want = torch.stack([(w[t][:, None, None] * a[i]).sum(0) for i, t in enumerate([0, 2, 1])])
+    want = torch.stack(
+        [(w[t][:, None, None] * a[i]).sum(0) for i, t in enumerate([0, 2, 1])]
+    )
     got = sal.cam(model, x, [0, 2, 1], relu=False, upsample=False)
     torch.testing.assert_close(got[:, 0], want)
     # the logit is the mean of the map plus the bias: y_c = mean(M_c) + b_c

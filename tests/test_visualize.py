@@ -71,6 +71,7 @@ def test_class_model_is_seeded_and_regularisers_act(small_cnn):
     plain = vis.class_model(small_cnn, [3, 8], steps=20, progress=False)
     assert torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
+
     # blur removes high frequencies: neighbouring pixels differ less
     def roughness(img):
         return float((img[..., 1:, :] - img[..., :-1, :]).abs().mean())
@@ -105,7 +106,9 @@ def test_receptive_fields_of_the_course_models(small_cnn, resnet_small):
     assert rf(small_cnn, "pool2").size == (10, 10)
     assert rf(resnet_small, "layer3").size == (25, 25)  # 3+2+2 | +2+4 | +4+8 (union)
     assert rf(resnet_small, "layer2").size == (13, 13)
-    assert rf(resnet_small, "layer2.conv1") == vis.ReceptiveField((9, 9), (2, 2), (0, 0))
+    assert rf(resnet_small, "layer2.conv1") == vis.ReceptiveField(
+        (9, 9), (2, 2), (0, 0)
+    )
     assert rf(small_cnn, "conv2").box(0, 0) == (-3, -3, 5, 5)
     assert rf(small_cnn, "conv2").box(3, 1) == (3, -1, 11, 7)
 
@@ -342,3 +345,24 @@ def test_no_side_effects_also_after_errors(busy, name):
         CALLS[name](busy, x)
     busy.explode = False
     assert_unchanged(before, busy, x)
+
+
+def test_receptive_field_with_same_and_valid_padding():
+    class Same(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 1, 5, padding="same", dilation=2)
+            self.conv2 = nn.Conv2d(1, 1, 3, padding="valid")
+            for p in self.parameters():
+                p.data = p.data.abs() + 0.1
+
+        def forward(self, x):
+            return self.conv2(self.conv1(x))
+
+    torch.manual_seed(0)
+    model = Same()
+    for layer in ("conv1", "conv2"):
+        field = vis.receptive_field(model, layer)
+        top, left, bottom, right = field.box(10, 12)
+        assert _support(model, layer, 10, 12) == (top, left, bottom, right), field
+    assert vis.receptive_field(model, "conv2").size == (11, 11)

@@ -32,9 +32,9 @@ def cam_textbook(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     """
     layer_name, fc = gap_linear_head(model, layer)
     idx, hi = resolve_target(target, x.shape[0], x.device)
-    with eval_mode(model), capture_output(get_layer(model, layer_name)) as store:
-        with torch.no_grad():
-            select(model(x), idx, hi)  # checks the targets against K
+    module = get_layer(model, layer_name)
+    with eval_mode(model), capture_output(module) as store, torch.no_grad():
+        select(model(x), idx, hi)  # checks the targets against K
     act = store["output"]
     n, d, h, w = act.shape
     maps = torch.zeros(n, 1, h, w, dtype=act.dtype)
