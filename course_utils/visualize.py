@@ -44,6 +44,7 @@ from .saliency._common import (
     resolve_target,
     select,
 )
+from .saliency.cam import feature_maps
 from .saliency.guided_backprop import relu_rule
 
 __all__ = [
@@ -439,15 +440,7 @@ def layer_channels(model, module, layer, x) -> int:
     """
     with capture_output(module) as store, torch.no_grad():
         model(x[:1])
-    if "output" not in store:
-        raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
-    act = store["output"]
-    if act.dim() != 4:
-        raise ValueError(
-            f"layer {layer!r} must output (N, D, h, w) feature maps, got shape "
-            f"{tuple(act.shape)}"
-        )
-    return int(act.shape[1])
+    return int(feature_maps(store, layer).shape[1])
 
 
 def crop(images: torch.Tensor, boxes) -> torch.Tensor:

@@ -160,16 +160,25 @@ def _is_global(size) -> bool:
     return all(s == 1 for s in sizes)  # None (keep the input size) is not global
 
 
-def _check_pooled(store: dict, fc_in: dict, layer) -> torch.Tensor:
-    """The layer's maps, after checking the Linear read their spatial mean."""
+def feature_maps(store: dict, layer) -> torch.Tensor:
+    """The (N, D, h, w) output `capture_output` recorded for `layer`.
+
+    ValueError if the layer was not called or does not output feature maps.
+    """
     if "output" not in store:
         raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
     act = store["output"]
     if act.dim() != 4:
         raise ValueError(
-            f"layer {layer!r} must output (N, D, h, w) feature maps for CAM, got "
-            f"shape {tuple(act.shape)}"
+            f"layer {layer!r} must output (N, D, h, w) feature maps, got shape "
+            f"{tuple(act.shape)}"
         )
+    return act
+
+
+def _check_pooled(store: dict, fc_in: dict, layer) -> torch.Tensor:
+    """The layer's maps, after checking the Linear read their spatial mean."""
+    act = feature_maps(store, layer)
     pooled = act.mean((2, 3))
     seen = fc_in.get("x")
     if (

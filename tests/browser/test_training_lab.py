@@ -64,6 +64,17 @@ def test_training_lab_in_browser(runs, artifacts):
     def read() -> dict:
         return page.evaluate(JS_READ, ROOT)
 
+    def click_and_wait_redraw(button: str) -> None:
+        old = read()["canvas"]
+        page.locator(f"{ROOT} button.{button}").first.click()
+        page.wait_for_function(
+            "([root, old]) => { const c = document.querySelector(root + ' .sal-chart "
+            "canvas'); return !!c && c.toDataURL() !== old; }",
+            arg=[ROOT, old],
+            timeout=30_000,
+        )
+        page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+
     def shot(name: str) -> bytes:
         return chart.screenshot(path=str(out / f"{name}.png"), timeout=15_000)
 
@@ -101,15 +112,7 @@ def test_training_lab_in_browser(runs, artifacts):
     assert _pixel_change(before, still) < 0.01, "the map changed without Saliency"
 
     # Saliency: the current model's maps, a visibly different picture.
-    old = read()["canvas"]
-    page.locator(f"{ROOT} button.sal-saliency").first.click()
-    page.wait_for_function(
-        "([root, old]) => { const c = document.querySelector(root + ' .sal-chart canvas');"
-        " return !!c && c.toDataURL() !== old; }",
-        arg=[ROOT, old],
-        timeout=30_000,
-    )
-    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    click_and_wait_redraw("sal-saliency")
     page.wait_for_timeout(300)
     after = shot("after-saliency")
     change = _pixel_change(before, after)
@@ -117,15 +120,7 @@ def test_training_lab_in_browser(runs, artifacts):
 
     # → browses to the next digit.
     d0 = read()["digit"]
-    old = read()["canvas"]
-    page.locator(f"{ROOT} button.sal-next").first.click()
-    page.wait_for_function(
-        "([root, old]) => { const c = document.querySelector(root + ' .sal-chart canvas');"
-        " return !!c && c.toDataURL() !== old; }",
-        arg=[ROOT, old],
-        timeout=30_000,
-    )
-    page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+    click_and_wait_redraw("sal-next")
     s1 = read()
     assert s1["digit"] != d0 and "#1" in s1["digit"], (d0, s1["digit"])
     assert not s1["status"], s1["status"]
