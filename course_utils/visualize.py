@@ -206,6 +206,8 @@ def class_model(
             n_classes = int(model(base).shape[1])
         if target is None:
             target = list(range(n_classes))
+        if isinstance(target, torch.Tensor) and target.dim() == 0:
+            target = target.reshape(1)
         if isinstance(target, numbers.Integral) and not isinstance(target, bool):
             target = [int(target)]
         n = len(target) if isinstance(target, (list, tuple, torch.Tensor)) else 1

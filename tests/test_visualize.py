@@ -366,3 +366,42 @@ def test_receptive_field_with_same_and_valid_padding():
         top, left, bottom, right = field.box(10, 12)
         assert _support(model, layer, 10, 12) == (top, left, bottom, right), field
     assert vis.receptive_field(model, "conv2").size == (11, 11)
+
+
+# ---------------------------------------------------------------- the unit browser
+
+
+def test_unit_browser_shows_direct_results_once_per_change(small_cnn, test_split):
+    from course_utils import widgets as W
+
+    x = test_split.x[:200]
+    ub = W.UnitBrowser(small_cnn, x, layers=("conv1", "conv2"), layer="conv2", unit=20)
+    assert ub.n_updates == 1 and ub.controls["unit"].max == 31
+    direct = vis.top_activations(small_cnn, "conv2", 20, x, k=9, progress=False)
+    assert ub.result.indices.tolist() == direct.indices.tolist()
+    i = 4
+    full = vis.unit_projection(small_cnn, x[direct.indices[i : i + 1]], "conv2", 20,
+                               rule="guided",
+                               position=tuple(direct.positions[i].tolist()),
+                               progress=False)  # fmt: skip
+    want = vis.crop(full, [direct.boxes[i].tolist()])
+    torch.testing.assert_close(ub.projections["guided"][i : i + 1], want)
+    assert "8×8" in ub.field.value
+    ub.controls["layer"].value = "conv1"  # clamps unit 20 → 15: one redraw only
+    assert ub.n_updates == 2 and ub.controls["unit"].value == 15
+    assert ub.result.patches.shape == (9, 1, 3, 3)
+    ub.controls["next"].click()
+    assert ub.controls["unit"].value == 0 and ub.n_updates == 3  # wraps around
+    assert "sal-unit-browser" in ub.view._dom_classes
+
+
+def test_unit_browser_bad_input(small_cnn, test_split):
+    from course_utils import widgets as W
+
+    x = test_split.x[:20]
+    with pytest.raises(ValueError, match="not found"):
+        W.UnitBrowser(small_cnn, x, layers=("conv1", "conv7"))
+    with pytest.raises(ValueError, match=r"unit must be an int in 0..15"):
+        W.UnitBrowser(small_cnn, x, layers=("conv1",), unit=16)
+    with pytest.raises(ValueError, match="layer must be one of"):
+        W.UnitBrowser(small_cnn, x, layers=("conv1",), layer="conv2")
