@@ -145,18 +145,14 @@ class UnitBrowser:
                 self.model, layer, unit, self.images, k=self.k, progress=False
             )
             x = self.images[top.indices]
-            proj = {}
-            for rule in self.RULES:
-                full = torch.cat(
-                    [
-                        vis.unit_projection(
-                            self.model, x[i : i + 1], layer, unit, rule=rule,
-                            position=tuple(top.positions[i].tolist()), progress=False,
-                        )
-                        for i in range(len(x))
-                    ]
-                )  # fmt: skip
-                proj[rule] = vis.crop(full, top.boxes.tolist())
+            proj = {
+                rule: vis.crop(
+                    vis.unit_projection(self.model, x, layer, unit, rule=rule,
+                                        position=top.positions, progress=False),
+                    top.boxes.tolist(),
+                )
+                for rule in self.RULES
+            }  # fmt: skip
             self._cache[key] = (top, proj)
         return self._cache[key]
 

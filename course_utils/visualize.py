@@ -555,7 +555,8 @@ def unit_projection(
         unit: channel, 0 … D−1.
         rule: "deconvnet" (default), "guided" or "gradient".
         position: None (default) = each image's strongest (i, j) for the unit;
-            or one (i, j) for all images.
+            one (i, j) for all images; or an (N, 2) integer tensor, one (i, j)
+            per image (e.g. `top_activations(...).positions`).
         batch_size: rows per forward/backward pass. progress: tqdm bar (after 1 s).
     Returns:
         (N, C, H, W) projections, detached; zero outside the receptive field
@@ -583,7 +584,7 @@ def unit_projection(
                         model(leaf)
                         fmap = store["output"][:, unit]  # (b, h, w)
                         flat = fmap.flatten(1)
-                        pick = _positions(position, fmap.shape[1:], flat)
+                        pick = _positions(position, fmap.shape[1:], flat, rows)
                         chosen = flat.gather(1, pick[:, None]).sum()
                         (grad,) = torch.autograd.grad(chosen, leaf)
                     out[rows] = grad
@@ -593,20 +594,34 @@ def unit_projection(
     return out
 
 
-def _positions(position, size, flat: torch.Tensor) -> torch.Tensor:
+def _positions(position, size, flat: torch.Tensor, rows: slice) -> torch.Tensor:
+    """Flat indices into the (h, w) map of the chosen position of each row."""
     if position is None:
         return flat.detach().argmax(1)
     h, w = size
-    if (
-        not isinstance(position, (tuple, list))
-        or len(position) != 2
-        or not all(isinstance(p, numbers.Integral) for p in position)
-        or not (0 <= position[0] < h and 0 <= position[1] < w)
-    ):
-        raise ValueError(
-            f"position must be None or (i, j) with 0 ≤ i < {h}, 0 ≤ j < {w}, "
-            f"got {position!r}"
-        )
-    return torch.full(
-        (flat.shape[0],), position[0] * w + position[1], device=flat.device
+    accepted = (
+        f"position must be None, one (i, j) or an (N, 2) integer tensor with "
+        f"0 ≤ i < {h}, 0 ≤ j < {w}"
     )
+    if isinstance(position, torch.Tensor):
+        if (
+            position.is_floating_point()
+            or position.dim() != 2
+            or position.shape[1] != 2
+        ):
+            raise ValueError(f"{accepted}, got a tensor {tuple(position.shape)} "
+                             f"{position.dtype}")  # fmt: skip
+        ij = position[rows].to(device=flat.device, dtype=torch.long)
+        if ij.shape[0] != flat.shape[0]:
+            raise ValueError(f"{accepted}: one row per image, got {position.shape[0]}")
+    elif (
+        isinstance(position, (tuple, list))
+        and len(position) == 2
+        and all(isinstance(p, numbers.Integral) for p in position)
+    ):
+        ij = torch.tensor([list(position)], device=flat.device).expand(flat.shape[0], 2)
+    else:
+        raise ValueError(f"{accepted}, got {position!r}")
+    if bool(((ij < 0) | (ij >= torch.tensor([h, w], device=ij.device))).any()):
+        raise ValueError(f"{accepted}, got positions outside the map")
+    return ij[:, 0] * w + ij[:, 1]

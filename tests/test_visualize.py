@@ -285,7 +285,9 @@ def test_guided_and_deconvnet_use_relu_rule(small_cnn, digits):
         ({"layer": "nope"}, "not found"),
         ({"unit": 16}, r"unit must be an int in 0..15"),
         ({"rule": "lrp"}, "rule must be one of"),
-        ({"position": (28, 0)}, "position must be None or"),
+        ({"position": (28, 0)}, "position must be None"),
+        ({"position": torch.zeros(3, 2, dtype=torch.long)}, "one row per image"),
+        ({"position": torch.zeros(8, 2)}, "position must be None"),
     ],
 )
 def test_unit_projection_bad_input(small_cnn, digits, kwargs, match):
@@ -405,3 +407,14 @@ def test_unit_browser_bad_input(small_cnn, test_split):
         W.UnitBrowser(small_cnn, x, layers=("conv1",), unit=16)
     with pytest.raises(ValueError, match="layer must be one of"):
         W.UnitBrowser(small_cnn, x, layers=("conv1",), layer="conv2")
+
+
+def test_per_image_positions_equal_one_call_per_image(small_cnn, test_split):
+    x = test_split.x[:6]
+    pos = torch.tensor([[0, 0], [3, 4], [13, 13], [7, 2], [5, 5], [9, 11]])
+    batched = vis.unit_projection(small_cnn, x, "relu2", 1, rule="guided",
+                                  position=pos, batch_size=4, progress=False)  # fmt: skip
+    for n in range(6):
+        one = vis.unit_projection(small_cnn, x[n : n + 1], "relu2", 1, rule="guided",
+                                  position=tuple(pos[n].tolist()), progress=False)  # fmt: skip
+        torch.testing.assert_close(batched[n : n + 1], one)
