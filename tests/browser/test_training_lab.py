@@ -1,18 +1,18 @@
 """TrainingLab (notebook 09) as a student uses it: Train, wait, Pause, Saliency, →.
 
-After the notebook's "Run All" (the lab stands at step 200):
+After the notebook's "Run All" (the lab stands at step 200, auto-refresh every
+100 steps):
 
-* untick auto-refresh, click **Train** and wait until the step counter has
-  moved on by 100 steps while the page stays responsive (the counter is
-  read from the page while the kernel trains in its background thread);
-* click **Pause**: the counter stops, **Train** is enabled again, and the
-  map has not changed (auto-refresh is off);
-* click **Saliency**: the chart is redrawn and differs on screen from the
-  step-200 map; the title's step follows the counter;
+* click **Train** and wait until the step counter has moved on by 100 steps
+  (read from the page while the kernel trains in its background thread: the
+  counter ticks, the page stays usable); the auto-refresh has redrawn the
+  map from the thread without a click;
+* click **Pause**: the counter stops and **Train** is enabled again;
+* untick auto-refresh, train another 100 steps and pause: the map has not
+  changed; click **Saliency**: the chart is redrawn and differs on screen;
 * click →: the digit read-out moves to the next digit and the map changes.
 
-Screenshots go to artifacts/browser/training_lab/.
-"""
+Screenshots go to artifacts/browser/training_lab/."""
 
 from __future__ import annotations
 
@@ -78,38 +78,54 @@ def test_training_lab_in_browser(runs, artifacts):
     def shot(name: str) -> bytes:
         return chart.screenshot(path=str(out / f"{name}.png"), timeout=15_000)
 
+    def train(steps: int) -> tuple[int, int, list[int]]:
+        """Click Train, wait for `steps` more steps, click Pause."""
+        first = _step(read())
+        page.locator(f"{ROOT} button.sal-train").first.click()
+        t0 = time.monotonic()
+        seen = [first]
+        while seen[-1] < first + steps and time.monotonic() - t0 < 240:
+            page.wait_for_timeout(250)
+            seen.append(_step(read()))
+        assert seen[-1] >= first + steps, f"step counter stuck: {seen[-10:]}"
+        assert len(set(seen)) >= 3, f"the counter should tick while training: {seen}"
+        state = read()
+        assert state["trainDisabled"] is True and state["pauseDisabled"] is False
+        page.locator(f"{ROOT} button.sal-pause").first.click()
+        page.wait_for_function(
+            f"() => !document.querySelector('{ROOT} button.sal-train').disabled",
+            timeout=30_000,
+        )
+        page.wait_for_function(bl.JS_IDLE, timeout=30_000)
+        paused = _step(read())
+        page.wait_for_timeout(500)
+        assert _step(read()) == paused, "training went on after Pause"
+        return first, paused, seen
+
     s0 = read()
     assert not s0["status"], s0["status"]
-    start = _step(s0)
-    checkbox = page.locator(f"{ROOT} .sal-auto input[type=checkbox]").first
-    if checkbox.is_checked():
-        checkbox.click()
     page.wait_for_function(bl.JS_IDLE, timeout=30_000)
     before = shot("before")
-
-    # Train in the background: the counter moves while the page stays usable.
-    page.locator(f"{ROOT} button.sal-train").first.click()
     t0 = time.monotonic()
-    seen = [start]
-    while seen[-1] < start + TRAIN_STEPS and time.monotonic() - t0 < 240:
-        page.wait_for_timeout(250)
-        seen.append(_step(read()))
-    assert seen[-1] >= start + TRAIN_STEPS, f"step counter stuck: {seen[-10:]}"
-    distinct = len(set(seen))
-    assert distinct >= 3, f"the counter should tick while training: {seen}"
-    assert read()["trainDisabled"] is True and read()["pauseDisabled"] is False
 
-    page.locator(f"{ROOT} button.sal-pause").first.click()
-    page.wait_for_function(
-        f"() => !document.querySelector('{ROOT} button.sal-train').disabled",
-        timeout=30_000,
+    # Phase 1: auto-refresh on (every 100 steps): the thread redraws the map.
+    start, paused, seen = train(TRAIN_STEPS)
+    auto = shot("auto-refreshed")
+    auto_change = _pixel_change(before, auto)
+    assert auto_change > 0.005, (
+        f"auto-refresh did not redraw the map ({auto_change:.2%} of pixels)"
     )
+
+    # Phase 2: auto-refresh off: the map waits for the Saliency button.
+    checkbox = page.locator(f"{ROOT} .sal-auto input[type=checkbox]").first
+    assert checkbox.is_checked()
+    checkbox.click()
     page.wait_for_function(bl.JS_IDLE, timeout=30_000)
-    paused = _step(read())
-    page.wait_for_timeout(500)
-    assert _step(read()) == paused, "training went on after Pause"
+    before = shot("before-saliency")
+    _, paused, more = train(TRAIN_STEPS)
     still = shot("paused")
     assert _pixel_change(before, still) < 0.01, "the map changed without Saliency"
+    distinct = len(set(seen)) + len(set(more))
 
     # Saliency: the current model's maps, a visibly different picture.
     click_and_wait_redraw("sal-saliency")
@@ -127,5 +143,6 @@ def test_training_lab_in_browser(runs, artifacts):
     print(
         f"\nTrainingLab in {NOTEBOOK}: step {start} → {paused} in "
         f"{time.monotonic() - t0:.1f} s ({distinct} distinct counter readings); "
-        f"Saliency changed {change:.1%} of the chart's pixels; {s1['accuracy']}"
+        f"auto-refresh changed {auto_change:.1%}, Saliency {change:.1%} of the "
+        f"chart's pixels; {s1['accuracy']}"
     )
