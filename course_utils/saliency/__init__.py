@@ -29,6 +29,13 @@ for ResNetSmall), which is what makes them callable as `f(model, x, target)`.
 Grad-CAM's (N, 1, H, W) map broadcasts against x; every other method returns
 x's shape.
 
+`cam(model, x, target, layer=None)` (Zhou et al. 2016) is exported but not
+in `METHODS`: it needs a network ending in global average pooling and one
+linear layer (ResNetSmall), and METHODS entries must run on every model the
+course loops them over (SmallCNN ends in two linear layers; `cam` raises a
+ValueError naming the requirement there). For such networks
+`cam = (h·w) · grad_cam` at the pooled layer.
+
 Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
 evaluations an occlusion setting costs), `default_layer(model)`,
 `get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE` (rows per model
@@ -46,6 +53,7 @@ loop to hold against the formula, and then the batched version.
 """
 
 from .baselines import BASELINE_NAMES
+from .cam import cam
 from .core import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
@@ -75,6 +83,7 @@ __all__ = [
     "METHODS",
     "QUADRATURE_RULES",
     "SMOOTHGRAD_KINDS",
+    "cam",
     "deconvnet",
     "default_batch_size",
     "default_layer",
