@@ -150,11 +150,15 @@ def shapley_matrix(n_players: int) -> torch.Tensor:
     """
     member = coalitions(n_players)
     p = member.shape[1]
-    size = member.sum(1, keepdim=True).double()
-    lg = torch.lgamma
-    fact_p = math.lgamma(p + 1)
-    w_in = torch.exp(lg(size) + lg(p - size + 1) - fact_p)  # (|S|-1)!(P-|S|)!/P!
-    w_out = torch.exp(lg(size + 1) + lg(p - size) - fact_p)  # |S|!(P-|S|-1)!/P!
+    size = member.sum(1, keepdim=True)
+    # w(s) = s!(P − s − 1)!/P! for s = 0 … P − 1, from exact integer factorials
+    fact = math.factorial
+    w = torch.tensor(
+        [fact(s) * fact(p - s - 1) / fact(p) for s in range(p)] + [0.0],
+        dtype=torch.float64,
+    )
+    w_in = w[(size - 1).clamp(min=0)]  # (|S|-1)!(P-|S|)!/P!
+    w_out = w[size]  # |S|!(P-|S|-1)!/P! (0 for the full coalition: never used)
     return torch.where(member, w_in, -w_out)
 
 
@@ -284,7 +288,9 @@ def exact(
         for i in range(n):
             row_idx = idx if isinstance(idx, int) else int(idx[i])
             worths.append(
-                _play(model, x[i], base[i], ids, member, row_idx, hi, output, batch_size)
+                _play(
+                    model, x[i], base[i], ids, member, row_idx, hi, output, batch_size
+                )
             )
     worths = torch.stack(worths)  # (N, 2^P)
     values = worths @ weights
@@ -332,7 +338,9 @@ def _check_table(x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError("x must be a floating-point torch.Tensor of shape (N, D)")
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"x must have shape (N, D) with N, D ≥ 1, got {tuple(x.shape)}")
+        raise ValueError(
+            f"x must have shape (N, D) with N, D ≥ 1, got {tuple(x.shape)}"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite; it holds NaN or Inf values")
     return x
@@ -388,7 +396,9 @@ def exact_features(
         )
     ids = ids.to(x.device)
     idx, hi = resolve_target(target, n, x.device)
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
+    if isinstance(baseline, bool) or not isinstance(
+        baseline, (int, float, torch.Tensor)
+    ):
         raise TypeError("baseline must be a number or a tensor broadcastable to x")
     base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
     try:
@@ -415,7 +425,12 @@ def exact_features(
     f_x, f_base = worths[:, -1], worths[:, 0]
     _check_efficiency(values, f_x, f_base, "exact_features")
     return ShapleyResult(
-        values.clone(), None, f_x.clone(), f_base.clone(), ids.clone(), 2**p,
+        values.clone(),
+        None,
+        f_x.clone(),
+        f_base.clone(),
+        ids.clone(),
+        2**p,
         member.clone(),
     )
 

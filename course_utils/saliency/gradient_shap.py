@@ -102,9 +102,7 @@ def draw(
     alpha = torch.rand(total, generator=gen, dtype=x.dtype)
     sigma = noise_sigma(x, noise_level).cpu().repeat_interleave(n_samples)
     noise = eps * sigma.view(-1, *([1] * (x.dim() - 1)))
-    return GradientShapDraws(
-        index.to(x.device), noise.to(x.device), alpha.to(x.device)
-    )
+    return GradientShapDraws(index.to(x.device), noise.to(x.device), alpha.to(x.device))
 
 
 def _check_draws(draws, total: int, x: torch.Tensor, m: int) -> GradientShapDraws:
