@@ -82,6 +82,9 @@ class ShapleyResult:
         n_evaluations: model evaluations spent per row.
         coalitions: (n_evaluations, P) bool, the coalitions evaluated for the
             last row (KernelSHAP's draws; all 2^P for the exact values).
+        worths: (N, n_evaluations) float64 v(S) for those coalitions (for the
+            exact values in `coalitions(P)` order: the worth of S is at index
+            Σ_{i∈S} 2^i, so v(all) − v(all ∖ {i}) is occlusion's drop).
     """
 
     values: torch.Tensor
@@ -91,6 +94,7 @@ class ShapleyResult:
     patch_ids: torch.Tensor | None
     n_evaluations: int
     coalitions: torch.Tensor
+    worths: torch.Tensor | None = None
 
     @property
     def gap(self) -> torch.Tensor:
@@ -304,12 +308,29 @@ def exact(
         patch_ids=ids.clone(),
         n_evaluations=2**p,
         coalitions=member.clone(),
+        worths=worths.clone(),
     )
 
 
 def _to_maps(values, ids, x):
     """(N, 1, H, W): every pixel holds its patch's value."""
     return values.to(x.dtype)[:, ids][:, None].clone()
+
+
+def patch_map(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) float32 map with patch j's value on its pixels (for plotting).
+
+    Args:
+        values: (N, P) per-patch values (Shapley values, `patch_sums` of a map).
+        ids: (H, W) patch of each pixel (`patch_ids`).
+    """
+    if not isinstance(values, torch.Tensor) or values.dim() != 2:
+        raise ValueError("values must be an (N, P) tensor")
+    if values.shape[1] != int(ids.max()) + 1:
+        raise ValueError(
+            f"values has {values.shape[1]} columns; ids has {int(ids.max()) + 1} patches"
+        )
+    return values.detach().float()[:, ids.to(values.device)][:, None].clone()
 
 
 def patch_sums(attr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -539,7 +560,7 @@ def kernel_shap(
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    values, f_x, f_base = [], [], []
+    values, f_x, f_base, all_worths = [], [], [], []
     with eval_mode(model), torch.inference_mode():
         for i in range(n):
             member = _draw_coalitions(p, n_samples, generator).to(x.device)
@@ -548,6 +569,7 @@ def kernel_shap(
                 model, x[i], base[i], ids, member, row_idx, hi, output, batch_size
             )
             values.append(kernel_shap_fit(member, worths))
+            all_worths.append(worths)
             f_x.append(worths[0])
             f_base.append(worths[1])
     values = torch.stack(values)
@@ -559,4 +581,87 @@ def kernel_shap(
         patch_ids=ids.clone(),
         n_evaluations=n_samples,
         coalitions=member.clone(),
+        worths=torch.stack(all_worths),
+    )
+
+
+# ------------------------------------------------ a tabular example (notebook 10)
+
+
+class RowsAsImages(nn.Module):
+    """Wraps a model of (N, D) rows so it takes (N, 1, 1, D) "images".
+
+    The saliency methods take (N, C, H, W) inputs; a table row is a 1 × D image
+    with no spatial meaning, so `sal.integrated_gradients(RowsAsImages(m),
+    x.view(N, 1, 1, D), ...)` gives IG over the features.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = check_model(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.flatten(1))
+
+
+@dataclass(frozen=True)
+class TabularExample:
+    """A small MLP trained on scikit-learn's bundled wine data (offline).
+
+    Attributes:
+        model: (N, 13) standardised features → (N, 3) logits, eval mode.
+        x_train, y_train, x_test, y_test: standardised float32 features
+            (train split's mean 0, std 1) and int64 cultivar labels.
+        feature_names: the 13 chemical measurements.
+        test_accuracy: fraction of test rows classified right.
+    """
+
+    model: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    feature_names: tuple
+    test_accuracy: float
+
+
+def wine_example(seed: int = 0, epochs: int = 300, hidden: int = 16) -> TabularExample:
+    """Train a 13 → hidden → 3 ReLU MLP on the wine data (178 rows, 3 cultivars).
+
+    The data ship inside scikit-learn (`sklearn.datasets.load_wine`, no
+    download). A stratified 70/30 split (seeded), features standardised with
+    the training mean and std (so the "average wine" baseline is 0), full-batch
+    Adam (lr 0.01, weight decay 1e-3) for `epochs` steps: under a second on a
+    laptop CPU, test accuracy ≈ 0.95–1.0. Deterministic for a given seed.
+    """
+    from sklearn.datasets import load_wine
+    from sklearn.model_selection import train_test_split
+
+    seed = check_int(seed, "seed", 0)
+    epochs = check_int(epochs, "epochs", 1)
+    hidden = check_int(hidden, "hidden", 1)
+    raw = load_wine()
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        raw.data, raw.target, test_size=0.3, random_state=seed, stratify=raw.target
+    )
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    x_tr = torch.tensor((x_tr - mean) / std, dtype=torch.float32)
+    x_te = torch.tensor((x_te - mean) / std, dtype=torch.float32)
+    y_tr, y_te = torch.tensor(y_tr), torch.tensor(y_te)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(13, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-3)
+        for _ in range(epochs):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x_tr), y_tr)
+            loss.backward()
+            opt.step()
+    model.eval()
+    for param in model.parameters():
+        param.grad = None
+    with torch.no_grad():
+        accuracy = float((model(x_te).argmax(1) == y_te).float().mean())
+    return TabularExample(
+        model, x_tr, y_tr, x_te, y_te, tuple(raw.feature_names), accuracy
     )
