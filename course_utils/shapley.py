@@ -32,10 +32,12 @@ straight path instead of averaged over all orders.
   `KernelShap` draws them.
 
 Measured cost of `exact` (4×4 grid, 65,536 coalitions, SmallCNN, one digit,
-one torch thread, this course's 2-core machine): about 3 s, i.e. ≈ 45 µs per
-model evaluation in chunks of 256 (the forward floor); KernelSHAP with 1,000
-samples ≈ 0.05 s. N images cost N times as much (each image is its own game,
-looped).
+one torch thread, this course's 2-core machine, bench/bench_shapley.py): 3.8 s
+on a lightly loaded machine (≈ 58 µs per model evaluation in chunks of 256),
+18 s at load average 13; in both 1.1× the time of the same number of bare
+forward passes. KernelSHAP with 1,000 samples: 0.09 s lightly loaded, 3.7×
+faster than Captum's KernelShap with the same draws. N images cost N times as
+much (each image is its own game, looped).
 """
 
 from __future__ import annotations
@@ -266,9 +268,10 @@ def exact(
         patch_ids (H, W), n_evaluations = 2^P, coalitions (2^P, P).
 
     Cost, measured on this course's 2-core machine (SmallCNN, one digit, one
-    thread, 4×4 grid): 65,536 evaluations in about 3 s (≈ 45 µs each, the
-    forward floor at 256 rows per call); a 3×3 grid (512 coalitions) takes
-    0.03 s; occlusion with the same 16 patches needs 17 evaluations.
+    thread, 4×4 grid, bench/bench_shapley.py): 65,536 evaluations in 3.8 s
+    lightly loaded (≈ 58 µs each), 1.1× the same number of bare forward passes
+    at 256 rows per call; each extra patch doubles it. Occlusion with the same
+    16 patches needs 17 evaluations.
 
     Captum has no exact Shapley values over a feature mask;
     `ShapleyValues(f).attribute(x, baselines=..., target=..., feature_mask=
