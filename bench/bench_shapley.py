@@ -25,8 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course_utils import data, models, shapley  # noqa: E402
-from course_utils import reference as ref  # noqa: E402
+from course_utils import data, models, shapley
+from course_utils import reference as ref
 
 
 def best(fn, repeat: int) -> float:
