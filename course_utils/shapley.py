@@ -228,6 +228,32 @@ def _check_efficiency(values, f_x, f_base, name="exact") -> None:
         )
 
 
+@dataclass(frozen=True)
+class _PatchGame:
+    x: torch.Tensor  # (N, C, H, W), detached
+    ids: torch.Tensor  # (H, W) patch of each pixel
+    p: int  # number of patches
+    idx: object  # resolve_target's targets
+    hi: int
+    base: torch.Tensor  # baseline expanded to x
+    output: str
+    batch_size: int
+
+
+def _patch_game(model, x, target, grid, baseline, output, batch_size) -> _PatchGame:
+    """The checks and set-up `exact` and `kernel_shap` share (errors name arguments)."""
+    check_model(model)
+    check_images(x)
+    ids = patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
+    output = _check_output(output)
+    batch_size = check_batch_size(batch_size, x)
+    idx, hi = resolve_target(target, x.shape[0], x.device)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
+    return _PatchGame(
+        x.detach(), ids, int(ids.max()) + 1, idx, hi, base, output, batch_size
+    )
+
+
 def exact(
     model: nn.Module,
     x: torch.Tensor,
@@ -278,21 +304,14 @@ def exact(
     patch_ids, n_samples=...)` samples permutations (it converges to these
     values), and `KernelShap` (see `kernel_shap`) fits them by regression.
     """
-    check_model(model)
-    check_images(x)
-    n, _, height, width = x.shape
-    ids = patch_ids(height, width, grid).to(x.device)
-    p = int(ids.max()) + 1
-    output = _check_output(output)
-    batch_size = check_batch_size(batch_size, x)
-    idx, hi = resolve_target(target, n, x.device)
-    base = resolve_baseline(baseline, x, model).expand_as(x)
-    x = x.detach()
+    game = _patch_game(model, x, target, grid, baseline, output, batch_size)
+    x, ids, p, idx, hi, base = game.x, game.ids, game.p, game.idx, game.hi, game.base
+    output, batch_size = game.output, game.batch_size
     member = coalitions(p).to(x.device)
     weights = shapley_matrix(p).to(x.device)
     worths = []
     with eval_mode(model), torch.inference_mode():
-        for i in range(n):
+        for i in range(x.shape[0]):
             row_idx = idx if isinstance(idx, int) else int(idx[i])
             worths.append(
                 _play(
@@ -548,21 +567,15 @@ def kernel_shap(
     efficiency exactly as a constraint and pairs complementary coalitions;
     Captum (and we) approximate the constraint with weight 10⁶.
     """
-    check_model(model)
-    check_images(x)
-    n, _, height, width = x.shape
-    ids = patch_ids(height, width, grid).to(x.device)
-    p = int(ids.max()) + 1
-    output = _check_output(output)
+    game = _patch_game(model, x, target, grid, baseline, output, batch_size)
     n_samples = check_int(n_samples, "n_samples", 2)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator or None, got {type(generator).__name__}"
         )
-    batch_size = check_batch_size(batch_size, x)
-    idx, hi = resolve_target(target, n, x.device)
-    base = resolve_baseline(baseline, x, model).expand_as(x)
-    x = x.detach()
+    x, ids, p, idx, hi, base = game.x, game.ids, game.p, game.idx, game.hi, game.base
+    output, batch_size = game.output, game.batch_size
+    n = x.shape[0]
     values, f_x, f_base, all_worths = [], [], [], []
     with eval_mode(model), torch.inference_mode():
         for i in range(n):
