@@ -319,3 +319,37 @@ def test_other_bad_arguments(small_cnn, digits):
         shapley.exact_features(table, torch.zeros(1, 3), 0, baseline=torch.zeros(4))
     with pytest.raises(TypeError, match=r"value must be a function"):
         shapley.shapley_textbook(3, 2)
+
+
+# ---------------------------------------------------------- beyond pixels
+
+
+def test_wine_example_trains_offline_and_ig_nearly_matches_shapley():
+    """Notebook 10's table: accurate, repeatable, and IG ≈ exact Shapley near the mean."""
+    wine = shapley.wine_example()
+    again = shapley.wine_example()
+    assert wine.test_accuracy >= 0.9 and len(wine.feature_names) == 13
+    x = wine.x_test[:4]
+    torch.testing.assert_close(wine.model(x), again.model(x))
+    target = wine.model(x).argmax(1)
+    exact = shapley.exact_features(wine.model, x, target)
+    assert exact.n_evaluations == 2**13 and exact.gap.abs().max() < 1e-9
+    ig = sal.integrated_gradients(
+        shapley.RowsAsImages(wine.model), x.view(4, 1, 1, 13), target, n_steps=100
+    ).view(4, 13)
+    rel = (ig.double() - exact.values).norm(dim=1) / exact.values.norm(dim=1)
+    assert rel.max() < 0.25, rel
+    assert all(p.grad is None for p in wine.model.parameters())
+
+
+def test_patch_map_puts_each_value_on_its_pixels():
+    ids = shapley.patch_ids(28, 28, (2, 4))
+    values = torch.arange(16.0).view(2, 8)
+    maps = shapley.patch_map(values, ids)
+    assert maps.shape == (2, 1, 28, 28)
+    assert maps[1, 0, 0, 0] == 8 and maps[1, 0, 27, 27] == 15 and maps[0, 0, 0, 7] == 1
+    torch.testing.assert_close(
+        shapley.patch_sums(maps, ids), values.double() * (14 * 7)
+    )
+    with pytest.raises(ValueError, match=r"values has 3 columns; ids has 8 patches"):
+        shapley.patch_map(torch.zeros(1, 3), ids)
