@@ -22,6 +22,9 @@ model's weights, modes, `requires_grad` flags and hooks, and x, as they were
 * "guided_backprop": `guided_backprop`
 * "guided_grad_cam": `guided_grad_cam` at `default_layer(model)`
 * "deconvnet": `deconvnet`
+* "gradient_shap": `gradient_shap` (expected gradients: 50 samples, baselines
+  drawn from 200 training digits — 1×28×28 inputs; pass baselines= otherwise —
+  no noise, draws seeded with SEED = 0)
 
 `grad_cam` and `guided_grad_cam` take `layer=None` to mean
 `default_layer(model)` (the last conv block: "relu2" for SmallCNN, "layer3"
@@ -57,6 +60,7 @@ from .cam import cam
 from .core import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
+from .gradient_shap import gradient_shap
 from .guided_backprop import deconvnet, guided_backprop
 from .guided_grad_cam import guided_grad_cam
 from .input_x_gradient import input_x_gradient
@@ -75,6 +79,7 @@ METHODS = {
     "guided_backprop": guided_backprop,
     "guided_grad_cam": guided_grad_cam,
     "deconvnet": deconvnet,
+    "gradient_shap": gradient_shap,
 }
 
 __all__ = [
@@ -91,6 +96,7 @@ __all__ = [
     "get_layer",
     "grad_cam",
     "gradient",
+    "gradient_shap",
     "guided_backprop",
     "guided_grad_cam",
     "input_x_gradient",
