@@ -8,14 +8,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import check_platforms as cp  # noqa: E402
+import check_platforms as cp
 
 LOCK = """\
 # header comment
 torch==2.14.1
     # via course-utils (pyproject.toml)
 nvidia-cublas==13.1.1.3 ; sys_platform == 'linux'
-nvidia-cufile==1.15.1.6 ; (platform_machine == 'aarch64' or platform_machine == 'x86_64') and sys_platform == 'linux'
+nvidia-cufile==1.15.1.6 ; (platform_machine == 'aarch64' or \
+platform_machine == 'x86_64') and sys_platform == 'linux'
 colorama==0.4.6 ; sys_platform == 'win32'
 pywinpty==3.1.2 ; os_name == 'nt'
 appnope==1.0.0 ; sys_platform == 'darwin'
@@ -47,11 +48,13 @@ def test_markers_are_evaluated_for_the_target_not_this_machine():
 def test_a_minor_version_is_checked_at_its_first_and_a_late_patch():
     py311 = names("Linux x86_64", (3, 11))
     assert set(py311) == {"3.11.0", f"3.11.{cp.LATE_PATCH}"}
-    assert "soupsieve==2.10" in py311["3.11.0"] and "soupsieve==4.1.2" not in py311["3.11.0"]
+    first = py311["3.11.0"]
+    assert "soupsieve==2.10" in first and "soupsieve==4.1.2" not in first
     late = py311[f"3.11.{cp.LATE_PATCH}"]
     assert "soupsieve==4.1.2" in late and "soupsieve==2.10" not in late
     assert "overrides==7.7.0" in late
-    assert all("overrides==7.7.0" not in v for v in names("Linux x86_64", (3, 12)).values())
+    py312 = names("Linux x86_64", (3, 12)).values()
+    assert all("overrides==7.7.0" not in v for v in py312)
 
 
 def test_read_lock_refuses_a_line_that_is_not_an_exact_pin():
@@ -74,20 +77,22 @@ def test_read_lock_refuses_a_line_that_is_not_an_exact_pin():
 ])
 def test_wheel_tags_against_a_target(filename, platform, python, fits):
     tags = cp.supported_tags(P[platform], python)
-    full = "%d.%d.0" % python
+    full = f"{python[0]}.{python[1]}.0"
     assert cp.wheel_fits(filename, None, tags, full) is fits
 
 
 def test_requires_python_is_checked_at_the_patch_release():
     tags = cp.supported_tags(P["Linux x86_64"], (3, 11))
-    assert not cp.wheel_fits("soupsieve-4.1.2-py3-none-any.whl", ">=3.11.5", tags, "3.11.0")
-    assert cp.wheel_fits("soupsieve-4.1.2-py3-none-any.whl", ">=3.11.5", tags, "3.11.20")
+    wheel = "soupsieve-4.1.2-py3-none-any.whl"
+    assert not cp.wheel_fits(wheel, ">=3.11.5", tags, "3.11.0")
+    assert cp.wheel_fits(wheel, ">=3.11.5", tags, "3.11.20")
 
 
 def test_sdist_only_means_pure_python_when_no_compiled_wheel_exists():
     sdist = {"filename": "x-1.0.tar.gz", "requires-python": ">=3.8"}
     assert cp.is_pure_sdist_only([sdist], "3.12.0")
-    assert cp.is_pure_sdist_only([sdist, {"filename": "x-1.0-py3-none-any.whl"}], "3.12.0")
+    pure = {"filename": "x-1.0-py3-none-any.whl"}
+    assert cp.is_pure_sdist_only([sdist, pure], "3.12.0")
     compiled = {"filename": "x-1.0-cp312-cp312-win_amd64.whl"}
     assert not cp.is_pure_sdist_only([sdist, compiled], "3.12.0")
     assert not cp.is_pure_sdist_only([{**sdist, "requires-python": ">=3.13"}], "3.12.0")

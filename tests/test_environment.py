@@ -11,8 +11,8 @@ from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import bootstrap  # noqa: E402
-import check_platforms as cp  # noqa: E402
+import bootstrap
+import check_platforms as cp
 
 LOCK = cp.read_lock((ROOT / "requirements.lock").read_text())
 
@@ -23,7 +23,7 @@ def _env_pins() -> dict[str, str]:
             for m in re.finditer(r"- ([A-Za-z0-9_.-]+)==([^\s#]+)", text)}
 
 
-@pytest.mark.parametrize("python", cp.PYTHONS, ids=lambda p: "py%d.%d" % p)
+@pytest.mark.parametrize("python", cp.PYTHONS, ids=lambda p: f"py{p[0]}.{p[1]}")
 @pytest.mark.parametrize("platform", cp.PLATFORMS, ids=lambda p: p.name)
 def test_environment_yml_matches_lock_on_every_platform(platform, python):
     env = _env_pins()
@@ -63,7 +63,8 @@ def test_python_versions_agree():
     assert f"3.{bootstrap.SUPPORTED[0][1] - 1}.0" not in accepted
     assert tuple(bootstrap.SUPPORTED) == tuple(cp.PYTHONS)
     env = (ROOT / "environment.yml").read_text()
-    assert "- python>=3.11,<3.14" in env and project["requires-python"] == ">=3.11,<3.14"
+    assert project["requires-python"] == ">=3.11,<3.14"
+    assert "- python>=3.11,<3.14" in env
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,11 +1,12 @@
 """Set up the course environment and run it: one implementation for every OS.
 
-    python tools/bootstrap.py setup          create .venv, install the lock and the package
-    python tools/bootstrap.py lab [ARGS]     setup, then JupyterLab on notebooks/
-    python tools/bootstrap.py test [ARGS]    setup, then pytest tests/ and nbval (or pytest ARGS)
-    python tools/bootstrap.py lock           regenerate requirements.lock from pyproject.toml
-    python tools/bootstrap.py check-lock     does requirements.lock match pyproject.toml?
-    add --dry-run to print what would run without changing anything
+    python tools/bootstrap.py setup         make .venv, install the lock and the package
+    python tools/bootstrap.py lab [ARGS]    setup, then JupyterLab on notebooks/
+    python tools/bootstrap.py test [ARGS]   setup, then pytest tests/ and nbval over the
+                                            notebooks (with ARGS: pytest ARGS instead)
+    python tools/bootstrap.py lock          re-solve requirements.lock (pyproject.toml)
+    python tools/bootstrap.py check-lock    does requirements.lock match pyproject.toml?
+    --dry-run (before the command) prints what would run and changes nothing
 
 The Makefile calls this script (`make setup/lab/test/lock`); on Windows, where there is
 no make, run it directly: `py tools\\bootstrap.py lab`. Standard library only, so it
@@ -40,16 +41,16 @@ LOCK = ROOT / "requirements.lock"
 PYPROJECT = ROOT / "pyproject.toml"
 SUPPORTED = ((3, 11), (3, 12), (3, 13))
 NEED_PYTHON = (
-    "The course needs Python 3.11, 3.12 or 3.13: install one (python.org, or your package "
-    "manager: brew install python@3.12, sudo apt install python3.12-venv, winget install "
-    "Python.Python.3.12), or name it: make PYTHON=/path/to/python3.12"
+    "The course needs Python 3.11, 3.12 or 3.13: install one (python.org, or your "
+    "package manager: brew install python@3.12, sudo apt install python3.12-venv, "
+    "winget install Python.Python.3.12), or name it: make PYTHON=/path/to/python3.12"
 )
 UV = "uv==0.13.9"  # the lock's resolver, pinned so that `make lock` is reproducible
 LOCK_COMMAND = [
     "uv", "pip", "compile", "--universal", "--all-extras", "pyproject.toml",
     "-o", "requirements.lock", "--custom-compile-command", "make lock", "--quiet",
 ]
-HASH_LINE = re.compile(r"^# pyproject-sha256: ([0-9a-f]{64})\s*$", re.M)
+HASH_LINE = re.compile(r"^# pyproject-sha256: ([0-9a-f]{64})\s*$", re.MULTILINE)
 DRY_RUN = False
 
 
@@ -67,7 +68,7 @@ def say(msg: str) -> None:
 
 
 def run(cmd: list, **kwargs) -> None:
-    """Run a command (or print it under --dry-run); stop with its exit status on failure."""
+    """Run a command (print it under --dry-run); on failure exit with its status."""
     shown = " ".join(shlex.quote(str(c)) for c in cmd)
     if DRY_RUN:
         print(f"would run: {shown}", flush=True)
@@ -85,7 +86,7 @@ def run(cmd: list, **kwargs) -> None:
 
 
 def dependency_hash(pyproject: Path = PYPROJECT) -> str:
-    """sha256 of pyproject's requires-python and dependency lists (what the lock solves)."""
+    """sha256 of pyproject's requires-python and dependency lists (what locks solve)."""
     import tomllib
 
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
@@ -97,12 +98,13 @@ def dependency_hash(pyproject: Path = PYPROJECT) -> str:
 def lock_problem(lock: Path = LOCK, pyproject: Path = PYPROJECT) -> str | None:
     """Why requirements.lock cannot be installed as it is, or None when it matches."""
     if not lock.is_file():
-        return f"{lock.name} is missing: run `make lock` (or `python tools/bootstrap.py lock`)"
+        return (f"{lock.name} is missing: run `make lock` "
+                "(or `python tools/bootstrap.py lock`)")
     found = HASH_LINE.search(lock.read_text(encoding="utf-8"))
     if found is None or found[1] != dependency_hash(pyproject):
         return (f"{lock.name} does not match {pyproject.name} (its dependencies or "
-                "requires-python changed): run `make lock` (or `python tools/bootstrap.py "
-                "lock`) and commit both files")
+                "requires-python changed): run `make lock` (or `python "
+                "tools/bootstrap.py lock`) and commit both files")
     return None
 
 
@@ -115,16 +117,21 @@ def stamp_text() -> str:
     return f"{digest.hexdigest()}  Python {sys.version.split()[0]}\n"
 
 
-def venv_works(venv: Path) -> bool:
-    """A venv made by this Python version whose pip runs (not a half-made one)."""
+def venv_works(venv: Path, probe_pip: bool = True) -> bool:
+    """A venv made by this Python version whose pip runs (not a half-made one); without
+    probe_pip only its python and version are checked (the stamp vouches for the
+    rest)."""
     python, cfg = venv_python(venv), venv / "pyvenv.cfg"
     if not python.exists() or not cfg.is_file():
         return False
-    found = re.search(r"^version(?:_info)?\s*=\s*(\d+)\.(\d+)", cfg.read_text(), re.M)
+    found = re.search(r"^version(?:_info)?\s*=\s*(\d+)\.(\d+)", cfg.read_text(),
+                      re.MULTILINE)
     if found is None or (int(found[1]), int(found[2])) != sys.version_info[:2]:
         return False
+    if not probe_pip:
+        return True
     probe = subprocess.run([str(python), "-m", "pip", "--version"],
-                           capture_output=True, cwd=ROOT)
+                           capture_output=True, cwd=ROOT, check=False)
     return probe.returncode == 0
 
 
@@ -134,8 +141,9 @@ def setup() -> None:
     if problem:
         raise SystemExit(f"bootstrap: {problem}")
     stamp, want = VENV / ".installed", stamp_text()
-    if stamp.is_file() and stamp.read_text() == want and venv_works(VENV):
-        say(f"environment up to date in {VENV.name} ({want.split()[-2]} {want.split()[-1]})")
+    if (stamp.is_file() and stamp.read_text() == want
+            and venv_works(VENV, probe_pip=False)):
+        say(f"environment up to date in {VENV.name} ({' '.join(want.split()[-2:])})")
         return
     if DRY_RUN:
         say(f"{VENV.name} needs installing (stamp missing or out of date)")
@@ -173,6 +181,12 @@ def lab(args: list[str]) -> int:
     cmd = [venv_python(VENV), "-m", "jupyterlab", "--notebook-dir=.",
            # JupyterLab's own default_url wins over --ServerApp.default_url.
            "--LabApp.default_url=/lab/tree/notebooks"]
+    if os.name != "nt":
+        # The terminal's shell, named, so that the server does not start a login shell
+        # when its stdout is not a tty: /etc/profile would reset PATH and `course` would
+        # be "command not found" (Windows' PowerShell keeps the server's PATH).
+        shell = os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
+        cmd.append(f"--ServerApp.terminado_settings=shell_command={shlex.quote(shell)}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # containers and CI machines run as root
     run(cmd + args, env=venv_env())
@@ -181,9 +195,9 @@ def lab(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     setup()
-    # One torch thread per process: the suite runs kernels, graders and a browser side by
-    # side; two spinning OpenMP threads per process on a 2-core machine made training
-    # 3.5x slower than one thread (13.3 s vs 3.7 s an epoch).
+    # One torch thread per process: the suite runs kernels, graders and a browser side
+    # by side; two spinning OpenMP threads per process on a 2-core machine made
+    # training 3.5x slower than one thread (13.3 s vs 3.7 s an epoch).
     env = venv_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
                    PYTHONHASHSEED="0")
     pytest = [venv_python(VENV), "-m", "pytest", "-q"]
@@ -236,9 +250,9 @@ def find_python() -> list[str] | None:
         for cand in candidates:
             if shutil.which(cand[0]) is None:
                 continue
-            probe = subprocess.run(cand + ["-c", "import sys, venv; print(sys.version_info"
-                                                 "[:2] in %r)" % (SUPPORTED,)],
-                                   capture_output=True, text=True)
+            code = f"import sys, venv; print(sys.version_info[:2] in {SUPPORTED!r})"
+            probe = subprocess.run([*cand, "-c", code], capture_output=True, text=True,
+                                   check=False)
             if probe.returncode == 0 and probe.stdout.strip() == "True":
                 return cand
     return None
@@ -259,7 +273,8 @@ def main(argv: list[str]) -> int:
             print(f"{NEED_PYTHON} (this is Python {sys.version.split()[0]})",
                   file=sys.stderr)
             return 2
-        say(f"Python {sys.version.split()[0]} is not supported; using {' '.join(found)}")
+        say(f"Python {sys.version.split()[0]} is not supported: using "
+            f"{' '.join(found)}")
         env = dict(os.environ, COURSE_BOOTSTRAP_REEXEC="1")
         return subprocess.call(found + [__file__, *sys.argv[1:]], env=env)
     command, rest = argv[0], argv[1:]

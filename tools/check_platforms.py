@@ -41,9 +41,13 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, compatible_tags, cpython_tags, mac_platforms
-from packaging.utils import (InvalidSdistFilename, InvalidWheelFilename,
-                             canonicalize_name, parse_sdist_filename,
-                             parse_wheel_filename)
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +151,7 @@ def wheel_fits(filename: str, requires_python: str | None, tags: set[Tag],
 
 
 def release_files(index_url: str, name: str, version: str) -> list[dict]:
-    """The files the index lists for one release (PEP 691 JSON), yanked ones left out."""
+    """The files the index lists for one release (PEP 691 JSON), yanked ones out."""
     url = f"{index_url.rstrip('/')}/{canonicalize_name(name)}/"
     request = urllib.request.Request(
         url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
@@ -169,7 +173,7 @@ def release_files(index_url: str, name: str, version: str) -> list[dict]:
 
 
 def admits(requires_python: str | None, full_version: str) -> bool:
-    """Does a file's requires-python admit this Python (unparsable: yes, as pip does)?"""
+    """Does a file's requires-python admit this Python (unparsable: yes, as in pip)?"""
     try:
         return not requires_python or SpecifierSet(requires_python).contains(
             full_version, prereleases=True)
@@ -194,14 +198,15 @@ def check(reqs: list[Requirement], index_url: str):
     table = {}
     for platform in PLATFORMS:
         for python in PYTHONS:
-            tags, missing, sdist, names = supported_tags(platform, python), [], [], set()
+            tags = supported_tags(platform, python)
+            missing, sdist, names = [], [], set()
             for pairs in applicable(reqs, platform, python).values():
                 for req, full in pairs:
                     key = (canonicalize_name(req.name), pin_version(req))
                     names.add(key)
                     listed = files[key]
-                    if any(wheel_fits(f["filename"], f.get("requires-python"), tags, full)
-                           for f in listed):
+                    if any(wheel_fits(f["filename"], f.get("requires-python"), tags,
+                                      full) for f in listed):
                         continue
                     pin = f"{req.name}=={key[1]}"
                     if is_pure_sdist_only(listed, full):
@@ -214,18 +219,20 @@ def check(reqs: list[Requirement], index_url: str):
 
 def pip_check(reqs: list[Requirement], index_url: str, platform: Platform,
               python: tuple[int, int], skip: set[str]) -> str | None:
-    """Ask pip itself (dry run, no deps, wheels only); None when it would install all."""
+    """Ask pip itself (dry run, no deps, wheels only); None when it finds them all."""
     pins = {f"{r.name}=={pin_version(r)}" for pairs in
             applicable(reqs, platform, python).values() for r, _ in pairs} - skip
     abi = f"cp{python[0]}{python[1]}"
     with tempfile.TemporaryDirectory() as target:
         cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run",
-               "--no-cache-dir", "--ignore-installed", "--no-deps", "--only-binary=:all:",
+               "--no-cache-dir", "--ignore-installed", "--no-deps",
+               "--only-binary=:all:",
                "--platform", platform.pip_platform, "--python-version",
                f"{python[0]}.{python[1]}", "--implementation", "cp", "--abi", abi,
                "--target", target, "--index-url", index_url, *sorted(pins)]
         env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)  # not this machine's mirrors
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              check=False)
     if done.returncode == 0:
         return None
     found = re.findall(r"No matching distribution found for (\S+)", done.stderr)
@@ -234,15 +241,17 @@ def pip_check(reqs: list[Requirement], index_url: str, platform: Platform,
 
 def format_table(table: dict) -> str:
     width = max(len(p.name) for p in PLATFORMS)
-    head = f"{'':{width}}  " + "  ".join(f"{'Python %d.%d' % py:<22}" for py in PYTHONS)
+    columns = "  ".join(f"{f'Python {py[0]}.{py[1]}':<22}" for py in PYTHONS)
+    head = f"{'':{width}}  {columns}"
     lines = [head, "-" * len(head)]
     for platform in PLATFORMS:
         cells = []
         for python in PYTHONS:
             n, missing, _ = table[(platform.name, python)]
-            cells.append(f"{'ok' if not missing else 'MISSING %d' % len(missing)}"
-                         f" ({n} pins)")
-        lines.append(f"{platform.name:{width}}  " + "  ".join(f"{c:<22}" for c in cells))
+            verdict = f"MISSING {len(missing)}" if missing else "ok"
+            cells.append(f"{verdict} ({n} pins)")
+        row = "  ".join(f"{c:<22}" for c in cells)
+        lines.append(f"{platform.name:{width}}  {row}")
     return "\n".join(lines)
 
 
