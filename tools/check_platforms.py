@@ -1,6 +1,6 @@
 """Does every pin in requirements.lock have a wheel for every laptop the course targets?
 
-    python tools/check_platforms.py [--index-url URL] [--pip] [--lock FILE]
+    python tools/check_platforms.py [--index-url URL] [--lock FILE] [--pip [--only NAME]]
 
 Targets: macOS 14+ arm64, Windows amd64, Linux x86_64 and aarch64 (glibc 2.28+), each
 with CPython 3.11, 3.12 and 3.13 (`TARGETS`). pip evaluates a lock's environment markers
@@ -219,24 +219,30 @@ def check(reqs: list[Requirement], index_url: str):
 
 def pip_check(reqs: list[Requirement], index_url: str, platform: Platform,
               python: tuple[int, int], skip: set[str]) -> str | None:
-    """Ask pip itself (dry run, no deps, wheels only); None when it finds them all."""
-    pins = {f"{r.name}=={pin_version(r)}" for pairs in
-            applicable(reqs, platform, python).values() for r, _ in pairs} - skip
-    abi = f"cp{python[0]}{python[1]}"
-    with tempfile.TemporaryDirectory() as target:
-        cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run",
-               "--no-cache-dir", "--ignore-installed", "--no-deps",
-               "--only-binary=:all:",
-               "--platform", platform.pip_platform, "--python-version",
-               f"{python[0]}.{python[1]}", "--implementation", "cp", "--abi", abi,
-               "--target", target, "--index-url", index_url, *sorted(pins)]
-        env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)  # not this machine's mirrors
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                              check=False)
-    if done.returncode == 0:
-        return None
-    found = re.findall(r"No matching distribution found for (\S+)", done.stderr)
-    return ", ".join(found) or done.stderr.strip().splitlines()[-1]
+    """Ask pip itself (dry run, no deps, wheels only), once per distinct set of pins
+    (a minor version's patch releases may differ); None when it finds them all."""
+    abi, problems, asked = f"cp{python[0]}{python[1]}", [], set()
+    for full, pairs in applicable(reqs, platform, python).items():
+        pins = frozenset(f"{r.name}=={pin_version(r)}" for r, _ in pairs) - skip
+        if pins in asked:
+            continue
+        asked.add(pins)
+        with tempfile.TemporaryDirectory() as target:
+            cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run",
+                   "--disable-pip-version-check", "--no-cache-dir",
+                   "--ignore-installed", "--no-deps", "--only-binary=:all:",
+                   "--platform", platform.pip_platform,
+                   "--python-version", full, "--implementation", "cp", "--abi", abi,
+                   "--target", target, "--index-url", index_url, *sorted(pins)]
+            env = dict(os.environ, PIP_CONFIG_FILE=os.devnull)  # not local mirrors
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                  check=False)
+        if done.returncode:
+            found = re.findall(r"No matching distribution found for (\S+)", done.stderr)
+            errors = [line for line in done.stderr.splitlines() if "ERROR" in line]
+            problems.append(f"Python {full}: "
+                            + (", ".join(found) or (errors or ["pip failed"])[-1]))
+    return "; ".join(problems) or None
 
 
 def format_table(table: dict) -> str:
@@ -261,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-url", default="https://pypi.org/simple")
     parser.add_argument("--pip", action="store_true",
                         help="also ask pip itself per target (downloads gigabytes)")
+    parser.add_argument("--only", default="", metavar="NAME",
+                        help="--pip only for platforms whose name contains NAME "
+                             "(e.g. macOS, Windows)")
     args = parser.parse_args(argv)
     reqs = read_lock(args.lock.read_text(encoding="utf-8"))
     table = check(reqs, args.index_url)
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(sdist)}")
     if args.pip:
         print("\npip install --dry-run --no-deps --only-binary=:all: per target:")
-        for platform in PLATFORMS:
+        for platform in [p for p in PLATFORMS if args.only.lower() in p.name.lower()]:
             for python in PYTHONS:
                 skip = set(table[(platform.name, python)][2])
                 problem = pip_check(reqs, args.index_url, platform, python, skip)
