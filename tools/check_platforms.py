@@ -1,6 +1,6 @@
 """Does every pin in requirements.lock have a wheel for every laptop the course targets?
 
-    python tools/check_platforms.py [--index-url URL] [--lock FILE] [--pip [--only NAME]]
+    python tools/check_platforms.py [--lock FILE] [--index-url URL] [--pip [--only X]]
 
 Targets: macOS 14+ arm64, Windows amd64, Linux x86_64 and aarch64 (glibc 2.28+), each
 with CPython 3.11, 3.12 and 3.13 (`TARGETS`). pip evaluates a lock's environment markers
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-url", default="https://pypi.org/simple")
     parser.add_argument("--pip", action="store_true",
                         help="also ask pip itself per target (downloads gigabytes)")
-    parser.add_argument("--only", default="", metavar="NAME",
-                        help="--pip only for platforms whose name contains NAME "
+    parser.add_argument("--only", default="", metavar="X",
+                        help="--pip only for platforms whose name contains X "
                              "(e.g. macOS, Windows)")
     args = parser.parse_args(argv)
     reqs = read_lock(args.lock.read_text(encoding="utf-8"))
