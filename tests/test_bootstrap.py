@@ -236,3 +236,21 @@ def test_make_without_a_supported_python_says_which_to_install(tmp_path):
     assert done.returncode != 0
     said = [line for line in done.stderr.splitlines() if "3.11" in line]
     assert len(said) == 1 and "3.11, 3.12 or 3.13" in said[0] and "PYTHON=" in said[0]
+
+
+def test_windows_paths(monkeypatch):
+    venv = Path("/course/.venv")
+    monkeypatch.setattr(bootstrap.os, "name", "nt")
+    assert bootstrap.venv_bin(venv) == venv / "Scripts"
+    assert bootstrap.venv_python(venv) == venv / "Scripts" / "python.exe"
+
+
+def test_make_targets_and_windows_run_the_same_script():
+    make = (ROOT / "Makefile").read_text()
+    for target in ("setup", "lab", "test", "lock"):
+        recipe = make.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        assert f"$(BOOTSTRAP) {target}" in recipe, target
+    assert "BOOTSTRAP = $(if $(strip $(PYTHON)),$(PYTHON) tools/bootstrap.py" in make
+    readme = (ROOT / "README.md").read_text()
+    for command in ("lab", "test"):
+        assert f"py tools\\bootstrap.py {command}" in readme
