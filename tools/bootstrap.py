@@ -198,7 +198,7 @@ def test(args: list[str]) -> int:
     # One torch thread per process: the suite runs kernels, graders and a browser side
     # by side; two spinning OpenMP threads per process on a 2-core machine made
     # training 3.5x slower than one thread (13.3 s vs 3.7 s an epoch).
-    env = venv_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    env = venv_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS") or "1",
                    PYTHONHASHSEED="0")
     pytest = [venv_python(VENV), "-m", "pytest", "-q"]
     if args:
