@@ -1,38 +1,51 @@
 # Saliency Maps course. Students: `make lab`. Everyone: `make test`.
-# Everything lives in .venv (Python 3.11); nothing is registered globally.
+# Everything lives in .venv (Python 3.11, 3.12 or 3.13); nothing is registered globally.
+# setup/lab/test/lock run tools/bootstrap.py, the same script Windows runs without make
+# (`py tools\bootstrap.py lab`), so there is one implementation.
 
-PYTHON ?= python3.11
+# PYTHON: as given (make PYTHON=python3.12, or in the environment), else the first of
+# python3.11, python3.12, python3.13 that runs here.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,python3.11 python3.12 python3.13,\
+            $(shell $(p) -c "import venv" >/dev/null 2>&1 && echo $(p))))
+endif
+NEED_PYTHON := The course needs Python 3.11, 3.12 or 3.13: install one (python.org, or your \
+  package manager: brew install python@3.12, sudo apt install python3.12-venv), or name it: \
+  make PYTHON=/path/to/python3.12
+BOOTSTRAP = $(if $(strip $(PYTHON)),$(PYTHON) tools/bootstrap.py,\
+              echo "$(NEED_PYTHON)" >&2; exit 2; :)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-# Tests run one torch thread per process: the suite runs kernels, graders and a
-# browser side by side, and two spinning OpenMP threads per process on a 2-core
-# machine made training 3.5x slower than one thread (13.3 s vs 3.7 s an epoch).
+# Tests run one torch thread per process (see tools/bootstrap.py: test).
 TEST_ENV := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}
 export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup lab test test-fast test-notebooks test-browser html release grade bench weights clean
+.PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
+        release grade bench weights clean
 
-setup: $(STAMP)
+# Installs only when requirements.lock, pyproject.toml or the Python version changed
+# (a content hash in .venv/.installed, written once everything is installed).
+setup:
+	@$(BOOTSTRAP) setup
 
-# Re-installs only when the lock or pyproject changes.
-$(STAMP): requirements.lock pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
-	@touch $(STAMP)
-	@echo "environment ready in $(VENV)"
+# JupyterLab on notebooks/ (exercises/ is one folder up), .venv/bin first on the PATH of
+# the server, so `course check ...` works in its terminal; --allow-root only as root.
+lab:
+	@$(BOOTSTRAP) lab
 
-# --allow-root only where it is needed (containers, CI machines running as root).
-# Opens on notebooks/; exercises/ is one folder up in the file browser.
-lab: setup
-	$(BIN)/jupyter lab --notebook-dir=. --ServerApp.default_url=/lab/tree/notebooks \
-	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+# pytest over tests/, then nbval over notebooks/ and solutions/.
+test:
+	@$(BOOTSTRAP) test
 
-test: setup
-	$(TEST_ENV) $(BIN)/python -m pytest -q tests
-	$(TEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --durations=20 --nbval-lax notebooks solutions
+# Re-solve requirements.lock for every platform from pyproject.toml (needs the index).
+lock:
+	@$(BOOTSTRAP) lock
+
+# Ask the index, without installing, whether every pin has a wheel for macOS arm64,
+# Windows amd64, Linux x86_64 and aarch64 x Python 3.11-3.13. Needs the network.
+check-platforms: setup
+	$(BIN)/python tools/check_platforms.py
 
 test-fast: setup
 	$(TEST_ENV) $(BIN)/python -m pytest -q tests -m "not slow"
