@@ -448,6 +448,7 @@ def faithfulness_table(
     completeness: bool = True,
     batch_size: int | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Deletion / insertion AUCs (and completeness gaps) for several maps.
 
@@ -462,6 +463,9 @@ def faithfulness_table(
             completeness gap).
         include_random: add the random-order reference row "random".
         completeness: add the completeness-gap columns.
+        progress: show a tqdm bar, one tick per map (False by default; the
+            notebooks turn it on, a table of 64 digits takes tens of seconds
+            on two cores).
     Returns:
         (table, curves). `table`, one row per map sorted best first by
         insertion − deletion AUC: deletion_auc (mean, lower = better),
@@ -480,7 +484,13 @@ def faithfulness_table(
         items[RANDOM] = random_attr(x, seed=seed)
     rows, curves = [], []
     base_logit = None
-    for name, value in items.items():
+    names = list(items)
+    if progress:
+        from tqdm.auto import tqdm
+
+        names = tqdm(names, desc="faithfulness", leave=False)
+    for name in names:
+        value = items[name]
         attr = value(model, x, target) if callable(value) else value
         kw = {"n_steps": n_steps, "baseline": baseline, "batch_size": batch_size,
               "seed": seed}
