@@ -699,17 +699,15 @@ def _check_plain(
         out = reference(*args, **kwargs)
         expected = to_array(transform(out, built) if transform else out)
         ok, why = compare_arrays(mine, expected, compare, rtol, atol)
-        if not ok:
-            found = []
-            if compare == "allclose" and transform is None:
-                found = hints.diagnose(
-                    mine, expected, hints.target_alternatives(reference, *_fresh(built))
-                )
-            failures.append(f"on {built.label}: " + "; ".join([why, *found]))
-        if transform is None:
-            side = hints.behaviour(fn, *_fresh(built))
-            if side:
-                failures.append(f"on {built.label}: " + "; ".join(side))
+        found = [] if ok else [why]
+        if not ok and compare == "allclose" and transform is None:
+            found += hints.diagnose(
+                mine, expected, hints.target_alternatives(reference, *_fresh(built))
+            )
+        if transform is None:  # side effects a single comparison cannot see
+            found += hints.behaviour(fn, *_fresh(built))
+        if found:
+            failures.append(f"on {built.label}: " + "; ".join(found))
     if failures:
         lines = [f"✗ {name}: {len(failures)} of {len(cases)} case(s) failed"]
         lines += [f"  - {f}" for f in failures]

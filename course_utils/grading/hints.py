@@ -78,6 +78,9 @@ def _ratio_hint(s: float) -> str:
     if s < 0:
         return f"your map is {s:.2f}× the reference: the sign is flipped and the scale off"
     n = round(s)
+    if n in (100, 255) and abs(s - n) < 0.02 * n:
+        scale = "a percentage" if n == 100 else "0 … 255 intensities"
+        return f"your map is {s:.1f}× the reference: {scale} instead of a fraction?"
     if n >= 2 and abs(s - n) < 0.02 * n:
         return (
             f"your map is {s:.1f}× the reference: summed instead of averaged? (or a "
@@ -112,8 +115,8 @@ def diagnose(
     if a.shape != e.shape:
         if a.size == 1 and e.size > 1:
             return [
-                f"a single number for the whole batch: return one value per image, "
-                f"shape {e.shape}"
+                (f"a single number for the whole batch: return one value per image, "
+                f"shape {e.shape}")
             ]
         if a.size == e.size:
             return [f"right number of values but shape {a.shape}: reshape to {e.shape}"]
@@ -198,7 +201,7 @@ def target_alternatives(
     alts = {}
     try:
         alts[
-            "every row explains target[0]: use target[row] for row row "
+            "every row explains target[0]: use each row's own target[row] "
             "(logits[torch.arange(N), target])"
         ] = run(target[:1].expand_as(target).clone())
         alts["rows swapped: you explain the targets in reverse order; check target[row]"] = (
@@ -269,7 +272,7 @@ def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
                 ".backward() accumulates there, so a second call adds to it; use "
                 "torch.autograd.grad on a copy of the input"
             )
-    if first_copy is None:
+    if first_copy is None or any("in place" in p for p in problems):
         return problems
     try:
         second = fn(*args, **kwargs)
