@@ -3,7 +3,9 @@
     course train NAME [--epochs N] [--seed S]   rebuild weights/NAME.pt
     course info                                 versions, data, checkpoints
 
-Other subcommands (release, check, grade) are added by `course_utils.grading`.
+Other subcommands (release, check, grade, export) come from
+`course_utils.grading.COMMANDS`, imported when `main` runs (grading does not
+import this module, so there is no import circle).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+# Extra subcommands registered with `command` (grading's come from its COMMANDS).
 COMMANDS: dict = {}
 
 
@@ -61,7 +64,7 @@ def _info(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import grading  # noqa: F401  registers release/check/grade when present
+    from . import grading
 
     parser = argparse.ArgumentParser(prog="course", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_train)
     p = sub.add_parser("info", help="versions, data and checkpoints")
     p.set_defaults(fn=_info)
-    for name, (fn, help_) in COMMANDS.items():
+    for name, (fn, help_) in {**grading.COMMANDS, **COMMANDS}.items():
         p = sub.add_parser(name, help=help_)
         if hasattr(fn, "configure"):
             fn.configure(p)

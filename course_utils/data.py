@@ -159,12 +159,23 @@ def demo_digits(n: int = 8, split: str = "test") -> tuple[torch.Tensor, torch.Te
 
 
 def check_images(x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """Reject anything that is not a (N, 1, 28, 28) batch of [0, 1] digits."""
+    """Reject anything that is not a (N, 1, 28, 28) batch of [0, 1] digits.
+
+    Raises TypeError for a non-tensor or a non-floating dtype, ValueError for
+    another shape or for values outside [0, 1] (NaN included); returns x.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
         raise ValueError(
             f"{name} must have shape (N, 1, 28, 28), got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point in [0, 1], got {x.dtype}")
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(
+            f"{name} must hold intensities in [0, 1], got values in "
+            f"[{float(x.min()):g}, {float(x.max()):g}]"
         )
     return x
 

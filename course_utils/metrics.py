@@ -41,18 +41,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .saliency._common import (
-    check_batch_size,
+from .saliency.baselines import resolve_baseline
+from .saliency.checks import (
     check_choice,
     check_input,
     check_int,
     check_model,
-    chunks,
-    eval_mode,
-    resolve_baseline,
     target_tensor,
 )
-from .saliency.integrated_gradients import BASELINES as IG_BASELINES
+from .saliency.core import check_batch_size, chunks, eval_mode
 
 KINDS = ("deletion", "insertion")
 OUTPUTS = ("prob", "logit")
@@ -240,7 +237,7 @@ def perturb(
     n, c, h, w = x.shape
     n_changed = check_int(n_changed, "n_changed", 0, h * w)
     _, rank = _ranks(attr, x, absolute, seed)
-    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
     counts = torch.full((n,), n_changed, device=x.device)
     out = _mix(x.detach().reshape(n, c, h * w), base.reshape(n, c, h * w), rank,
                counts, kind)
@@ -291,7 +288,7 @@ def perturbation_curve(
         output: "prob" (softmax probability of the target, default, as in
             the paper) or "logit".
         absolute: rank pixels by |attr| (default False: signed).
-        batch_size: rows per model call (default 128).
+        batch_size: rows per model call (default DEFAULT_BATCH_SIZE, 256).
         seed: tie-breaking order (see `pixel_order`).
     Returns:
         A `Curve` with (N, n_steps + 1) scores and (N,) AUCs.
@@ -310,7 +307,7 @@ def perturbation_curve(
     batch_size = check_batch_size(batch_size)
     idx = _targets(target, n, x.device)
     order, rank = _ranks(attr, x, absolute, seed)
-    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
     x_flat = x.detach().reshape(n, c, n_pixels)
     base_flat = base.reshape(n, c, n_pixels)
     n_changed = torch.linspace(0, n_pixels, n_steps + 1).round().long().to(x.device)
@@ -391,7 +388,7 @@ def completeness_gap(
         target: class index, or one per row.
         attr: (N, C, H, W) or (N, 1, H, W) map of x.
         baseline: x₀, as in `perturbation_curve` (default "black", IG's default).
-        batch_size: rows per model call (default 128).
+        batch_size: rows per model call (default DEFAULT_BATCH_SIZE, 256).
     """
     check_model(model)
     check_input(x)
@@ -399,7 +396,7 @@ def completeness_gap(
     total = _attr_scores(attr, x).sum(1)
     idx = _targets(target, n, x.device)
     batch_size = check_batch_size(batch_size)
-    base = resolve_baseline(baseline, x, model, extra=IG_BASELINES).expand_as(x)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
     ends = torch.cat([x.detach(), base])
     with eval_mode(model), torch.inference_mode():
         logits = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import data
+from .saliency.core import eval_mode
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -161,12 +162,6 @@ def known_models() -> list[str]:
     return sorted({*RECIPES, *EXTRA_MODELS})
 
 
-def _set_seed(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    return gen
-
-
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by its own random (dy, dx) in −max_shift … max_shift.
 
@@ -269,12 +264,8 @@ def evaluate(model: nn.Module, split: data.Split | str = "test") -> float:
     """Accuracy of `model` (in eval mode) on a split; restores its mode after."""
     if isinstance(split, str):
         split = data.load_split(split)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         pred = predict(model, split.x).argmax(1)
-    finally:
-        model.train(was_training)
     return float((pred == split.y).float().mean())
 
 

@@ -7,10 +7,15 @@ Captum's arguments. Tests and notebooks use it for "our map equals Captum's".
 Translations (and nothing else):
 
 * model mode: the model runs in eval mode during the call, as ours does
-  (Captum uses whatever mode it is given); its flags are restored after.
-* targets: an int or one int per row, as Captum takes them.
-* baselines: names ("black", "grey", "blur", "noise") are resolved to tensors
-  exactly as ours resolves them (`saliency._common.resolve_baseline`).
+  (Captum uses whatever mode it is given); its flags are restored after
+  (`saliency.core.eval_mode`).
+* targets: an int or one int per row, as Captum takes them (checked by
+  `saliency.checks`, so bad arguments fail with the same messages).
+* baselines: names are converted here, by this module's own code (`_baseline`),
+  not by `saliency.baselines`, so a bug there cannot pass the parity tests
+  unseen: "black"/"zero" 0, "grey" `model.normalize.mean`, "blur" a Gaussian
+  blur of σ = 3 px (one 2-D kernel, replicate borders), "noise" uniform in each
+  row's [min, max] from a CPU generator seeded with 0.
 * `gradient`: `Saliency(abs=absolute)` (Captum's default abs=True).
 * `integrated_gradients`: `IntegratedGradients(method=..., n_steps=...,
   internal_batch_size=batch_size)`. For "riemann_trapezoid" Captum's step
@@ -19,7 +24,7 @@ Translations (and nothing else):
   rule ours uses, and the convergence delta recomputed from the rescaled
   attributions. Captum refuses n_steps = 1 for every Riemann rule.
 * `smoothgrad`: `NoiseTunnel(...)` called once per row with Captum's absolute
-  σ = noise_level · (max xᵢ − min xᵢ) (`saliency.smoothgrad.noise_sigma`).
+  σ = noise_level · (max xᵢ − min xᵢ), computed here per row (`_sigma`).
   Captum draws its noise from the global generator; when a `generator` is
   given its state is loaded into the global generator for the call (inside
   `torch.random.fork_rng`, so the global state is untouched) and copied back
@@ -38,8 +43,8 @@ Translations (and nothing else):
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -58,26 +63,60 @@ from captum.attr import (
 from torch import nn
 
 from . import saliency as sal
-from .saliency import _common
-from .saliency.integrated_gradients import BASELINES
-from .saliency.smoothgrad import noise_sigma
+from .saliency.checks import check_input, check_model, resolve_target
+from .saliency.core import eval_mode, resolve_layer
+
+# The course's definitions of the named baselines, written out again on purpose.
+BLUR_SIGMA = 3.0
+NOISE_SEED = 0
 
 
-@contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, was_training in modes:
-            m.training = was_training
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """x convolved per channel with a normalised 2-D Gaussian, σ = BLUR_SIGMA px."""
+    radius = math.ceil(3 * BLUR_SIGMA)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(t**2) / (2 * BLUR_SIGMA**2))
+    kernel = torch.outer(g, g) / g.sum() ** 2
+    c = x.shape[1]
+    padded = nn.functional.pad(x.detach(), [radius] * 4, mode="replicate")
+    return nn.functional.conv2d(padded, kernel.expand(c, 1, -1, -1), groups=c)
+
+
+def _baseline(baseline, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """A named or given baseline as a tensor shaped like x (Captum's `baselines`)."""
+    if isinstance(baseline, str):
+        if baseline in ("black", "zero"):
+            baseline = 0.0
+        elif baseline == "grey":
+            mean = getattr(getattr(model, "normalize", None), "mean", None)
+            if not isinstance(mean, torch.Tensor):
+                from . import data
+
+                mean = torch.tensor(data.grey_value())
+            baseline = mean.detach().reshape(1, -1, 1, 1)
+        elif baseline == "blur":
+            baseline = _blur(x)
+        elif baseline == "noise":
+            gen = torch.Generator().manual_seed(NOISE_SEED)
+            u = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+            low = x.detach().amin(dim=(1, 2, 3), keepdim=True)
+            high = x.detach().amax(dim=(1, 2, 3), keepdim=True)
+            baseline = low + u * (high - low)
+        else:
+            raise ValueError(f"baseline {baseline!r} has no Captum reference")
+    base = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    return base.detach().expand_as(x).contiguous()
+
+
+def _sigma(row: torch.Tensor, noise_level: float) -> float:
+    """Captum's absolute σ for one row: noise_level · (max − min) of its values."""
+    return float(noise_level * (row.max() - row.min()))
 
 
 def _prepare(model, x, target):
-    _common.check_model(model)
-    _common.check_input(x)
-    idx, _ = _common.resolve_target(target, x.shape[0], x.device)
+    check_model(model)
+    check_input(x)
+    idx, _ = resolve_target(target, x.shape[0], x.device)
     # A private copy that requires grad, as Captum's gradient methods expect
     # (it would otherwise set the flag on the caller's tensor and warn).
     return x.detach().clone().requires_grad_(), idx if isinstance(
@@ -95,36 +134,28 @@ def _quiet(fn, *args, **kwargs):
 def gradient(model, x, target, absolute: bool = False) -> torch.Tensor:
     """`Saliency(model).attribute(x, target=target, abs=absolute)`."""
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         return Saliency(model).attribute(x, target=target, abs=absolute).detach()
 
 
 def input_x_gradient(model, x, target) -> torch.Tensor:
     """`InputXGradient(model).attribute(x, target=target)`."""
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         return InputXGradient(model).attribute(x, target=target).detach()
 
 
-def integrated_gradients(
-    model,
-    x,
-    target,
-    baseline="black",
-    n_steps: int = 50,
-    method: str = "riemann_trapezoid",
-    batch_size: int | None = None,
-    return_delta: bool = False,
-):
+def integrated_gradients(model, x, target, baseline="black", n_steps=50,
+                         method="riemann_trapezoid", batch_size=None, return_delta=False):
     """`IntegratedGradients(model).attribute(...)`, trapezoid weights corrected.
 
     See the module docstring for the n/(n − 1) rescaling of Captum's
     "riemann_trapezoid" result.
     """
-    base = _common.resolve_baseline(baseline, x, model, extra=BASELINES)
+    check_input(x)
+    base = _baseline(baseline, x, model)
     x, target = _prepare(model, x, target)
-    base = base.expand_as(x).contiguous()
-    with _eval(model):
+    with eval_mode(model):
         attr, delta = IntegratedGradients(model).attribute(
             x,
             baselines=base,
@@ -171,17 +202,8 @@ def _global_rng_from(generator: torch.Generator | None, device: torch.device):
         generator.set_state(default.get_state())
 
 
-def smoothgrad(
-    model,
-    x,
-    target,
-    explain=sal.gradient,
-    n_samples: int = 50,
-    noise_level: float = 0.15,
-    kind: str = "smoothgrad",
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def smoothgrad(model, x, target, explain=sal.gradient, n_samples=50, noise_level=0.15,
+               kind="smoothgrad", batch_size=None, generator=None) -> torch.Tensor:
     """`NoiseTunnel(<explain's Captum class>)` per row with σᵢ from noise_level.
 
     Args:
@@ -202,10 +224,9 @@ def smoothgrad(
             f"got {explain!r}"
         )
     cls, extra = _CAPTUM_CLASS[explain]
-    sigma = noise_sigma(x, noise_level)
     x, target = _prepare(model, x, target)
     rows = []
-    with _eval(model), _global_rng_from(generator, x.device):
+    with eval_mode(model), _global_rng_from(generator, x.device):
         tunnel = NoiseTunnel(cls(model))
         for i in range(x.shape[0]):
             rows.append(
@@ -215,7 +236,7 @@ def smoothgrad(
                     nt_type=kind,
                     nt_samples=n_samples,
                     nt_samples_batch_size=batch_size,
-                    stdevs=float(sigma[i]),
+                    stdevs=_sigma(x[i].detach(), noise_level),
                     target=target if isinstance(target, int) else target[i],
                     **extra,
                 )
@@ -223,19 +244,12 @@ def smoothgrad(
     return torch.cat(rows).detach()
 
 
-def occlusion(
-    model,
-    x,
-    target,
-    patch: int = 4,
-    stride: int | None = None,
-    baseline="grey",
-    output: str = "prob",
-    batch_size: int | None = None,
-) -> torch.Tensor:
+def occlusion(model, x, target, patch=4, stride=None, baseline="grey", output="prob",
+              batch_size=None) -> torch.Tensor:
     """`Occlusion(f).attribute(x, sliding_window_shapes=(C, p, p),
     strides=(C, s, s), baselines=...)`, f = softmax ∘ model for output="prob"."""
-    base = _common.resolve_baseline(baseline, x, model)
+    check_input(x)
+    base = _baseline(baseline, x, model)
     x, target = _prepare(model, x, target)
     stride = patch if stride is None else stride
     c = x.shape[1]
@@ -245,29 +259,23 @@ def occlusion(
 
     forward = prob if output == "prob" else model
     per_eval = 1 if batch_size is None else max(1, batch_size // x.shape[0])
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         return Occlusion(forward).attribute(
             x,
             sliding_window_shapes=(c, patch, patch),
             strides=(c, stride, stride),
-            baselines=base.expand_as(x).contiguous(),
+            baselines=base,
             target=target,
             perturbations_per_eval=per_eval,
         )
 
 
-def _layer(model, layer):
-    return _common.get_layer(
-        model, _common.default_layer(model) if layer is None else layer
-    )
-
-
 def grad_cam(model, x, target, layer=None, relu: bool = True, upsample: bool = True):
     """`LayerGradCam(model, layer).attribute(x, target, relu_attributions=relu)`,
     then `LayerAttribution.interpolate(attr, (H, W), interpolate_mode="bilinear")`."""
-    module = _layer(model, layer)
+    module = resolve_layer(model, layer)
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         attr = LayerGradCam(model, module).attribute(
             x, target=target, relu_attributions=relu
         )
@@ -279,23 +287,23 @@ def grad_cam(model, x, target, layer=None, relu: bool = True, upsample: bool = T
 def guided_backprop(model, x, target) -> torch.Tensor:
     """`GuidedBackprop(model).attribute(x, target=target)`."""
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         return _quiet(GuidedBackprop(model).attribute, x, target=target).detach()
 
 
 def deconvnet(model, x, target) -> torch.Tensor:
     """`Deconvolution(model).attribute(x, target=target)`."""
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         return _quiet(Deconvolution(model).attribute, x, target=target).detach()
 
 
 def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
     """`GuidedGradCam(model, layer).attribute(x, target=target,
     interpolate_mode="bilinear")`."""
-    module = _layer(model, layer)
+    module = resolve_layer(model, layer)
     x, target = _prepare(model, x, target)
-    with _eval(model):
+    with eval_mode(model):
         return _quiet(
             GuidedGradCam(model, module).attribute,
             x,
@@ -304,14 +312,4 @@ def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
         ).detach()
 
 
-METHODS = {
-    "gradient": gradient,
-    "input_x_gradient": input_x_gradient,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
-    "occlusion": occlusion,
-    "grad_cam": grad_cam,
-    "guided_backprop": guided_backprop,
-    "guided_grad_cam": guided_grad_cam,
-    "deconvnet": deconvnet,
-}
+METHODS = {name: globals()[name] for name in sal.METHODS}

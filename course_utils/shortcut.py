@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import data, models
+from .saliency.core import eval_mode
 
 NAME = "small_cnn_shortcut"
 TAG_CLASS = 3
@@ -235,12 +236,8 @@ def load_shortcut_model() -> nn.Module:
 
 def predicted(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N,) predicted classes, in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return models.predict(model, x).argmax(1)
-    finally:
-        model.train(was_training)
 
 
 def flip_rate(

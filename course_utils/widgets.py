@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import importlib
 import numbers
 import time
 from collections.abc import Sequence
@@ -45,6 +44,9 @@ from torch import nn
 
 from . import plotting
 from . import saliency as sal
+from .saliency.baselines import BASELINE_LABELS, resolve_baseline
+from .saliency.checks import check_model
+from .saliency.core import eval_mode
 
 __all__ = [
     "IG_BASELINES",
@@ -58,35 +60,16 @@ __all__ = [
 ]
 
 PREDICTED = "predicted"
-IG_BASELINES = (
-    ("black (zeros)", "black"),
-    ("grey (mean, 0 after normalisation)", "grey"),
-    ("blurred digit", "blur"),
-    ("uniform noise", "noise"),
-)
-IG_RULES = (
-    "riemann_trapezoid",
-    "gausslegendre",
-    "riemann_left",
-    "riemann_right",
-    "riemann_middle",
-)
-SMOOTHGRAD_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+# The options come from the modules that own them (never copied here).
+IG_BASELINES = tuple((label, name) for name, label in BASELINE_LABELS.items())
+IG_RULES = sal.QUADRATURE_RULES
+SMOOTHGRAD_KINDS = sal.SMOOTHGRAD_KINDS
 # label → name of the function in course_utils.saliency (looked up per call)
 SMOOTHGRAD_EXPLAIN = (
     ("gradient", "gradient"),
     ("input × gradient", "input_x_gradient"),
     ("guided backprop", "guided_backprop"),
 )
-
-
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            "model must be a torch.nn.Module mapping (N, C, H, W) inputs to (N, K) "
-            f"logits, got {type(model).__name__}"
-        )
-    return model
 
 
 def _check_images(images: object) -> torch.Tensor:
@@ -124,19 +107,6 @@ def _check_labels(labels: object, n: int) -> list | None:
     return labels
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Run the model in eval mode (BatchNorm's running statistics, no updates),
-    and put every module's `training` flag back afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 def _html(label: str, value: str) -> str:
     return (
         f'<span class="sal-label">{html.escape(label)}</span>: '
@@ -164,7 +134,7 @@ class _Explorer:
         size: int = 140,
         batch_size: int | None = None,
     ):
-        self.model = _check_model(model)
+        self.model = check_model(model)
         self.images = _check_images(images)
         n = self.images.shape[0]
         self.labels = _check_labels(labels, n)
@@ -298,7 +268,7 @@ class _Explorer:
 
     def _probabilities(self, i: int) -> torch.Tensor:
         if i not in self._probs:
-            with _eval_mode(self.model), torch.no_grad():
+            with eval_mode(self.model), torch.no_grad():
                 logits = self.model(self.images[i : i + 1])
             self._probs[i] = torch.softmax(logits[0].double(), dim=0)
         return self._probs[i]
@@ -589,14 +559,8 @@ class IGExplorer(_Explorer):
         key = (self.index, baseline)
         if key not in self._baselines:
             x = self.images[self.index : self.index + 1]
-            extra = importlib.import_module(
-                "course_utils.saliency.integrated_gradients"
-            ).BASELINES
-            from .saliency._common import resolve_baseline
-
-            self._baselines[key] = resolve_baseline(
-                baseline, x, self.model, extra=extra
-            ).expand_as(x)
+            base = resolve_baseline(baseline, x, self.model)
+            self._baselines[key] = base.expand_as(x)
         return self._baselines[key]
 
     def _draw(self, x, target, result):

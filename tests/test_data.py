@@ -72,6 +72,13 @@ def test_bad_shapes_and_counts_are_rejected():
         data.check_images(torch.zeros(2, 28, 28))
     with pytest.raises(TypeError, match="torch.Tensor"):
         data.check_images([[0.0]])
+    with pytest.raises(TypeError, match=r"floating point in \[0, 1\]"):
+        data.check_images(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    x = data.demo_digits(2)[0]
+    assert data.check_images(x) is x
+    for bad in (x * 255, x - 0.5, torch.full_like(x, float("nan"))):
+        with pytest.raises(ValueError, match=r"x must hold intensities in \[0, 1\]"):
+            data.check_images(bad)
     with pytest.raises(ValueError, match="n must be an int"):
         data.demo_digits(0)
 

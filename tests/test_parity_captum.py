@@ -23,7 +23,7 @@ from torch import nn
 
 from course_utils import reference as ref
 from course_utils import saliency as sal
-from course_utils.saliency.integrated_gradients import METHODS as IG_RULES
+from course_utils.saliency import QUADRATURE_RULES as IG_RULES
 
 REL_GRAD = 1e-5
 REL_IG = 2e-5

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from course_utils import saliency as sal
-from course_utils.saliency.integrated_gradients import METHODS as IG_RULES
+from course_utils.saliency import QUADRATURE_RULES as IG_RULES
 from course_utils.saliency.smoothgrad import noisy_copies
 
 SHAPE = (3, 2, 5, 6)  # N, C, H, W

@@ -121,10 +121,9 @@ def test_model_must_return_logits(x):
             ValueError,
             (
                 r"baseline must be a number, a tensor broadcastable to x or one of "
-                r"\['black', 'zero', 'grey'\], got 'foo'"
+                r"\['black', 'zero', 'grey', 'blur', 'noise'\], got 'foo'"
             ),
         ),
-        ({"baseline": "blur"}, ValueError, r"baseline must be .* got 'blur'"),
         (
             {"baseline": torch.zeros(2, 5, 5)},
             ValueError,
@@ -138,6 +137,22 @@ def test_model_must_return_logits(x):
 def test_occlusion_arguments(net, x, kwargs, error, message):
     with pytest.raises(error, match=message):
         sal.occlusion(net, x, 0, **kwargs)
+
+
+@pytest.mark.parametrize("name", sal.BASELINE_NAMES)
+def test_every_baseline_name_works_for_every_method_and_metric(net, x, name):
+    """One resolver: a name IG or a deletion curve takes, occlusion takes too."""
+    from course_utils import metrics
+    from course_utils.saliency.baselines import resolve_baseline
+
+    value = resolve_baseline(name, x, net).expand_as(x)
+    for fn in (sal.occlusion, sal.integrated_gradients):
+        by_name = fn(net, x, 0, baseline=name)
+        assert torch.equal(by_name, fn(net, x, 0, baseline=value.clone()))
+    attr = sal.gradient(net, x, 0)
+    curve = metrics.deletion(net, x, 0, attr, baseline=name, n_steps=5)
+    same = metrics.deletion(net, x, 0, attr, baseline=value.clone(), n_steps=5)
+    assert torch.equal(curve.scores, same.scores)
 
 
 @pytest.mark.parametrize(

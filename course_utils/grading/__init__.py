@@ -1,6 +1,7 @@
 """Release exercises from solutions, self-check, and grade submissions (nbgrader).
 
-Commands (registered on the `course` CLI when this package is imported):
+Commands (`COMMANDS`, which `course_utils.cli` reads; this package does not
+import the CLI):
 
     course release [SET ...] [--check] [--force]   solutions/ → exercises/
     course check NOTEBOOK                          a student's self-check
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-from course_utils.cli import command
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -51,7 +50,6 @@ def _add_root(parser) -> None:
     )
 
 
-@command("release", help="generate exercises/ from solutions/ (nbgrader)")
 def release_command(args) -> int:
     from .release import format_report, release
 
@@ -86,7 +84,6 @@ release_command.configure = lambda p: (
 )
 
 
-@command("check", help="self-check: run a notebook's visible tests and show hints")
 def check_command(args) -> int:
     from .selfcheck import self_check
 
@@ -104,7 +101,6 @@ check_command.configure = lambda p: (
 )
 
 
-@command("grade", help="grade every submission of a set into the gradebook and a CSV")
 def grade_command(args) -> int:
     from .grade import GradeOptions, grade, print_summary
 
@@ -182,7 +178,6 @@ def _configure_grade(p) -> None:
 grade_command.configure = _configure_grade
 
 
-@command("export", help="write a set's CSV from the gradebook (after manual grading)")
 def export_command(args) -> int:
     from .grade import export
 
@@ -199,3 +194,24 @@ export_command.configure = lambda p: (
     p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)"),
     _add_root(p),
 )
+
+
+# name → (fn(args), help); fn.configure(parser) adds the arguments.
+COMMANDS = {
+    "release": (
+        release_command,
+        "generate exercises/ from solutions/ (nbgrader)",
+    ),
+    "check": (
+        check_command,
+        "self-check: run a notebook's visible tests and show hints",
+    ),
+    "grade": (
+        grade_command,
+        "grade every submission of a set into the gradebook and a CSV",
+    ),
+    "export": (
+        export_command,
+        "write a set's CSV from the gradebook (after manual grading)",
+    ),
+}

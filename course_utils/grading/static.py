@@ -176,12 +176,6 @@ FORBIDDEN_ATTRS = {
 }
 
 
-def allowed_imports_text(policy: Policy | None = None) -> str:
-    """The modules answers may import, for messages to students."""
-    extra = policy.allow_imports if policy else frozenset()
-    return ", ".join(sorted(ALLOWED_IMPORT_ROOTS | ALLOWED_IMPORTS | extra))
-
-
 REASONS = {
     "reference": "calls a reference implementation",
     "tamper": "tampers with the tests or the interpreter",
@@ -520,12 +514,3 @@ def scan_sources(
                 findings.append(f)
     return findings
 
-
-def summarize(findings: Sequence[Finding]) -> str:
-    """One line per category, e.g. "tampers with the tests … (2 places)"."""
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[f.category] = counts.get(f.category, 0) + 1
-    return "; ".join(
-        f"{REASONS[c]} ({n} place{'s' * (n > 1)})" for c, n in counts.items()
-    )

@@ -34,16 +34,27 @@ evaluations an occlusion setting costs), `default_layer(model)`,
 `get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE` (rows per model
 call for digits) and `default_batch_size(x)` (rows per call for inputs like
 x, fewer for larger images).
+
+Option lists, importable by name: `BASELINE_NAMES` (every baseline name any
+method, metric or widget accepts, see `baselines`), `QUADRATURE_RULES` (IG's
+rules) and `SMOOTHGRAD_KINDS`.
+
+Shared layer (public): `core` (eval mode, input gradient, select, hooks,
+chunking, layers), `checks` (argument and target checks), `baselines` (every
+baseline by name). Each method module opens with `<name>_textbook`, the plain
+loop to hold against the formula, and then the batched version.
 """
 
-from ._common import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
+from .baselines import BASELINE_NAMES
+from .core import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
 from .guided_backprop import deconvnet, guided_backprop
 from .guided_grad_cam import guided_grad_cam
 from .input_x_gradient import input_x_gradient
-from .integrated_gradients import integrated_gradients
+from .integrated_gradients import QUADRATURE_RULES, integrated_gradients
 from .occlusion import forward_passes_occlusion, occlusion
+from .smoothgrad import KINDS as SMOOTHGRAD_KINDS
 from .smoothgrad import smoothgrad
 
 METHODS = {
@@ -59,8 +70,11 @@ METHODS = {
 }
 
 __all__ = [
+    "BASELINE_NAMES",
     "DEFAULT_BATCH_SIZE",
     "METHODS",
+    "QUADRATURE_RULES",
+    "SMOOTHGRAD_KINDS",
     "deconvnet",
     "default_batch_size",
     "default_layer",

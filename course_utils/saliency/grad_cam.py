@@ -5,17 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
-    as_leaf,
-    capture_output,
-    check_input,
-    check_model,
-    default_layer,
-    eval_mode,
-    get_layer,
-    resolve_target,
-    select,
-)
+from .checks import check_input, check_model, resolve_target
+from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
+
+
+def grad_cam_textbook(model, x, target, layer=None, relu=True, upsample=True):
+    """L = ReLU(Σ_k α_k A^k), α_k = (1/hw) Σ_ij ∂f_target/∂A^k_ij: the plain version.
+
+    A = the layer's output (N, K, h, w); model in eval mode.
+    """
+    module = resolve_layer(model, layer)
+    x = x.detach().clone().requires_grad_(True)
+    with capture_output(module) as store:
+        scores = model(x)[torch.arange(len(x)), target]
+    act = store["output"]  # A
+    (grad,) = torch.autograd.grad(scores.sum(), act)  # ∂f/∂A
+    alpha = grad.mean(dim=(2, 3), keepdim=True)  # α_k, (N, K, 1, 1)
+    cam = (alpha * act).sum(1, keepdim=True).detach()  # Σ_k α_k A^k
+    cam = cam.clamp(min=0) if relu else cam
+    return upsample_cam(cam, x.shape[2:]) if upsample else cam
 
 
 def cam_from(act: torch.Tensor, grad: torch.Tensor, relu: bool) -> torch.Tensor:
@@ -76,22 +84,13 @@ def grad_cam(
     """
     check_model(model)
     check_input(x)
-    module = get_layer(model, default_layer(model) if layer is None else layer)
+    module = resolve_layer(model, layer)
     idx, hi = resolve_target(target, x.shape[0], x.device)
     with eval_mode(model), capture_output(module) as store:
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx, hi)
-            act = _captured(store, layer)
+            act = captured(store, layer)
             (grad,) = torch.autograd.grad(out.sum(), act)
     cam = cam_from(act.detach(), grad, relu)
     return upsample_cam(cam, x.shape[2:]) if upsample else cam
-
-
-def _captured(store: dict, layer) -> torch.Tensor:
-    if "output" not in store:
-        raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
-    act = store["output"]
-    if not act.requires_grad:
-        raise ValueError(f"layer {layer!r} output does not depend on the input x")
-    return act

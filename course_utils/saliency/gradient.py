@@ -5,13 +5,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
-    check_input,
-    check_model,
-    eval_mode,
-    input_gradient,
-    resolve_target,
-)
+from .checks import check_input, check_model, resolve_target
+from .core import eval_mode, input_gradient
+
+
+def gradient_textbook(model, x, target):
+    """E_grad(x) = ∇ₓ f_target(x), the plain version (model in eval mode).
+
+    target: an int, or one class per row. Rows are independent, so the
+    gradient of the sum of the rows' target logits is every row's gradient.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    scores = model(x)[torch.arange(len(x)), target]  # f_target(x), one per row
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    return grad
 
 
 def gradient(

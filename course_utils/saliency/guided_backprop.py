@@ -8,16 +8,35 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ._common import (
-    check_input,
-    check_model,
-    eval_mode,
-    input_gradient,
-    removing_hooks,
-    resolve_target,
-)
+from .checks import check_input, check_model, resolve_target
+from .core import eval_mode, input_gradient, removing_hooks
+from .gradient import gradient_textbook
 
-RULES = ("plain", "guided", "deconvnet")
+
+def guided_backprop_textbook(model, x, target):
+    """The gradient, with every ReLU passing back max(g, 0)·1[y > 0]: plain version.
+
+    grad_in of an nn.ReLU is already g·1[y > 0]; guided backprop clamps it at 0.
+    """
+    return _textbook_rule(model, x, target, lambda grad_in, grad_out: grad_in)
+
+
+def deconvnet_textbook(model, x, target):
+    """The gradient, with every ReLU passing back max(g, 0) (no forward mask)."""
+    return _textbook_rule(model, x, target, lambda grad_in, grad_out: grad_out)
+
+
+def _textbook_rule(model, x, target, passed):
+    """gradient_textbook with each nn.ReLU's backward replaced by max(passed, 0)."""
+
+    def hook(_relu, grad_in, grad_out):
+        return (passed(grad_in[0], grad_out[0]).clamp(min=0),)
+
+    with removing_hooks() as handles:
+        for module in model.modules():
+            if isinstance(module, nn.ReLU):
+                handles.append(module.register_full_backward_hook(hook))
+        return gradient_textbook(model, x, target)
 
 
 class _DeconvReLU(torch.autograd.Function):

@@ -5,19 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._common import (
-    as_leaf,
-    capture_output,
-    check_input,
-    check_model,
-    default_layer,
-    eval_mode,
-    get_layer,
-    resolve_target,
-    select,
-)
-from .grad_cam import _captured, cam_from, upsample_cam
-from .guided_backprop import relu_rule
+from .checks import check_input, check_model, resolve_target
+from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
+from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
+from .guided_backprop import guided_backprop_textbook, relu_rule
+
+
+def guided_grad_cam_textbook(model, x, target, layer=None):
+    """GuidedBackprop(x) ⊙ upsample(Grad-CAM(x)), the plain version (two passes)."""
+    cam = grad_cam_textbook(model, x, target, layer)  # (N, 1, H, W), with ReLU
+    return guided_backprop_textbook(model, x, target) * cam
 
 
 def guided_grad_cam(
@@ -53,7 +50,7 @@ def guided_grad_cam(
     """
     check_model(model)
     check_input(x)
-    module = get_layer(model, default_layer(model) if layer is None else layer)
+    module = resolve_layer(model, layer)
     idx, hi = resolve_target(target, x.shape[0], x.device)
     with (
         eval_mode(model),
@@ -63,7 +60,7 @@ def guided_grad_cam(
         leaf = as_leaf(x)
         with torch.enable_grad():
             out = select(model(leaf), idx, hi).sum()
-            act = _captured(store, layer)
+            act = captured(store, layer)
             (grad,) = torch.autograd.grad(out, act, retain_graph=True)
             switch["rule"] = "guided"
             (guided,) = torch.autograd.grad(out, leaf)

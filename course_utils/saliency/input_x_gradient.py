@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gradient import gradient
+from .gradient import gradient, gradient_textbook
+
+
+def input_x_gradient_textbook(model, x, target):
+    """E(x) = x ⊙ ∇ₓ f_target(x), the plain version (model in eval mode)."""
+    return x.detach() * gradient_textbook(model, x, target)
 
 
 def input_x_gradient(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:

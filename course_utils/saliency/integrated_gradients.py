@@ -2,36 +2,54 @@
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch
 from torch import nn
 
-from ._common import (
+# blur_baseline, noise_baseline and their constants are re-exported for notebook 03.
+from .baselines import (  # noqa: F401
+    BLUR_SIGMA,
+    NOISE_SEED,
+    blur_baseline,
+    noise_baseline,
+    resolve_baseline,
+)
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import (
     check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
     chunks,
     eval_mode,
     grid_chunks,
     input_gradient,
-    resolve_baseline,
-    resolve_target,
     select,
 )
+from .gradient import gradient_textbook
 
-METHODS = (
+QUADRATURE_RULES = (
     "riemann_trapezoid",
     "gausslegendre",
     "riemann_left",
     "riemann_right",
     "riemann_middle",
 )
-BLUR_SIGMA = 3.0  # pixels, the "blur" baseline's Gaussian σ
-NOISE_SEED = 0  # seed of the "noise" baseline's generator
+
+
+def integrated_gradients_textbook(
+    model, x, target, baseline="black", n_steps=50, method="riemann_trapezoid"
+):
+    """IG(x) ≈ (x − x₀) ⊙ Σ_k w_k ∇f_target(x₀ + α_k (x − x₀)), the plain loop.
+
+    One gradient per point α_k of the quadrature rule (`quadrature`); model in
+    eval mode; baseline as in `integrated_gradients`.
+    """
+    x = x.detach()
+    x0 = resolve_baseline(baseline, x, model).expand_as(x)
+    total = torch.zeros_like(x)
+    for alpha, weight in zip(*quadrature(method, n_steps)):
+        point = x0 + alpha * (x - x0)  # on the straight path from x₀ to x
+        total += weight * gradient_textbook(model, point, target)
+    return (x - x0) * total
 
 
 @lru_cache(maxsize=128)
@@ -72,45 +90,10 @@ def quadrature(method: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     elif method == "riemann_right":
         alphas = torch.linspace(1 / n, 1, n)
     else:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        raise ValueError(
+            f"method must be one of {list(QUADRATURE_RULES)}, got {method!r}"
+        )
     return alphas, torch.tensor([1 / n] * n).float()
-
-
-def blur_baseline(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """x blurred per channel by a Gaussian of σ = sigma pixels.
-
-    Separable kernel of radius ⌈3σ⌉, normalised to sum 1; borders are padded
-    by replicating the edge pixels (so a constant image stays constant).
-    """
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = nn.functional.pad(x.detach(), (radius,) * 4, mode="replicate")
-    out = nn.functional.conv2d(
-        out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
-    )
-    return nn.functional.conv2d(
-        out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
-    )
-
-
-def noise_baseline(x: torch.Tensor, seed: int = NOISE_SEED) -> torch.Tensor:
-    """Uniform noise in each row's own range [min xᵢ, max xᵢ], seeded.
-
-    Drawn on the CPU from `torch.Generator().manual_seed(seed)` (the same
-    baseline on every call and device), then moved to x's device.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-    flat = x.detach().reshape(x.shape[0], -1)
-    low = flat.min(1).values.view(-1, 1, 1, 1)
-    high = flat.max(1).values.view(-1, 1, 1, 1)
-    return low + u * (high - low)
-
-
-BASELINES = {"blur": blur_baseline, "noise": noise_baseline}
 
 
 def integrated_gradients(
@@ -144,8 +127,8 @@ def integrated_gradients(
             [min, max], generator seeded with NOISE_SEED = 0). Default "black".
         n_steps: points on the path, ≥ 1 (≥ 2 for riemann_trapezoid).
             Default 50.
-        method: quadrature rule, one of METHODS (see `quadrature`). Default
-            "riemann_trapezoid".
+        method: quadrature rule, one of QUADRATURE_RULES (see `quadrature`).
+            Default "riemann_trapezoid".
         batch_size: most rows per model call; the N·n_steps path points run
             in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
             of batch_size rows of one step). Default `default_batch_size(x)`:
@@ -172,7 +155,7 @@ def integrated_gradients(
     """
     check_model(model)
     check_input(x)
-    method = check_choice(method, "method", METHODS)
+    method = check_choice(method, "method", QUADRATURE_RULES)
     n_steps = check_int(n_steps, "n_steps", 1)
     if method == "riemann_trapezoid" and n_steps < 2:
         raise ValueError(
@@ -182,7 +165,7 @@ def integrated_gradients(
     batch_size = check_batch_size(batch_size, x)
     n = x.shape[0]
     idx, hi = resolve_target(target, n, x.device)
-    base = resolve_baseline(baseline, x, model, extra=BASELINES)
+    base = resolve_baseline(baseline, x, model)
     x = x.detach()
     alphas, weights = quadrature(method, n_steps)
     alphas = alphas.to(device=x.device, dtype=x.dtype)

@@ -8,20 +8,40 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ._common import (
-    check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    eval_mode,
-    grid_chunks,
-    resolve_baseline,
-    resolve_target,
-    select,
-)
+from .baselines import resolve_baseline
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import check_batch_size, eval_mode, grid_chunks, select
 
 OUTPUTS = ("prob", "logit")
+
+
+def occlusion_textbook(
+    model, x, target, patch=4, stride=None, baseline="grey", output="prob"
+):
+    """s(p) = mean over windows W ∋ p of [f_c(x) − f_c(x̃_W)]: two loops, one forward each.
+
+    x̃_W is x with window W (all channels) replaced by the baseline; f_c the
+    target's softmax probability ("prob") or logit. Model in eval mode.
+    """
+    stride = patch if stride is None else stride
+    n, c, h, w = x.shape
+    x, x0 = x.detach(), resolve_baseline(baseline, x, model).expand_as(x)
+    rows = torch.arange(n)
+
+    def f(z):  # f_c of every row
+        logits = model(z)
+        return (torch.softmax(logits, 1) if output == "prob" else logits)[rows, target]
+
+    with torch.no_grad():
+        clean, total, count = f(x), torch.zeros(n, h, w), torch.zeros(h, w)
+        for top in range(0, h - patch + stride, stride):
+            for left in range(0, w - patch + stride, stride):
+                win = (..., slice(top, top + patch), slice(left, left + patch))
+                occluded = x.clone()
+                occluded[win] = x0[win]
+                total[win] += (clean - f(occluded))[:, None, None]
+                count[win] += 1
+    return (total / count)[:, None].expand(n, c, h, w).clone()
 
 
 def _windows(size: int, patch: int, stride: int) -> int:
@@ -136,8 +156,9 @@ def occlusion(
             new pixels (Captum's ⌈(H − patch)/stride⌉ + 1 per axis); the last
             one may be cut off by the border.
         baseline: the occluding value: a number, a tensor broadcastable to x,
-            "grey" (default: `model.normalize.mean`, zero after
-            normalisation) or "black"/"zero" (0).
+            or a name of `baselines.BASELINE_NAMES`: "grey" (default:
+            `model.normalize.mean`, zero after normalisation), "black"/"zero"
+            (0), "blur" or "noise" (as for `integrated_gradients`).
         output: "prob" (softmax probability, default) or "logit".
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋

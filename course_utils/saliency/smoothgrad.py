@@ -7,20 +7,43 @@ import numbers
 import torch
 from torch import nn
 
-from ._common import (
-    check_batch_size,
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    chunks,
-    repeat_rows,
-    resolve_target,
-    rows_of,
-)
+from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .core import check_batch_size, chunks, repeat_rows, rows_of
 from .gradient import gradient
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def smoothgrad_textbook(
+    model, x, target, explain=gradient, n_samples=50, noise_level=0.15,
+    kind="smoothgrad", generator=None,
+):  # fmt: skip
+    """(1/S) Σₛ E(x + σ·εₛ), εₛ ~ N(0, I), σ = noise_level·(max x − min x): the loop.
+
+    One image and one noisy copy at a time (the noise drawn as the batched
+    version draws it: S samples per row, row after row). kind "smoothgrad_sq"
+    averages E², "vargrad" takes the variance over the samples.
+    """
+    out = []
+    for i in range(len(x)):
+        row, t = x[i : i + 1].detach(), target if isinstance(target, int) else target[i]
+        sigma = noise_level * (row.max() - row.min())
+        eps = torch.randn(
+            (n_samples, *x.shape[1:]),
+            generator=generator,
+            dtype=x.dtype,
+            device=x.device,
+        )
+        maps = torch.cat(
+            [explain(model, row + sigma * eps[s : s + 1], t) for s in range(n_samples)]
+        )
+        if kind == "smoothgrad":
+            out.append(maps.mean(0))
+        elif kind == "smoothgrad_sq":
+            out.append((maps**2).mean(0))
+        else:
+            out.append(((maps - maps.mean(0)) ** 2).mean(0))
+    return torch.stack(out)
 
 
 def noise_sigma(x: torch.Tensor, noise_level: float) -> torch.Tensor:

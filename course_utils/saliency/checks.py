@@ -1,0 +1,161 @@
+"""Argument checks shared by the saliency methods, metrics, sanity checks and widgets.
+
+Each check returns the (normalised) value or raises a `TypeError`/`ValueError`
+naming the argument and what it accepts:
+
+* `check_model`, `check_input`, `check_int`, `check_choice` (`core` adds
+  `check_batch_size`, next to the chunking it sizes);
+* targets: `resolve_target` (int or tensor of class indices, for the methods'
+  fast path) and `target_tensor` (always an (N,) int64 tensor).
+
+Imports only torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def check_model(model: object) -> nn.Module:
+    """Accept only an `nn.Module` (we need its modes, parameters and hooks)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "model must be a torch.nn.Module mapping (N, C, H, W) inputs to "
+            f"(N, K) logits, got {type(model).__name__}"
+        )
+    return model
+
+
+def check_input(x: object, name: str = "x") -> torch.Tensor:
+    """Accept a finite floating-point (N, C, H, W) tensor with N ≥ 1."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape (N, C, H, W), "
+            f"got {type(x).__name__}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype (e.g. torch.float32), "
+            f"got {x.dtype}"
+        )
+    if x.dim() != 4:
+        raise ValueError(
+            f"{name} must have 4 dims (N, C, H, W), got shape {tuple(x.shape)} "
+            f"({x.dim()} dims); use x.unsqueeze(0) for a single image"
+        )
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(
+            f"{name} must hold at least one non-empty image, got shape {tuple(x.shape)}"
+        )
+    # One reduction and one sync: a NaN/Inf makes the sum non-finite; only a
+    # non-finite sum (or an overflowing one) pays for the elementwise check.
+    if not math.isfinite(float(x.detach().sum())) and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} must be finite; it holds NaN or Inf values")
+    return x
+
+
+def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+    """Accept a Python/numpy int (not bool) in low … high (high=None: no cap)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        accepted = f"in {low}..{high}" if high is not None else f"≥ {low}"
+        raise ValueError(f"{name} must be an int {accepted}, got {value}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Accept one of a fixed set of strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------- targets
+
+
+def resolve_target(target: object, n: int, device: torch.device) -> tuple:
+    """Validate `target` and return (idx, hi).
+
+    Args:
+        target: an int (same class for every row), or a list/tuple/1-D tensor
+            of n ints (one per row), or a 0-d integer tensor.
+        n: number of rows in x.
+    Returns:
+        idx: a Python int when every row has the same given int (then rows are
+            picked with a cheap `logits[:, idx]`), else an int64 tensor (n,)
+            on `device`; use `rows_of(idx, rows)` to subset either.
+        hi: the largest class index as a Python int (`select` compares it with
+            the model's number of outputs without another device sync).
+    """
+    if isinstance(target, bool):
+        raise TypeError("target must be an int or one int per row, got bool")
+    if isinstance(target, numbers.Integral):
+        if int(target) < 0:
+            raise ValueError(f"target must hold class indices ≥ 0, got {int(target)}")
+        return int(target), int(target)
+    if isinstance(target, torch.Tensor):
+        if (
+            target.is_floating_point()
+            or target.is_complex()
+            or target.dtype == torch.bool
+        ):
+            raise TypeError(
+                f"target must hold integers (class indices), got dtype {target.dtype}"
+            )
+        if target.dim() == 0:
+            return resolve_target(int(target), n, device)
+        if target.dim() > 1:
+            raise ValueError(
+                "target must be an int or a 1-D tensor with one int per row, "
+                f"got a tensor of shape {tuple(target.shape)}"
+            )
+        values = None
+        count = target.shape[0]
+    elif isinstance(target, (list, tuple)):
+        if not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
+        ):
+            raise TypeError(f"target must be an int or a list of ints, got {target!r}")
+        values = [int(t) for t in target]
+        count = len(values)
+    else:
+        raise TypeError(
+            "target must be an int, a list of ints or an integer tensor, "
+            f"got {type(target).__name__}"
+        )
+    if count != n:
+        raise ValueError(
+            f"target must be an int or hold one class per row of x: x has {n} "
+            f"rows, target has {count}"
+        )
+    if values is not None:
+        lo, hi = min(values), max(values)
+        idx = torch.tensor(values, dtype=torch.long, device=device)
+    else:
+        idx = target.detach().to(device=device, dtype=torch.long)
+        if count <= 4096:  # one sync, then Python (cheaper than two .item())
+            values_seen = idx.tolist()
+            lo, hi = min(values_seen), max(values_seen)
+        else:
+            lo, hi = (int(v) for v in torch.aminmax(idx))
+    if lo < 0:
+        raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
+    return idx, hi
+
+
+def target_tensor(target: object, n: int, device: torch.device) -> torch.Tensor:
+    """`resolve_target`'s checks, returning one class per row as (n,) int64 on device.
+
+    For callers that need a tensor whatever the target (metrics, sanity checks).
+    """
+    idx, _ = resolve_target(target, n, device)
+    if isinstance(idx, int):
+        return torch.full((n,), idx, dtype=torch.long, device=device)
+    return idx

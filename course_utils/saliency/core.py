@@ -1,0 +1,307 @@
+"""The machinery every saliency method is built from, written once.
+
+* `eval_mode`: runs the model in eval mode and puts every module's own
+  `training` flag back afterwards, also when the body raises (parameters and
+  their `requires_grad` are never touched);
+* `input_gradient`: ∂ f_target / ∂x via `torch.autograd.grad`, the one
+  backward pass most methods are built from; `as_leaf`, `select`;
+* `removing_hooks` / `capture_output` / `captured`: hooks live in context
+  managers that always remove them and never swallow the exception that left
+  the body;
+* batching: `DEFAULT_BATCH_SIZE`, `default_batch_size`, `check_batch_size`,
+  `chunks`, `grid_chunks`, `rows_of`, `repeat_rows`;
+* `get_layer` / `default_layer` / `resolve_layer`: layers by dotted name or
+  module (None: the default Grad-CAM layer).
+
+Why eval mode: a saliency map explains the deployed function. A model left in
+train mode would use batch statistics in BatchNorm (so a row's map would
+depend on the other rows, the IG steps and the noisy copies in its chunk) and
+would overwrite BatchNorm's running statistics, a side effect. Captum runs the
+model in whatever mode it is given; for eval-mode models (the shipped ones,
+`load_pretrained` returns eval mode) the two agree.
+
+Imports only torch (and the torch-only `checks`), so `models` and `shortcut`
+can use `eval_mode` without pulling in anything heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .checks import check_int, check_model
+
+# Rows per model call for batched methods (IG steps, noisy copies, occluded
+# copies), for 1×28×28 digits. Measured with bench/bench_saliency.py on the
+# 2-core course machine (IG and occlusion on 32 digits): with one thread the
+# cost per row is flat from 128 to 512 rows per call and rises above ~1,000;
+# with two threads on a busy machine small calls pay for thread
+# synchronisation (64 rows: 2–3× the cost of 256). 256 is good in both.
+DEFAULT_BATCH_SIZE = 256
+# Larger inputs get fewer rows per call: about this many input values per call
+# (256 digits). For one 3×64×64 image per row that is 16 rows, which the same
+# bench found 1.3–1.6× faster than 256 rows (cache-sized activations).
+DEFAULT_BATCH_VALUES = DEFAULT_BATCH_SIZE * 28 * 28
+
+# ------------------------------------------------- model state and hooks
+
+
+def _collect_training(module: nn.Module, out: list) -> None:
+    """Append every module in train mode (a plain recursion, cheaper than modules())."""
+    if module.training:
+        out.append(module)
+    for child in module._modules.values():
+        if child is not None:
+            _collect_training(child, out)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; each module's own `training` flag restored after.
+
+    Only the modules that were training are switched (and switched back, in a
+    `finally`, so also when the body raises; the exception propagates
+    unchanged). Parameters are never touched: gradients are taken with
+    respect to the input only (`torch.autograd.grad`), so their
+    `requires_grad` flags stay as they are and `.grad` never accumulates.
+    """
+    training: list[nn.Module] = []
+    _collect_training(model, training)
+    try:
+        for m in training:
+            m.training = False
+        yield model
+    finally:
+        for m in training:
+            m.training = True
+
+
+@contextmanager
+def removing_hooks() -> Iterator[list]:
+    """Yield a list; every handle appended to it is removed on the way out.
+
+    Register hooks *inside* the `with` block so a failure halfway through
+    registration still removes the ones already registered. Exceptions are
+    never swallowed.
+    """
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_output(module: nn.Module) -> Iterator[dict]:
+    """Record `module`'s output tensor (under key "output") on each forward."""
+    store: dict = {}
+
+    def hook(_module, _inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"layer must output a single tensor, got {type(output).__name__}"
+            )
+        store["output"] = output
+
+    with removing_hooks() as handles:
+        handles.append(module.register_forward_hook(hook))
+        yield store
+
+
+def captured(store: dict, layer) -> torch.Tensor:
+    """The activation `capture_output` recorded, checked to be usable for a gradient.
+
+    Raises a ValueError naming `layer` if it did not run in the forward pass or
+    its output does not depend on the input.
+    """
+    if "output" not in store:
+        raise ValueError(f"layer {layer!r} was not called in the model's forward pass")
+    act = store["output"]
+    if not act.requires_grad:
+        raise ValueError(f"layer {layer!r} output does not depend on the input x")
+    return act
+
+
+# ------------------------------------------------------------ gradients
+
+
+def as_leaf(x: torch.Tensor) -> torch.Tensor:
+    """A fresh leaf sharing x's values that requires grad (x is left untouched)."""
+    leaf = x.detach()
+    if leaf.is_inference():
+        leaf = leaf.clone()
+    return leaf.requires_grad_(True)
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, idx: torch.Tensor, hi: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """∂ f_idx(x) / ∂x for every row, with one forward and one backward pass.
+
+    Rows are independent (the model is in eval mode), so the gradient of the
+    sum of the selected logits is the per-row gradient, as in Captum's
+    `compute_gradients`. Only x's gradient is computed (`torch.autograd.grad`),
+    nothing accumulates into parameters' `.grad`.
+
+    Returns:
+        (grad shaped like x, logits (N, K) detached).
+    """
+    leaf = as_leaf(x)
+    with torch.enable_grad():
+        logits = model(leaf)
+        out = select(logits, idx, hi)
+        (grad,) = torch.autograd.grad(out.sum(), leaf)
+    return grad, logits.detach()
+
+
+# ----------------------------------------------------------------- targets
+
+
+def rows_of(idx, rows: torch.Tensor):
+    """The targets of the given rows (an int target stays an int)."""
+    return idx if isinstance(idx, int) else idx[rows]
+
+
+def repeat_rows(idx, repeats: int):
+    """Targets for rows repeated row by row (repeat_interleave), as a tensor or int."""
+    return idx if isinstance(idx, int) else idx.repeat_interleave(repeats)
+
+
+def select(logits: object, idx, hi: int) -> torch.Tensor:
+    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
+        raise ValueError(
+            f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
+        )
+    if not isinstance(idx, int) and logits.shape[0] != idx.shape[0]:
+        raise ValueError(
+            f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
+            "model must map (N, C, H, W) to (N, K)"
+        )
+    k = logits.shape[1]
+    if hi >= k:
+        got = idx if isinstance(idx, int) else sorted(set(idx.tolist()))
+        raise ValueError(
+            f"target must be a class index in 0..{k - 1} (the model has {k} "
+            f"outputs), got {got}"
+        )
+    if isinstance(idx, int):
+        return logits[:, idx]
+    return logits.gather(1, idx[:, None])[:, 0]
+
+
+# ----------------------------------------------------------------- batching
+
+
+def default_batch_size(x: torch.Tensor) -> int:
+    """Rows per model call for inputs like x: DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1.
+
+    256 for 1×28×28 digits, 16 for 3×64×64 images.
+    """
+    return max(1, DEFAULT_BATCH_VALUES // max(1, x[0].numel()))
+
+
+def check_batch_size(batch_size: object, x: torch.Tensor | None = None) -> int:
+    """None → `default_batch_size(x)` (DEFAULT_BATCH_SIZE without x); else int ≥ 1."""
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x)
+    return check_int(batch_size, "batch_size", 1)
+
+
+def chunks(n: int, batch_size: int) -> Iterator[slice]:
+    """Slices start:stop covering range(n) in pieces of at most batch_size."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
+    """Blocks (outer slice, row slice) of an (n_outer × n_rows) grid, outer-major.
+
+    The grid is, e.g., IG's (step, input row) pairs or occlusion's (window,
+    input row) pairs. With batch_size ≥ n_rows each block holds whole outer
+    entries (⌊batch_size / n_rows⌋ of them, all rows), so it is built by
+    broadcasting, without gathers; otherwise one outer entry and at most
+    batch_size rows. Every block has at most batch_size cells.
+    """
+    if batch_size >= n_rows:
+        per = batch_size // n_rows
+        for start in range(0, n_outer, per):
+            yield slice(start, min(start + per, n_outer)), slice(0, n_rows)
+    else:
+        for outer in range(n_outer):
+            for rows in chunks(n_rows, batch_size):
+                yield slice(outer, outer + 1), rows
+
+
+# ---------------------------------------------------------------- layers
+
+
+def get_layer(model: nn.Module, layer: object) -> nn.Module:
+    """A submodule of model, by dotted name ("layer3", "layer2.conv1") or itself."""
+    if isinstance(layer, str):
+        try:
+            if not layer:
+                raise AttributeError(layer)
+            return model.get_submodule(layer)
+        except AttributeError:
+            names = [name for name, _ in model.named_modules() if name]
+            raise ValueError(
+                f"layer must name a submodule of the model; {layer!r} not found. "
+                f"Available: {names}"
+            ) from None
+    if isinstance(layer, nn.Module):
+        if not _contains(model, layer):
+            raise ValueError("layer must be a submodule of model (or its dotted name)")
+        return layer
+    raise TypeError(
+        "layer must be a dotted module name (str) or an nn.Module of the model, "
+        f"got {type(layer).__name__}"
+    )
+
+
+def resolve_layer(model: nn.Module, layer: object = None) -> nn.Module:
+    """`get_layer(model, layer)`, with None meaning `default_layer(model)`."""
+    return get_layer(model, default_layer(model) if layer is None else layer)
+
+
+def _contains(module: nn.Module, target: nn.Module) -> bool:
+    if module is target:
+        return True
+    return any(
+        child is not None and _contains(child, target)
+        for child in module._modules.values()
+    )
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) or any(
+        child is not None and _has_conv(child) for child in module._modules.values()
+    )
+
+
+def default_layer(model: nn.Module) -> str:
+    """Name of the last convolutional block's output: Grad-CAM's default layer.
+
+    Rule: the last top-level child that is or contains an `nn.Conv2d`; if the
+    next top-level child is an `nn.ReLU`, that ReLU (its rectified feature
+    maps, the paper's A^k). SmallCNN → "relu2", ResNetSmall → "layer3".
+    """
+    check_model(model)
+    children = list(model.named_children())
+    last = None
+    for i, (_name, child) in enumerate(children):
+        if _has_conv(child):
+            last = i
+    if last is None:
+        raise ValueError(
+            "model has no nn.Conv2d, so there is no default Grad-CAM layer; "
+            "pass layer= (a dotted module name or a module)"
+        )
+    if last + 1 < len(children) and isinstance(children[last + 1][1], nn.ReLU):
+        last += 1
+    return children[last][0]

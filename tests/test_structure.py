@@ -1,0 +1,46 @@
+"""The import graph issue 18 asks for: no cli <-> grading circle, a light core."""
+
+import subprocess
+import sys
+
+import pytest
+
+from course_utils import cli
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return set(out.stdout.split())
+
+
+def test_grading_does_not_import_the_cli():
+    assert "course_utils.cli" not in _modules_after("import course_utils.grading")
+
+
+@pytest.mark.parametrize(
+    "module", ["course_utils.saliency.core", "course_utils.models"]
+)
+def test_shared_layer_and_models_stay_light(module):
+    loaded = _modules_after(f"import {module}")
+    for heavy in ("captum", "altair", "ipywidgets", "pandas", "course_utils.sanity"):
+        assert heavy not in loaded, f"{module} pulls in {heavy}"
+
+
+def test_cli_offers_grading_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("train", "info", "release", "check", "grade", "export"):
+        assert name in out
+
+
+def test_private_common_is_only_an_alias():
+    from course_utils.saliency import _common, baselines, checks, core
+
+    assert _common.eval_mode is core.eval_mode
+    assert _common.target_tensor is checks.target_tensor
+    assert _common.resolve_baseline is baselines.resolve_baseline
