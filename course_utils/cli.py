@@ -30,14 +30,13 @@ def command(name: str, help: str):
 def _train(args) -> int:
     from . import models
 
-    models.known_models()  # loads modules that register extra trainers
-    trainers = dict(models.TRAINERS)
-    if args.name not in trainers:
-        print(f"course train: NAME must be one of {sorted(trainers)}, got {args.name!r}",
-              file=sys.stderr)
+    if args.name not in models.CHECKPOINTS:
+        print(f"course train: NAME must be one of {models.known_models()}, "
+              f"got {args.name!r}", file=sys.stderr)
         return 2
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    model, report = trainers[args.name](progress=not args.quiet, **overrides)
+    trainer = models.trainer_for(args.name)  # imports the recipe's module only now
+    model, report = trainer(progress=not args.quiet, **overrides)
     path = models.save_checkpoint(model, args.name, meta=report)
     print(f"{args.name}: test accuracy {report['test_accuracy']:.4f}, "
           f"trained in {report['seconds']:.1f} s → {path}")

@@ -18,7 +18,7 @@ sanity checks can walk them top down.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -138,28 +138,103 @@ RECIPES: dict[str, Recipe] = {
                            description="ResNetSmall on the 4,000 training digits"),
 }
 
-# Checkpoint names beyond RECIPES, registered by other modules (e.g. the
-# random-label and shortcut models): name -> builder of the untrained net.
-EXTRA_MODELS: dict[str, Callable[[], nn.Module]] = {}
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One shipped checkpoint: its architecture and the recipe that trains it.
+
+    Attributes:
+        build: the untrained architecture (a class or zero-argument callable).
+        trainer: dotted path "package.module:function" of the training
+            function fn(progress=True, **overrides) -> (model, report with
+            "seconds" and "test_accuracy"); imported only when training is
+            asked for (`trainer_for`), so loading a checkpoint never imports the
+            module that trains it (sanity, shortcut, plotting, ...).
+        defaults: keyword arguments bound first, e.g. the recipe name or a seed;
+            overrides given at call time win.
+    """
+
+    build: Callable[[], nn.Module]
+    trainer: str
+    defaults: tuple[tuple[str, object], ...] = ()
 
 
-# Modules that register extra checkpoints (random labels, shortcut) on import.
-_EXTENSIONS = ("course_utils.sanity", "course_utils.shortcut")
+# Every checkpoint `load_pretrained` loads and `course train NAME` rebuilds: the
+# one registry. Names must match sanity.RANDOM_LABELS_NAME / RESEEDED_NAME and
+# shortcut.NAME (a test checks it).
+CHECKPOINTS: dict[str, Checkpoint] = {
+    "small_cnn": Checkpoint(
+        SmallCNN, "course_utils.models:build_and_train", (("name", "small_cnn"),)
+    ),
+    "resnet_small": Checkpoint(
+        ResNetSmall, "course_utils.models:build_and_train", (("name", "resnet_small"),)
+    ),
+    # Adebayo et al.'s data randomization test: SmallCNN memorising permuted labels.
+    "small_cnn_random_labels": Checkpoint(
+        SmallCNN, "course_utils.sanity.labels:train_random_labels_checkpoint"
+    ),
+    # The small_cnn recipe with seed 1 (a different initialisation and order): the
+    # label test's control.
+    "small_cnn_seed1": Checkpoint(
+        SmallCNN,
+        "course_utils.models:build_and_train",
+        (("name", "small_cnn"), ("seed", 1)),
+    ),
+    # The model that learned the tag (course_utils.shortcut).
+    "small_cnn_shortcut": Checkpoint(
+        SmallCNN, "course_utils.shortcut:train_shortcut_model"
+    ),
+}
+
+# Checkpoint names beyond RECIPES: name -> builder of the untrained net (read-only
+# view kept for older code; the registry is CHECKPOINTS).
+EXTRA_MODELS: dict[str, Callable[[], nn.Module]] = {
+    name: c.build for name, c in CHECKPOINTS.items() if name not in RECIPES
+}
 
 
-def _load_extensions() -> None:
+def trainer_for(name: str) -> Callable[..., tuple[nn.Module, dict]]:
+    """The training function of checkpoint `name`, imported on demand.
+
+    Returns fn(progress=True, **overrides) -> (model, report); the registry's
+    `defaults` are bound, overrides (e.g. epochs, seed) replace them.
+    """
     import importlib
-    import importlib.util
 
-    for mod in _EXTENSIONS:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    _check_name(name)
+    entry = CHECKPOINTS[name]
+    module, _, attr = entry.trainer.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    return partial(fn, **dict(entry.defaults)) if entry.defaults else fn
+
+
+class _Trainers(Mapping):
+    """`TRAINERS[name]`: `trainer_for(name)`; membership and iteration read the
+    registry without importing any trainer's module."""
+
+    def __getitem__(self, name: str):
+        if name not in CHECKPOINTS:
+            raise KeyError(name)
+        return trainer_for(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in CHECKPOINTS
+
+    def __iter__(self):
+        return iter(CHECKPOINTS)
+
+    def __len__(self) -> int:
+        return len(CHECKPOINTS)
+
+
+# Every checkpoint `course train NAME` can rebuild: name -> fn(progress, **overrides)
+# returning (model, report with "seconds" and "test_accuracy"). Resolved lazily.
+TRAINERS: Mapping[str, Callable[..., tuple[nn.Module, dict]]] = _Trainers()
 
 
 def known_models() -> list[str]:
     """Names `load_pretrained` accepts."""
-    _load_extensions()
-    return sorted({*RECIPES, *EXTRA_MODELS})
+    return sorted(CHECKPOINTS)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -186,10 +261,15 @@ def train(
     batch_size: int = 64,
     augment: int = 0,
     progress: bool = True,
+    *,
+    schedule: str = "cosine",
+    stop: Callable[[nn.Module, int], bool] | None = None,
+    desc: str = "training",
 ) -> dict:
     """Train `model` in place with Adam and cross-entropy; deterministic per seed.
 
-    The learning rate follows a cosine decay from `lr` to 0 over all steps.
+    The learning rate follows a cosine decay from `lr` to 0 over all steps
+    (`schedule="cosine"`, default) or stays at `lr` (`schedule="constant"`).
 
     Args:
         model: any module mapping (N, 1, 28, 28) to (N, 10) logits.
@@ -202,9 +282,15 @@ def train(
         batch_size: rows per optimiser step.
         augment: shift each training digit by up to this many pixels (0 = off).
         progress: show a tqdm bar (one tick per batch).
+        schedule: "cosine" (default) or "constant" learning rate.
+        stop: optional stop(model, epoch) -> bool called after each epoch
+            (epoch counts from 1) with the model in eval mode; True ends
+            training early (e.g. a train-accuracy threshold, as the label
+            randomization test uses). Default None: all `epochs` run.
+        desc: the progress bar's label.
     Returns:
         {"seconds": training time, "train_accuracy": on the last epoch's batches,
-         "losses": mean loss per epoch}.
+         "losses": mean loss per epoch (one entry per epoch run)}.
     """
     from tqdm.auto import tqdm
 
@@ -212,6 +298,8 @@ def train(
         raise ValueError(f"epochs must be an int ≥ 1, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if train_data is None:
         train_data = data.load_split("train")
     x, y = (train_data.x, train_data.y) if isinstance(train_data, data.Split) else train_data
@@ -221,12 +309,16 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     n_batches = (len(x) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
+        if schedule == "cosine"
+        else None
+    )
     losses = []
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=epochs * n_batches, desc="training", disable=not progress)
-    for _ in range(epochs):
+    bar = tqdm(total=epochs * n_batches, desc=desc, disable=not progress)
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(x), generator=gen)
         total, correct, seen = 0.0, 0, 0
         for b in range(n_batches):
@@ -237,13 +329,20 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(rows)
             correct += int((logits.argmax(1) == y[rows]).sum())
             seen += len(rows)
             bar.update(1)
         losses.append(total / seen)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{correct / seen:.3f}")
+        if stop is not None:
+            model.eval()
+            done = stop(model, epoch)
+            model.train()
+            if done:
+                break
     bar.close()
     model.eval()
     return {
@@ -282,9 +381,26 @@ def confusion_matrix(model: nn.Module, split: data.Split | str = "test") -> torc
 def build(name: str) -> nn.Module:
     """A freshly initialised (untrained) model of a known architecture name."""
     _check_name(name)
-    if name in RECIPES:
-        return RECIPES[name].build()
-    return EXTRA_MODELS[name]()
+    return CHECKPOINTS[name].build()
+
+
+def recipe_settings(name: str, overrides: Mapping) -> dict:
+    """A recipe's epochs, lr, seed and augment, with `overrides` replacing them.
+
+    Raises ValueError for an unknown recipe name or override key.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
+    unknown = set(overrides) - {"epochs", "lr", "seed", "augment"}
+    if unknown:
+        raise ValueError(
+            f"overrides must be among epochs, lr, seed, augment; got {sorted(unknown)}"
+        )
+    recipe = RECIPES[name]
+    settings = {"epochs": recipe.epochs, "lr": recipe.lr, "seed": recipe.seed,
+                "augment": recipe.augment}
+    settings.update(overrides)
+    return settings
 
 
 def build_and_train(name: str, progress: bool = True, **overrides) -> tuple[nn.Module, dict]:
@@ -296,17 +412,10 @@ def build_and_train(name: str, progress: bool = True, **overrides) -> tuple[nn.M
     Returns:
         (trained model in eval mode, train() report with "test_accuracy").
     """
-    if name not in RECIPES:
-        raise ValueError(f"name must be one of {sorted(RECIPES)}, got {name!r}")
-    recipe = RECIPES[name]
-    epochs = overrides.get("epochs", recipe.epochs)
-    lr = overrides.get("lr", recipe.lr)
-    seed = overrides.get("seed", recipe.seed)
-    augment = overrides.get("augment", recipe.augment)
-    torch.manual_seed(seed)
-    model = recipe.build()
-    report = train(model, None, epochs=epochs, lr=lr, seed=seed, augment=augment,
-                   progress=progress)
+    settings = recipe_settings(name, overrides)
+    torch.manual_seed(settings["seed"])
+    model = RECIPES[name].build()
+    report = train(model, None, progress=progress, **settings)
     report["test_accuracy"] = evaluate(model)
     return model, report
 
@@ -324,9 +433,7 @@ def save_checkpoint(model: nn.Module, name: str, meta: dict | None = None) -> Pa
 
 
 def _check_name(name: str) -> None:
-    if name not in RECIPES and name not in EXTRA_MODELS:
-        _load_extensions()
-    if name not in RECIPES and name not in EXTRA_MODELS:
+    if name not in CHECKPOINTS:
         raise ValueError(f"unknown model {name!r}; known models: {known_models()}")
 
 
@@ -351,11 +458,3 @@ def load_pretrained(name: str = "small_cnn") -> nn.Module:
     model.load_state_dict(ckpt["state_dict"])
     model.meta = ckpt.get("meta", {})
     return model.eval()
-
-
-# Every checkpoint `course train NAME` can rebuild: name -> fn(progress, **overrides)
-# returning (model, report with "seconds" and "test_accuracy"). Other modules
-# (sanity, data shortcuts) add their own trainers here.
-TRAINERS: dict[str, Callable[..., tuple[nn.Module, dict]]] = {
-    name: partial(build_and_train, name) for name in RECIPES
-}

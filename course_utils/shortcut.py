@@ -18,8 +18,8 @@ digits:
   accuracy on tagged and untagged digits, and how often stamping the tag on
   other digits turns them into `TAG_CLASS`.
 
-Importing this module registers the model in `models.TRAINERS` and
-`models.EXTRA_MODELS`.
+`models.CHECKPOINTS` declares the checkpoint (architecture and the dotted path
+of `train_shortcut_model`); importing this module changes no registry.
 """
 
 from __future__ import annotations
@@ -207,21 +207,11 @@ def train_shortcut_model(progress: bool = True, **overrides) -> tuple[nn.Module,
         "losses", "test_accuracy" (on the tagged test digits) and
         "clean_test_accuracy".
     """
-    recipe = models.RECIPES["small_cnn"]
-    unknown = set(overrides) - {"epochs", "lr", "seed", "augment"}
-    if unknown:
-        raise ValueError(
-            f"overrides must be among epochs, lr, seed, augment; got {sorted(unknown)}"
-        )
-    epochs = overrides.get("epochs", recipe.epochs)
-    lr = overrides.get("lr", recipe.lr)
-    seed = overrides.get("seed", recipe.seed)
-    augment = overrides.get("augment", recipe.augment)
-    torch.manual_seed(seed)
+    settings = models.recipe_settings("small_cnn", overrides)
+    torch.manual_seed(settings["seed"])
     model = models.SmallCNN()
     train_data = make_tagged("train")
-    report = models.train(model, train_data, epochs=epochs, lr=lr, seed=seed,
-                          augment=augment, progress=progress)
+    report = models.train(model, train_data, progress=progress, **settings)
     report["test_accuracy"] = models.evaluate(model, make_tagged("test"))
     report["clean_test_accuracy"] = models.evaluate(model, "test")
     report.update(tag_class=TAG_CLASS, p_tagged=P_TAGGED, p_other=P_OTHER,
@@ -353,6 +343,3 @@ def tag_mass_table(
     out.index.name = "method"
     return out
 
-
-models.EXTRA_MODELS[NAME] = models.SmallCNN
-models.TRAINERS[NAME] = train_shortcut_model

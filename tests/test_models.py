@@ -95,3 +95,86 @@ def test_train_rejects_bad_arguments():
     with pytest.raises(ValueError, match="labels"):
         models.train(models.SmallCNN(), (torch.zeros(3, 1, 28, 28), torch.zeros(2).long()),
                      progress=False)
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_loading_a_checkpoint_imports_no_trainer_module():
+    """The registry is declarative: loading small_cnn_random_labels (whose recipe
+    lives in sanity) imports neither sanity, shortcut, Altair nor scikit-image."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from course_utils import models\n"
+        "models.load_pretrained('small_cnn_random_labels')\n"
+        "models.known_models(); 'small_cnn_shortcut' in models.TRAINERS\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('altair', 'skimage') or m.startswith(('course_utils.sanity', "
+        "'course_utils.shortcut', 'course_utils.plotting')))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_registry_names_match_their_modules_and_resolve_lazily():
+    from course_utils import sanity, shortcut
+
+    names = {sanity.RANDOM_LABELS_NAME, sanity.RESEEDED_NAME, shortcut.NAME}
+    assert names | set(models.RECIPES) == set(models.known_models())
+    assert set(models.TRAINERS) == set(models.CHECKPOINTS)
+    assert models.trainer_for(shortcut.NAME) is shortcut.train_shortcut_model
+    assert (
+        models.trainer_for(sanity.RANDOM_LABELS_NAME)
+        is sanity.labels.train_random_labels_checkpoint
+    )
+    seed1 = models.trainer_for(sanity.RESEEDED_NAME)
+    assert seed1.func is models.build_and_train
+    assert seed1.keywords == {"name": "small_cnn", "seed": 1}
+    for name, entry in models.CHECKPOINTS.items():
+        assert isinstance(models.build(name), entry.build)
+    with pytest.raises(ValueError, match="unknown model"):
+        models.trainer_for("small_cnn_typo")
+    with pytest.raises(KeyError):
+        models.TRAINERS["small_cnn_typo"]
+    with pytest.raises(ValueError, match="overrides"):
+        models.recipe_settings("small_cnn", {"epoch": 3})
+
+
+def test_train_stop_hook_and_constant_schedule():
+    split = data.load_split("train")
+    xy = (split.x[:64], split.y[:64])
+    seen = []
+
+    def stop(model, epoch):
+        assert not model.training  # called in eval mode
+        seen.append(epoch)
+        return epoch == 2
+
+    torch.manual_seed(0)
+    model = models.SmallCNN()
+    report = models.train(model, xy, epochs=5, batch_size=32, progress=False,
+                          schedule="constant", stop=stop)
+    assert seen == [1, 2] and len(report["losses"]) == 2
+    # A constant schedule is plain Adam: the same as stepping it by hand.
+    torch.manual_seed(0)
+    ref = models.SmallCNN()
+    opt = torch.optim.Adam(ref.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    ref.train()
+    for _ in range(2):
+        order = torch.randperm(64, generator=gen)
+        for b in range(0, 64, 32):
+            rows = order[b : b + 32]
+            loss = nn.functional.cross_entropy(ref(xy[0][rows]), xy[1][rows])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="schedule"):
+        models.train(models.SmallCNN(), xy, epochs=1, schedule="step", progress=False)

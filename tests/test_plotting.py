@@ -484,3 +484,59 @@ def test_enable_renderer_emits_the_v5_bundle(blob):
         assert "application/vnd.vegalite.v5+json" in bundle
     finally:
         alt.renderers.enable(old)
+
+
+# ---------------------------------------------------------------- Altair
+
+
+def test_altair_is_the_locked_version_and_charts_validate(seven, blob):
+    """The charts use Altair's public API only; pin the test to the lock so an
+    Altair upgrade re-runs it against the new schema (and the lock says which)."""
+    from pathlib import Path
+
+    lock = (Path(__file__).resolve().parents[1] / "requirements.lock").read_text()
+    pins = [ln.split(";")[0].strip() for ln in lock.splitlines()
+            if ln.lower().startswith("altair==")]
+    assert pins == [f"altair=={alt.__version__}"]
+    s = seven.reshape(1, 28, 28)
+    x = torch.stack([s, s.flip(-1)])
+    charts = [
+        P.heatmap(blob, seven),
+        P.overlay(seven, blob),
+        P.panels(seven, blob, extra={"baseline": torch.zeros(28, 28)}, title="t"),
+        P.grid({"a": x, "b": -x}, image=x, show_input=True, scale="row", title="g"),
+        P.grid({"a": {"x": blob}}, image=seven, show_input=True, scale="independent"),
+        P.digits(x, [7, 7]),
+        P.confusion_matrix(torch.eye(3) * 5),
+    ]
+    for chart in charts:
+        chart.to_dict(validate=True)  # raises on a spec the schema rejects
+    # A chart built from a cached layout equals its spec.
+    chart, spec = P.grid({"a": x}, image=x, return_spec=True, title="g")
+    assert isinstance(chart, alt.FacetChart) and chart.to_dict(validate=True) == spec
+    alt.FacetChart.from_dict(spec, validate=True)  # the raw spec validates too
+
+
+def test_plotting_uses_no_altair_internals():
+    from pathlib import Path
+
+    root = Path(P.__file__).parent
+    for path in root.glob("*.py"):
+        src = path.read_text()
+        for private in ("_kwds", "SchemaBase", "schemapi", "__new__"):
+            assert private not in src, f"{path.name} uses Altair internal {private}"
+
+
+def test_facet_layout_is_a_frozen_cache_key(blob):
+    layout = P.FacetLayout(True, "attribution", 40, 40, cols=("a", "b"))
+    with pytest.raises(AttributeError):
+        layout.width = 50
+    rows = [{"col": "a", "url": "data:,"}, {"col": "b", "url": "data:,"}]
+    chart1, spec1 = P.facet_chart(layout, rows, "one")
+    chart2, spec2 = P.facet_chart(
+        P.FacetLayout(True, "attribution", 40, 40, cols=("a", "b")), rows[:1], None
+    )
+    assert spec1["title"] == "one" and "title" not in spec2
+    assert spec2["data"]["values"] == rows[:1]  # same layout, its own data
+    assert chart1.to_dict() == spec1 and chart2.to_dict() == spec2
+    assert spec1["facet"]["column"]["sort"] == ["a", "b"]

@@ -8,6 +8,7 @@ differ more from the true model's than a re-seeded true-label model's do.
 """
 
 from functools import partial
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -475,3 +476,87 @@ def test_verdict_passes_only_below_threshold_on_every_metric(cnn_cascade):
     assert not low["passes"].any()
     with pytest.raises(ValueError, match="at"):
         sanity.verdict(cnn_cascade, at="fc3")
+
+
+# ------------------------------------------------------------------ structure
+
+
+def test_similarities_are_pure_functions_and_the_constant_rule_lives_in_compare():
+    import importlib
+
+    # the module (the package's `similarity` is the function of the same name)
+    S = importlib.import_module("course_utils.sanity.similarity")
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 49)), rng.normal(size=(3, 49))
+    a[1] = 2.0  # a constant row
+    raw = S.pearson_rows(a, b)  # the pure function: undefined where constant
+    assert np.isnan(raw[1]) and np.isfinite(raw[[0, 2]]).all()
+    assert raw[0] == pytest.approx(np.corrcoef(a[0], b[0])[0, 1])
+    maps_a, maps_b = a.reshape(3, 7, 7), b.reshape(3, 7, 7)
+    # the registered measure + the rule, applied once in compare
+    vals, const = S.compare("spearman", S.Prepared(maps_a, "a"), S.Prepared(maps_b, "b"))
+    assert list(const) == [False, True, False]
+    assert vals[1] == sanity.ONE_CONSTANT
+    vals, _ = S.compare("spearman", S.Prepared(maps_a, "a"), S.Prepared(maps_a, "a"))
+    assert vals[1] == sanity.BOTH_CONSTANT
+    assert set(sanity.SIMILARITIES) == set(sanity.METRICS)
+    for name, measure in sanity.SIMILARITIES.items():
+        assert callable(measure.fn), name
+
+
+class _CountingCNN(models.SmallCNN):
+    """SmallCNN that records the number of rows of every forward call."""
+
+    calls: ClassVar[list] = []
+
+    def forward(self, x):
+        _CountingCNN.calls.append(len(x))
+        return super().forward(x)
+
+
+def test_a_given_target_costs_no_forward_pass_of_the_inputs(small_cnn, digits):
+    x, y = digits
+    model = _CountingCNN()
+    model.load_state_dict(small_cnn.state_dict())
+    blank = {"none": lambda m, x_, t: torch.zeros_like(x_)}  # never calls the model
+    _CountingCNN.calls.clear()
+    res = sanity.cascading_randomization(
+        model, x, y, blank, layers=["fc2"], metrics=["spearman"], progress=False
+    )
+    assert _CountingCNN.calls == [1]  # one row, to check the targets against K
+    assert torch.equal(res.target, y.cpu()) and res.target.dtype == torch.long
+    _CountingCNN.calls.clear()
+    res = sanity.cascading_randomization(
+        model, x, 3, blank, layers=["fc2"], metrics=["spearman"], progress=False
+    )
+    assert _CountingCNN.calls == [1] and res.target.tolist() == [3] * len(x)
+    _CountingCNN.calls.clear()
+    sanity.cascading_randomization(
+        model, x, None, blank, layers=["fc2"], metrics=["spearman"], progress=False
+    )
+    assert _CountingCNN.calls == [len(x)]  # None: the trained model's prediction
+
+
+def test_cascading_and_independent_share_one_engine_and_settings(small_cnn, digits):
+    x, y = digits
+    kwargs = {"methods": "gradient", "layers": ["fc1", "fc2"], "metrics": ["spearman"],
+              "progress": False, "seed": 3, "rule": "normal", "sigma": 0.05}
+    casc = sanity.cascading_randomization(small_cnn, x, y, **kwargs)
+    ind = sanity.independent_randomization(small_cnn, x, y, **kwargs)
+    assert casc.settings == ind.settings == {
+        "layers": ["fc1", "fc2"], "rule": "normal", "sigma": 0.05, "seed": 3,
+        "target_mode": "original", "methods": ["gradient"],
+    }
+    # Step 1 (fc2 alone) is the same model in both tests.
+    assert torch.equal(casc.maps["fc2"]["gradient"], ind.maps["fc2"]["gradient"])
+    s = sanity.Settings.checked("independent", "layer", "gradient", None, 0,
+                                "original", False)
+    with pytest.raises(AttributeError):
+        s.seed = 1  # frozen
+    for bad in ({"target_mode": "true"}, {"seed": -1}):
+        with pytest.raises(ValueError):
+            sanity.Settings.checked(
+                "cascading", "layer", "gradient", None,
+                bad.get("seed", 0), bad.get("target_mode", "original"), False
+            )

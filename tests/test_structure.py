@@ -38,9 +38,12 @@ def test_cli_offers_grading_subcommands(capsys):
         assert name in out
 
 
-def test_private_common_is_only_an_alias():
-    from course_utils.saliency import _common, baselines, checks, core
+def test_shared_layer_is_public():
+    """The shared pieces live in public modules; the old private alias is gone."""
+    import importlib.util
 
-    assert _common.eval_mode is core.eval_mode
-    assert _common.target_tensor is checks.target_tensor
-    assert _common.resolve_baseline is baselines.resolve_baseline
+    from course_utils.saliency import baselines, checks, core
+
+    assert importlib.util.find_spec("course_utils.saliency._common") is None
+    assert callable(core.eval_mode) and callable(checks.target_tensor)
+    assert callable(baselines.resolve_baseline)
