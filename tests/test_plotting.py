@@ -448,10 +448,13 @@ def test_digits_grid(digits):
     spec = spec_of(P.digits(x, y, predictions=y, columns=4))
     values = records(spec)
     assert [v["caption"] for v in values][:2] == [
-        f"#0  {int(y[0])} → {int(y[0])}",
-        f"#1  {int(y[1])} → {int(y[1])}",
+        f"#0: {int(y[0])} → {int(y[0])}",
+        f"#1: {int(y[1])} → {int(y[1])}",
     ]
     assert spec["columns"] == 4
+    # text labels stand alone: "black", not "#0 black" (which reads like a digit)
+    named = records(spec_of(P.digits(x[:2], ["black", "grey"])))
+    assert [v["caption"] for v in named] == ["black", "grey"]
     with pytest.raises(ValueError, match="labels must have one entry per image"):
         P.digits(x, y[:3])
     with pytest.raises(ValueError, match="at least one image"):

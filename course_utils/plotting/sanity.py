@@ -53,6 +53,7 @@ def cascade_curve(
     band: bool = True,
     width: int = 220,
     height: int = 200,
+    columns: int = 2,
 ) -> alt.Chart:
     """Similarity vs randomization depth: one line per method, one panel per metric.
 
@@ -67,8 +68,10 @@ def cascade_curve(
         methods: lines; None = every method in the result.
         band: draw mean ± std over the images (default True).
         width, height: size of one panel in pixels.
+        columns: panels per row (default 2, so four panels and the legend fit
+            the 900 px notebook column).
     Returns:
-        A faceted Altair chart (one column per metric).
+        A faceted Altair chart (one panel per metric, `columns` to a row).
     """
     metrics = check_metrics(metrics, METRICS)
     t = result.table
@@ -94,7 +97,15 @@ def cascade_curve(
     )
     layers = [lines]
     if band:
-        layers.insert(0, base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q"))
+        # the band stays out of the legend, whose swatches then have the
+        # lines' full colour instead of the band's 12 % opacity
+        band_color = alt.Color(
+            "method:N", sort=list(dict.fromkeys(t.method)), legend=None
+        )
+        layers.insert(
+            0,
+            base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q", color=band_color),
+        )
     title = {
         "cascading": "Cascading randomization",
         "independent": "Independent layer randomization",
@@ -104,9 +115,10 @@ def cascade_curve(
         alt.layer(*layers)
         .properties(width=width, height=height)
         .facet(
-            column=alt.Column(
+            facet=alt.Facet(
                 "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
             ),
+            columns=columns,
             data=t,
             title=title,
         )
@@ -120,7 +132,7 @@ def cascade_grid(
     scale: str = "independent",
     absolute: bool = True,
     overlay: bool = False,
-    size: int = 72,
+    size: int = 120,
 ) -> alt.Chart:
     """The lecture's cascade figure: rows = methods, columns = steps, one digit.
 
@@ -142,7 +154,7 @@ def cascade_grid(
             shows signed maps on the diverging scale.
         overlay: draw the maps over the digit (default False: maps alone, so
             a map that merely copies the digit shows it by itself).
-        size: width of a cell in pixels.
+        size: width of a cell in pixels (default 120).
     Returns:
         A faceted Altair chart.
     """
@@ -183,6 +195,7 @@ def label_chart(
     metrics: Sequence[str] | None = None,
     width: int = 160,
     height: int = 200,
+    columns: int = 2,
 ) -> alt.Chart:
     """The data randomization figure: similarity to the true-label model's maps.
 
@@ -194,6 +207,7 @@ def label_chart(
         result: a `SanityResult` of `label_randomization`.
         metrics: panels, a subset of `METRICS`; None = all four.
         width, height: size of one panel in pixels.
+        columns: panels per row (default 2: fits the notebook column).
     Returns:
         A faceted Altair chart.
     """
@@ -212,7 +226,11 @@ def label_chart(
     )
     base = alt.Chart().encode(
         y=alt.Y("method:N", sort=list(dict.fromkeys(t.method)), title=None),
-        color=alt.Color(f"{result.key}:N", title="compared model"),
+        color=alt.Color(
+            f"{result.key}:N",
+            title="compared model",
+            legend=alt.Legend(labelLimit=0, orient="bottom"),  # labels in full
+        ),
         yOffset=f"{result.key}:N",
     )
     bars = base.mark_bar().encode(
@@ -226,9 +244,10 @@ def label_chart(
         alt.layer(bars, rules, data=t)
         .properties(width=width, height=height)
         .facet(
-            column=alt.Column(
+            facet=alt.Facet(
                 "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
             ),
+            columns=columns,
             title="Label randomization",
         )
     )
