@@ -157,8 +157,8 @@ def colorize(m: np.ndarray, vmax: float, signed: bool) -> np.ndarray:
     Args:
         m: (H, W) map.
         vmax: end of the scale; values beyond it are clamped.
-        signed: True → blue–white–red over [-vmax, vmax]; False → cool-to-warm
-            over [0, vmax] applied to |m|.
+        signed: True → blue–white–red over [-vmax, vmax]; False → plasma
+            (dark purple → yellow) over [0, vmax] applied to |m|.
     Returns:
         (H, W, 3) uint8 RGB.
     """

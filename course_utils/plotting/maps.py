@@ -101,7 +101,8 @@ def heatmap(
         reduce: channel reduction, "sum" (signed, default), "abs_sum" or
             "max_abs" (magnitudes); see `to_map`.
         signed: True → diverging blue–white–red scale over [-vmax, vmax]
-            (centred on 0); False → cool-to-warm scale over [0, vmax] of |map|;
+            (centred on 0); False → the plasma scale (dark purple → yellow)
+            over [0, vmax] of |map|;
             None (default) → signed iff the map has a negative value.
         outlier_perc: percent of the total |attribution| allowed to saturate
             (Captum's `outlier_perc`, default 2); 0 = scale to the maximum.
