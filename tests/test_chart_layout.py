@@ -40,9 +40,11 @@ def _svg_size(svg: str) -> tuple[float, float]:
 
 
 def _texts(svg: str) -> list[str]:
-    return [
-        re.sub(r"&[a-z]+;|&#\d+;", "", t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)
-    ]
+    """Every text of the SVG: single-line <text> and the lines (<tspan>) of
+    multi-line labels."""
+    found = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    found += re.findall(r"<tspan[^>]*>([^<]*)</tspan>", svg)
+    return [re.sub(r"&[a-z]+;|&#\d+;", "", t) for t in found]
 
 
 def _units(spec: dict):
@@ -76,7 +78,7 @@ def _series_by_colour(unit: dict) -> bool:
 def chart_problems(spec: dict) -> list[str]:
     """What makes a chart hard to read in the notebook column; [] when fine."""
     svg = vlc.vegalite_to_svg(spec)
-    width, height = _svg_size(svg)
+    width, _height = _svg_size(svg)
     problems = []
     if width > MAX_WIDTH:
         problems.append(f"{width:.0f} px wide (column: {MAX_WIDTH} px)")

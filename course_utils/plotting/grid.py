@@ -206,8 +206,8 @@ def _map_values(cells: _Cells, limits: dict, scale: str, overlay: bool,
 def _legend(scale: str, limits: dict, legend_title: str) -> tuple[float, str]:
     """(vmax the legend spans, its title): shared scales show the attribution,
     the others attribution / vmax over [-1, 1] or [0, 1]."""
-    if scale == "shared":
-        return next(iter(limits.values())), legend_title
+    if scale == "shared":  # magnitudes are comparable across cells: say so
+        return next(iter(limits.values())), f"{legend_title} (one scale for all)"
     return 1.0, f"{legend_title} / vmax ({scale})"
 
 
