@@ -268,7 +268,7 @@ def test_outline_overlay_white_zero_and_outline_on_the_ink_edge():
     np.testing.assert_array_equal(outside, [255, 255, 255])
     np.testing.assert_array_equal(rgb[0, 0], SIGNED_RGB[-1])  # the map at full colour
     # the outline is a closed line around the square, not the filled square
-    assert edge[4 * k, 4 * k] == False and edge[2 * k, 4 * k] == True  # noqa: E712
+    assert not edge[4 * k, 4 * k] and edge[2 * k, 4 * k]
     with pytest.raises(ValueError, match="same"):
         P.outline_overlay(img, m[:4], 1.0, True)
 
@@ -278,7 +278,7 @@ def test_grid_wraps_to_the_notebook_column(digits):
 
     x, _ = digits
     maps = {"gradient": torch.randn(8, 1, 28, 28), "IG": torch.randn(8, 1, 28, 28)}
-    chart, spec = P.grid(maps, image=x, show_input=True, return_spec=True)
+    _, spec = P.grid(maps, image=x, show_input=True, return_spec=True)
     svg = vlc.vegalite_to_svg(spec)
     width = float(svg.split('width="', 1)[1].split('"', 1)[0])
     assert width <= P.COLUMN_WIDTH
