@@ -453,9 +453,8 @@ def test_charts_hold_every_step_and_method(cnn_cascade):
     # One panel per metric: the facet's data reaches every layer (no layer
     # carries its own copy of all metrics).
     assert spec["facet"]["field"] == "metric" and spec["columns"] == 2  # wraps
-    # the legend comes from the lines only: the pale band stays out of it
-    (band, _lines) = spec["spec"]["layer"]
-    assert band["encoding"]["color"]["legend"] is None
+    # the legend's swatches are opaque, not the band's 12 % opacity
+    assert spec["spec"]["encoding"]["color"]["legend"]["symbolOpacity"] == 1
     assert len({r["metric"] for r in rows}) == len(sanity.METRICS)
     assert all("data" not in layer for layer in spec["spec"]["layer"])
     assert len(rows) == len(cnn_cascade.table)

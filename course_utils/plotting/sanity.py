@@ -89,7 +89,12 @@ def cascade_curve(
         title=_STEP_TITLES[result.test],
         axis=alt.Axis(labelAngle=-40),
     )
-    color = alt.Color("method:N", sort=list(dict.fromkeys(t.method)))
+    # the legend's swatches at full colour, not the band's 12 % opacity
+    color = alt.Color(
+        "method:N",
+        sort=list(dict.fromkeys(t.method)),
+        legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3),
+    )
     base = alt.Chart().encode(x=x, color=color)
     lines = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title="similarity to trained map", scale=_similarity_scale(t)),
@@ -97,15 +102,7 @@ def cascade_curve(
     )
     layers = [lines]
     if band:
-        # the band stays out of the legend, whose swatches then have the
-        # lines' full colour instead of the band's 12 % opacity
-        band_color = alt.Color(
-            "method:N", sort=list(dict.fromkeys(t.method)), legend=None
-        )
-        layers.insert(
-            0,
-            base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q", color=band_color),
-        )
+        layers.insert(0, base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q"))
     title = {
         "cascading": "Cascading randomization",
         "independent": "Independent layer randomization",
