@@ -2,7 +2,8 @@
 
 Modules: `data` (offline MNIST digits), `models` (small CNNs, training,
 shipped checkpoints), `saliency` (one module per method), `reference`
-(the same methods via Captum), `sanity`, `metrics`, `plotting`, `widgets`,
+(the same methods via Captum), `shapley` (exact Shapley values, KernelSHAP),
+`sanity`, `metrics`, `plotting`, `widgets`,
 `grading`.
 """
 

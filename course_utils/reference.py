@@ -312,4 +312,128 @@ def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
         ).detach()
 
 
-METHODS = {name: globals()[name] for name in sal.METHODS}
+# ------------------------------------------------- Shapley values (notebook 10)
+
+
+def kernel_shap(
+    model,
+    x,
+    target,
+    grid=4,
+    baseline="grey",
+    output="logit",
+    n_samples=1000,
+    seed=0,
+) -> torch.Tensor:
+    """`KernelShap(f).attribute(x[i:i+1], baselines=baseline, target=target_i,
+    feature_mask=patch_ids, n_samples=n_samples)` per row, after
+    `torch.manual_seed(seed)` (inside `fork_rng`: the global state is untouched).
+
+    f = model ("logit") or softmax ∘ model ("prob"); baseline names are resolved
+    by this module's own `_baseline`; feature_mask = `shapley.patch_ids(H, W, grid)`. Rows
+    run one after the other from the same seeded stream, as
+    `shapley.kernel_shap(..., generator=None)` after `torch.manual_seed(seed)`
+    draws them (Captum's coalition sampler is the same code path; its
+    regression's DataLoader takes a few extra global draws, undone between
+    rows). Returns (N, P) per-patch values (float64).
+    """
+    from captum.attr import KernelShap
+
+    from . import shapley
+
+    x, target = _prepare(model, x, target)
+    ids = shapley.patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
+    base = _baseline(baseline, x, model).expand_as(x)
+    targets = [target] * x.shape[0] if isinstance(target, int) else list(target)
+
+    def forward(inp):
+        out = model(inp)
+        return torch.softmax(out, 1) if output == "prob" else out
+
+    values = []
+    with eval_mode(model), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(x.shape[0]):
+            state = torch.get_rng_state()
+            attr = _quiet(
+                KernelShap(forward).attribute,
+                x[i : i + 1],
+                baselines=base[i : i + 1],
+                target=targets[i],
+                feature_mask=ids.view(1, 1, *ids.shape).expand_as(x[i : i + 1]),
+                n_samples=n_samples,
+            ).detach()
+            # Captum's fit iterates a DataLoader, which takes a few more draws
+            # from the global generator; leave it where the sampler alone would
+            # (where ours leaves it), so the next row draws the same coalitions.
+            torch.set_rng_state(state)
+            shapley._draw_coalitions(int(ids.max()) + 1, n_samples, None)
+            patch = torch.zeros(int(ids.max()) + 1, dtype=torch.float64)
+            patch[ids.flatten()] = attr[0, 0].flatten().double()  # equal per patch
+            values.append(patch)
+    return torch.stack(values)
+
+
+def gradient_shap(
+    model, x, target, baselines="train", n_samples=50, noise_level=0.0, seed=0
+):
+    """`GradientShap(model).attribute(x, baselines=B, n_samples=n_samples,
+    stdevs=σ, target=target)` with np.random and torch seeded from `seed`
+    (their global states are restored afterwards).
+
+    σ = noise_level · (max xᵢ − min xᵢ), which Captum takes as one number for
+    the batch: the rows of x must share one range (ValueError otherwise).
+    Returns (attr, draws): Captum's attributions and the draws Captum made, as
+    a `saliency.gradient_shap.GradientShapDraws` (its draw order:
+    `np.random.choice(M, N·S)` baseline indices, then `torch.normal(0, σ)`
+    noise of shape (N·S, C, H, W), then `np.random.uniform(0, 1, N·S)` path
+    points; rows repeat_interleave'd, row i sample s at i·S + s), so that
+    `sal.gradient_shap(..., draws=draws)` can be compared with it one for one.
+    """
+    import numpy as np
+    from captum.attr import GradientShap
+
+    from .saliency.gradient_shap import GradientShapDraws, resolve_distribution
+
+    x, target = _prepare(model, x, target)
+    dist = resolve_distribution(baselines, x)
+    sigmas = [_sigma(row.detach(), noise_level) for row in x]
+    if any(sigma != sigmas[0] for sigma in sigmas):
+        raise ValueError(
+            "x's rows must share one range (max − min) for Captum's single stdevs"
+        )
+    stdev = sigmas[0]
+    n, s = x.shape[0], n_samples
+    np_state = np.random.get_state()
+    try:
+        with eval_mode(model), torch.random.fork_rng(devices=[]):
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            attr = _quiet(
+                GradientShap(model).attribute,
+                x,
+                baselines=dist,
+                n_samples=s,
+                stdevs=stdev,
+                target=target,
+            ).detach()
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+            index = np.random.choice(dist.shape[0], s * n).tolist()
+            noise = torch.normal(
+                0, torch.tensor(stdev, device=x.device).repeat((n * s, *x.shape[1:]))
+            )
+            alpha = np.random.uniform(0.0, 1.0, n * s)
+    finally:
+        np.random.set_state(np_state)
+    draws = GradientShapDraws(
+        index=torch.tensor(index, device=x.device),
+        noise=noise.to(x.dtype),
+        alpha=torch.tensor(alpha, device=x.device, dtype=x.dtype),
+    )
+    return attr, draws
+
+
+# name -> the Captum twin of `sal.METHODS[name]`, for the maps (gradient_shap's
+# twin also returns Captum's draws, so it is called by name, not from here).
+METHODS = {name: globals()[name] for name in sal.METHODS if name != "gradient_shap"}

@@ -771,3 +771,10 @@ class MethodBrowser(_Explorer):
             title=self._title(target),
             return_spec=True,
         )
+
+
+# Widgets with their own modules (imported last: they do not import this module).
+from .training_lab import TrainingLab
+from .unit_browser import UnitBrowser
+
+__all__ += ["TrainingLab", "UnitBrowser"]

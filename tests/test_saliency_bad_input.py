@@ -37,6 +37,7 @@ FAST = {
     "integrated_gradients": {"n_steps": 2},
     "smoothgrad": {"n_samples": 2},
     "occlusion": {"patch": 2},
+    "gradient_shap": {"n_samples": 2, "baselines": torch.zeros(2, 1, 5, 5)},
 }
 NAMES = list(sal.METHODS)
 

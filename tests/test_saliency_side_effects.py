@@ -19,6 +19,7 @@ KWARGS = {
     "integrated_gradients": {"n_steps": 4, "batch_size": 5},
     "smoothgrad": {"n_samples": 3, "batch_size": 4},
     "occlusion": {"patch": 3, "stride": 2, "batch_size": 7},
+    "gradient_shap": {"baselines": torch.rand(3, 1, 8, 8), "n_samples": 3},
 }
 
 

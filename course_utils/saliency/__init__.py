@@ -22,12 +22,22 @@ model's weights, modes, `requires_grad` flags and hooks, and x, as they were
 * "guided_backprop": `guided_backprop`
 * "guided_grad_cam": `guided_grad_cam` at `default_layer(model)`
 * "deconvnet": `deconvnet`
+* "gradient_shap": `gradient_shap` (expected gradients: 50 samples, baselines
+  drawn from 200 training digits — 1×28×28 inputs; pass baselines= otherwise —
+  no noise, draws seeded with SEED = 0)
 
 `grad_cam` and `guided_grad_cam` take `layer=None` to mean
 `default_layer(model)` (the last conv block: "relu2" for SmallCNN, "layer3"
 for ResNetSmall), which is what makes them callable as `f(model, x, target)`.
 Grad-CAM's (N, 1, H, W) map broadcasts against x; every other method returns
 x's shape.
+
+`cam(model, x, target, layer=None)` (Zhou et al. 2016) is exported but not
+in `METHODS`: it needs a network ending in global average pooling and one
+linear layer (ResNetSmall), and METHODS entries must run on every model the
+course loops them over (SmallCNN ends in two linear layers; `cam` raises a
+ValueError naming the requirement there). For such networks
+`cam = (h·w) · grad_cam` at the pooled layer.
 
 Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
 evaluations an occlusion setting costs), `default_layer(model)`,
@@ -46,9 +56,11 @@ loop to hold against the formula, and then the batched version.
 """
 
 from .baselines import BASELINE_NAMES
+from .cam import cam
 from .core import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer
 from .grad_cam import grad_cam
 from .gradient import gradient
+from .gradient_shap import gradient_shap
 from .guided_backprop import deconvnet, guided_backprop
 from .guided_grad_cam import guided_grad_cam
 from .input_x_gradient import input_x_gradient
@@ -67,6 +79,7 @@ METHODS = {
     "guided_backprop": guided_backprop,
     "guided_grad_cam": guided_grad_cam,
     "deconvnet": deconvnet,
+    "gradient_shap": gradient_shap,
 }
 
 __all__ = [
@@ -75,6 +88,7 @@ __all__ = [
     "METHODS",
     "QUADRATURE_RULES",
     "SMOOTHGRAD_KINDS",
+    "cam",
     "deconvnet",
     "default_batch_size",
     "default_layer",
@@ -82,6 +96,7 @@ __all__ = [
     "get_layer",
     "grad_cam",
     "gradient",
+    "gradient_shap",
     "guided_backprop",
     "guided_grad_cam",
     "input_x_gradient",
