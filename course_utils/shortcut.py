@@ -310,6 +310,7 @@ def tag_mass_table(
     methods: dict[str, Callable],
     target: int = TAG_CLASS,
     region: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Mean share of each map's absolute mass on the tag, per method and model.
 
@@ -324,19 +325,20 @@ def tag_mass_table(
         methods: {name: f(model, x, target)}, e.g. from `saliency.METHODS`.
         target: the class explained (default `TAG_CLASS`).
         region: bool mask (1, 1, H, W); default `tag_mask()`.
+        progress: a tqdm bar, one tick per (model, method) map (default off).
     Returns:
         DataFrame indexed by method, one column per model.
     """
+    from tqdm.auto import tqdm
+
     from . import metrics
 
     region = tag_mask() if region is None else region
-    table = {
-        model_name: {
-            method: float(metrics.mass_share(fn(model, x, target), region).mean())
-            for method, fn in methods.items()
-        }
-        for model_name, model in models_.items()
-    }
+    pairs = [(m, f) for m in models_ for f in methods]
+    table: dict = {name: {} for name in models_}
+    for model_name, method in tqdm(pairs, desc="maps", disable=not progress, leave=False):
+        attr = methods[method](models_[model_name], x, target)
+        table[model_name][method] = float(metrics.mass_share(attr, region).mean())
     out = pd.DataFrame(table)
     out.index.name = "method"
     return out

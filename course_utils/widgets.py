@@ -367,12 +367,16 @@ def _int_slider_value(name, value, lo, hi, why=""):
 
 
 def _int_slider(name, value, lo, hi, description):
+    # The default track (about 120 px) gives each of 299 values under half a
+    # pixel; long ranges get a track of about 2 px per value, up to 480 px.
+    width = f"{min(480, 200 + 2 * (hi - lo))}px" if hi - lo > 40 else None
     return widgets.IntSlider(
         value=_int_slider_value(name, value, lo, hi),
         min=lo,
         max=hi,
         description=description,
         continuous_update=False,
+        layout={"width": width} if width else {},
     )
 
 
@@ -380,7 +384,16 @@ def _choice(name, value, options, description):
     values = [v if not isinstance(v, tuple) else v[1] for v in options]
     if value not in values:
         raise ValueError(f"{name} must be one of {values}, got {value!r}")
-    return widgets.Dropdown(options=list(options), value=value, description=description)
+    labels = [str(v[0] if isinstance(v, tuple) else v) for v in options]
+    # Wide enough for the longest label (≈ 7.5 px a character + description),
+    # so "grey (mean, 0 after normalisation)" is not cut off.
+    width = max(300, 100 + round(7.5 * max(map(len, labels))) + 30)
+    return widgets.Dropdown(
+        options=list(options),
+        value=value,
+        description=description,
+        layout={"width": f"{width}px"},
+    )
 
 
 class OcclusionExplorer(_Explorer):
@@ -646,7 +659,7 @@ class SmoothGradExplorer(_Explorer):
                 min=0.0,
                 max=self.MAX_NOISE,
                 step=0.01,
-                description="noise σ",
+                description="noise level",
                 readout_format=".2f",
                 continuous_update=False,
             ),
@@ -691,7 +704,7 @@ class SmoothGradExplorer(_Explorer):
             result[0],
             size=self.size,
             title=(
-                f"{self._title(target)} ({kind} of {explain}, σ = {noise_level:.2f}, "
+                f"{self._title(target)} ({kind} of {explain}, noise level {noise_level:.2f}, "
                 f"{n_samples} samples)"
             ),
             return_spec=True,

@@ -262,6 +262,8 @@ def test_self_check_shows_hints_and_would_be_flags(course, server, tmp_path, cap
     out = capsys.readouterr().out
     assert code == 1
     assert "✗ q1_tests" in out and "Hint: Differentiate the target logit" in out
-    assert "✓ q2_tests" in out and "✎ q3_answer" in out
+    # q2 is a short answer the visible cell only checks for form: not a ✓
+    assert "○ q2_tests (1 pt): form ok, graded after submission" in out
+    assert "✓ q2_tests" not in out and "✎ q3_answer" in out
     assert "⚑" in out and "torch.allclose" in out
     assert path.read_bytes() == before  # the student's file is never modified

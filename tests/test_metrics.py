@@ -274,3 +274,41 @@ def test_bad_attr_is_rejected(reader, images):
         metrics.deletion(reader, images, 0, torch.full_like(images, math.nan))
     with pytest.raises(TypeError, match="attr"):
         metrics.deletion(reader, images, 0, images.numpy())
+
+
+# ------------------------------------------------ map comparison numbers
+
+
+def test_map_correlation_scale_free_sign_and_constant():
+    a = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    r = metrics.map_correlation(a, 5 * a)
+    torch.testing.assert_close(r, torch.ones(3))
+    torch.testing.assert_close(metrics.map_correlation(a, -a), -torch.ones(3))
+    b = a.clone()
+    b[1] = 2.0
+    assert math.isnan(float(metrics.map_correlation(a, b)[1]))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.map_correlation(a, a[:2])
+
+
+def test_total_variation_by_hand():
+    m = torch.zeros(2, 1, 4, 4)
+    m[0, 0, 1, 1] = 2.0  # one spike: 4 neighbours differ by 2 → TV 8, mass 2
+    m[1] = 1.0  # constant: TV 0
+    torch.testing.assert_close(metrics.total_variation(m), torch.tensor([4.0, 0.0]))
+    torch.testing.assert_close(
+        metrics.total_variation(10 * m), metrics.total_variation(m)
+    )
+    assert math.isnan(float(metrics.total_variation(torch.zeros(1, 1, 4, 4))[0]))
+
+
+def test_diffuseness_extremes():
+    m = torch.zeros(3, 1, 4, 4)
+    m[0, 0, 2, 2] = -3.0  # all mass on one pixel
+    m[1] = 0.5  # evenly spread
+    m[2, 0, :2] = 1.0  # half of the pixels: log 8 / log 16
+    torch.testing.assert_close(
+        metrics.diffuseness(m), torch.tensor([0.0, 1.0, math.log(8) / math.log(16)])
+    )
+    with pytest.raises(ValueError, match="attr"):
+        metrics.diffuseness(torch.zeros(4, 4))

@@ -227,16 +227,72 @@ def test_large_maps_switch_to_one_image_mark():
 # ---------------------------------------------------------------- overlay
 
 
-def test_overlay_is_valid_layered_and_fades(seven, blob):
+def _all_rows(spec):
+    rows = [v for d in find(spec, "datasets") for vs in d.values() for v in vs]
+    return rows + [
+        v for d in find(spec, "data") if isinstance(d, dict) for v in d.get("values", [])
+    ]
+
+
+def test_overlay_is_one_picture_with_pixel_tooltips_and_fades(seven, blob):
     chart = P.overlay(seven, blob, opacity=0.6)
     spec = spec_of(chart)
-    assert len(spec["layer"]) == 2
-    values = records(spec)
+    assert len(spec["layer"]) == 3  # the picture (one image: no seams), legend, tips
+    values = [v for v in _all_rows(spec) if "alpha" in v]
+    assert len(values) == 28 * 28
     alphas = np.array([v["alpha"] for v in values])
     assert alphas.min() == 0.0 and 0.59 < alphas.max() <= 0.6
     assert {v["pixel"] for v in values} >= {0.0}
-    flat = records(spec_of(P.overlay(seven, blob, opacity=0.3, fade=False)))
+    (url,) = [v["url"] for v in _all_rows(spec) if v.get("url")]
+    rgb = decode(url)  # signed: the map at full colour, the digit as an outline
+    k = P.OUTLINE_UPSAMPLE
+    assert rgb.shape == (28 * k, 28 * k, 3)
+    flat = [v for v in _all_rows(spec_of(P.overlay(seven, blob, opacity=0.3,
+                                                   fade=False))) if "alpha" in v]
     assert {v["alpha"] for v in flat} == {0.3}
+
+
+def test_outline_overlay_white_zero_and_outline_on_the_ink_edge():
+    img = np.zeros((8, 8))
+    img[2:6, 2:6] = 1.0
+    m = np.zeros((8, 8))
+    m[0, 0] = 1.0
+    k = P.OUTLINE_UPSAMPLE
+    rgb = P.outline_overlay(img, m, 1.0, signed=True)
+    edge = P.outline(img)
+    assert rgb.shape == (8 * k, 8 * k, 3) and edge.shape == (8 * k, 8 * k)
+    np.testing.assert_array_equal(rgb[edge], np.tile(P.OUTLINE_RGB, (edge.sum(), 1)))
+    # zero attribution is white on the ink and off it: ink cannot pass for zero
+    inside, outside = rgb[4 * k + 1, 4 * k + 1], rgb[7 * k, 7 * k]
+    np.testing.assert_array_equal(inside, [255, 255, 255])
+    np.testing.assert_array_equal(outside, [255, 255, 255])
+    np.testing.assert_array_equal(rgb[0, 0], SIGNED_RGB[-1])  # the map at full colour
+    # the outline is a closed line around the square, not the filled square
+    assert not edge[4 * k, 4 * k] and edge[2 * k, 4 * k]
+    with pytest.raises(ValueError, match="same"):
+        P.outline_overlay(img, m[:4], 1.0, True)
+
+
+def test_grid_wraps_to_the_notebook_column(digits):
+    import vl_convert as vlc
+
+    x, _ = digits
+    maps = {"gradient": torch.randn(8, 1, 28, 28), "IG": torch.randn(8, 1, 28, 28)}
+    _, spec = P.grid(maps, image=x, show_input=True, return_spec=True)
+    svg = vlc.vegalite_to_svg(spec)
+    width = float(svg.split('width="', 1)[1].split('"', 1)[0])
+    assert width <= P.COLUMN_WIDTH
+    blocks = spec["vconcat"]
+    assert [b["facet"]["column"]["sort"] for b in blocks] == [
+        ["0", "1", "2", "3"], ["4", "5", "6", "7"]
+    ]
+    got = [(v["row"], v["col"]) for v in _all_rows(spec) if v.get("url")]
+    assert sorted(got) == sorted(
+        (r, str(c)) for r in ("input", "gradient", "IG") for c in range(8)
+    )
+    assert len(find(spec, "legend")) >= 1
+    # a narrow grid stays one facet chart
+    assert "facet" in spec_of(P.grid({"g": torch.randn(3, 1, 28, 28)}))
 
 
 def test_overlay_rejects_bad_input(seven, blob):
@@ -261,12 +317,13 @@ def legend_values(spec):
 
 def test_grid_methods_by_images(digits, blob):
     x, _ = digits
-    maps = {"a": torch.randn(8, 1, 28, 28), "b": torch.randn(8, 1, 28, 28)}
+    x = x[:6]
+    maps = {"a": torch.randn(6, 1, 28, 28), "b": torch.randn(6, 1, 28, 28)}
     spec = spec_of(P.grid(maps, image=x, show_input=True, title="methods"))
     assert spec["facet"]["row"]["sort"] == ["input", "a", "b"]  # given order
-    assert spec["facet"]["column"]["sort"] == [str(i) for i in range(8)]
+    assert spec["facet"]["column"]["sort"] == [str(i) for i in range(6)]
     got = cells(spec)
-    assert len(got) == 3 * 8
+    assert len(got) == 3 * 6
     np.testing.assert_array_equal(  # the input row shows the digit as it is
         decode(got[("input", "3")]["url"])[..., 0],
         np.rint(x[3, 0].numpy() * 255).astype(np.uint8),
@@ -320,8 +377,9 @@ def test_grid_of_ninety_digit_maps_stays_small(digits):
         for r in range(10)
     }
     spec = spec_of(P.grid(maps, image=x[0]))
-    assert max(inline_rows(spec)) < 100  # 90 cells + 2 legend rows, not 70,560 pixels
-    assert len(str(spec)) < 400_000
+    # 90 cells + 2 legend rows per block, not 70,560 pixel rows
+    assert max(inline_rows(spec)) < 100
+    assert len(str(spec)) < 400_000  # upsampled outline overlays: palette PNGs
 
 
 @pytest.mark.parametrize(
@@ -390,10 +448,13 @@ def test_digits_grid(digits):
     spec = spec_of(P.digits(x, y, predictions=y, columns=4))
     values = records(spec)
     assert [v["caption"] for v in values][:2] == [
-        f"#0  {int(y[0])} → {int(y[0])}",
-        f"#1  {int(y[1])} → {int(y[1])}",
+        f"#0: {int(y[0])} → {int(y[0])}",
+        f"#1: {int(y[1])} → {int(y[1])}",
     ]
     assert spec["columns"] == 4
+    # text labels stand alone: "black", not "#0 black" (which reads like a digit)
+    named = records(spec_of(P.digits(x[:2], ["black", "grey"])))
+    assert [v["caption"] for v in named] == ["black", "grey"]
     with pytest.raises(ValueError, match="labels must have one entry per image"):
         P.digits(x, y[:3])
     with pytest.raises(ValueError, match="at least one image"):

@@ -452,7 +452,12 @@ def test_charts_hold_every_step_and_method(cnn_cascade):
     assert {r["method"] for r in rows} == set(FAST)
     # One panel per metric: the facet's data reaches every layer (no layer
     # carries its own copy of all metrics).
-    assert spec["facet"]["column"]["field"] == "metric"
+    assert spec["facet"]["field"] == "metric" and spec["columns"] == 2  # wraps
+    # the legend's swatches are opaque, not the band's 12 % opacity
+    assert all(
+        layer["encoding"]["color"]["legend"]["symbolOpacity"] == 1
+        for layer in spec["spec"]["layer"]
+    )
     assert len({r["metric"] for r in rows}) == len(sanity.METRICS)
     assert all("data" not in layer for layer in spec["spec"]["layer"])
     assert len(rows) == len(cnn_cascade.table)

@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import hints
+
 MODE_ENV = "COURSE_GRADING_MODE"
 RECORD_DIR_ENV = "COURSE_GRADING_RECORD_DIR"
 MODES = ("", "record", "reference")
@@ -67,6 +69,7 @@ DEFAULT_FORBID = (
     "course_utils.reference",
     "course_utils.sanity",
     "course_utils.metrics",
+    "course_utils.grading.references",
     "captum",
 )
 VALUE_KINDS = ("number", "bool", "choice")
@@ -696,8 +699,15 @@ def _check_plain(
         out = reference(*args, **kwargs)
         expected = to_array(transform(out, built) if transform else out)
         ok, why = compare_arrays(mine, expected, compare, rtol, atol)
-        if not ok:
-            failures.append(f"on {built.label}: {why}")
+        found = [] if ok else [why]
+        if not ok and compare == "allclose" and transform is None:
+            found += hints.diagnose(
+                mine, expected, hints.target_alternatives(reference, *_fresh(built))
+            )
+        if transform is None:  # side effects a single comparison cannot see
+            found += hints.behaviour(fn, *_fresh(built))
+        if found:
+            failures.append(f"on {built.label}: " + "; ".join(found))
     if failures:
         lines = [f"✗ {name}: {len(failures)} of {len(cases)} case(s) failed"]
         lines += [f"  - {f}" for f in failures]
@@ -796,6 +806,21 @@ def saliency(method: str, /, **fixed) -> Callable:
 
     reference.__name__ = f"saliency.{method}"
     return reference
+
+
+def reference_answer(name: str, /) -> Callable:
+    """A reference answer from `course_utils.grading.references`, for `check`.
+
+    Like `saliency`, so that a test cell computes its expected values without
+    binding a reference implementation to a name in the student's namespace.
+    """
+    from . import references
+
+    if name not in references.REFERENCES:
+        raise ValueError(
+            f"name must be one of {sorted(references.REFERENCES)}, got {name!r}"
+        )
+    return references.REFERENCES[name]
 
 
 def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:

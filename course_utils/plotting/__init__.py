@@ -3,17 +3,24 @@
 Colours follow the lecture. Signed maps (gradient, input × gradient, IG) use a
 diverging blue–white–red scale centred on zero (`SIGNED_COLORS`, domain
 ``[-vmax, vmax]``); magnitude maps (|gradient|, Grad-CAM, occlusion drops ≥ 0)
-run from cool blue/purple = low to warm red/orange = high
-(`MAGNITUDE_COLORS`, domain ``[0, vmax]``). Images are shown as they are:
+use Matplotlib's "plasma" scale, dark blue/purple = low to orange/yellow =
+high (`MAGNITUDE_COLORS`, domain ``[0, vmax]``). Images are shown as they are:
 intensity 0 = black background, 1 = white stroke; image row 0 is drawn at
 the top.
 
+Overlays. A signed map over a digit is drawn at full colour with the digit's
+outline on top (`outline_overlay`): the white zero of the diverging scale is
+then white on the ink too, so "no attribution" cannot be mistaken for a grey
+stroke. A magnitude map is blended over the grey digit (`blend`). Grids wider
+than the notebook column (`COLUMN_WIDTH`, 900 px) wrap their columns.
+
 How the charts stay small (Altair refuses inline data above 5,000 rows):
 
-* `heatmap` and `overlay` draw one ``rect`` per pixel (784 rows for a digit)
-  so every pixel has a tooltip (row, column, pixel value, attribution). Maps
-  above `RECT_LIMIT` pixels switch to a single image mark (no per-pixel
-  tooltip) so no input can trip the row limit.
+* `heatmap` draws one ``rect`` per pixel (784 rows for a digit) so every
+  pixel has a tooltip (row, column, pixel value, attribution); `overlay`
+  draws one image (no seams between rects in PNG exports) under transparent
+  tooltip rects. Maps above `RECT_LIMIT` pixels switch to a single image mark
+  (no per-pixel tooltip) so no input can trip the row limit.
 * `grid`, `digits` and `panels` draw one ``image`` mark per map: the map is
   coloured in Python with the very same colour stops (linear RGB
   interpolation, as the legend's Vega scale uses) and inlined as a 28×28 PNG
@@ -44,8 +51,11 @@ Charts are built with Altair's public API only.
 from __future__ import annotations
 
 from ._base import (
+    COLUMN_WIDTH,
     MAGNITUDE_COLORS,
     OUTLIER_PERC,
+    OUTLINE_RGB,
+    OUTLINE_UPSAMPLE,
     OVERLAY_BRIGHTNESS,
     RECT_LIMIT,
     REDUCTIONS,
@@ -55,6 +65,8 @@ from ._base import (
     blend,
     color_limit,
     colorize,
+    outline,
+    outline_overlay,
     to_map,
 )
 from .export import enable_renderer, mimebundle, save
@@ -64,8 +76,11 @@ from .layout import FacetLayout, facet_chart, panels
 from .maps import heatmap, overlay
 
 __all__ = [
+    "COLUMN_WIDTH",
     "MAGNITUDE_COLORS",
     "OUTLIER_PERC",
+    "OUTLINE_RGB",
+    "OUTLINE_UPSAMPLE",
     "OVERLAY_BRIGHTNESS",
     "RECT_LIMIT",
     "REDUCTIONS",
@@ -82,6 +97,8 @@ __all__ = [
     "grid",
     "heatmap",
     "mimebundle",
+    "outline",
+    "outline_overlay",
     "overlay",
     "panels",
     "save",

@@ -29,6 +29,9 @@ RECT_LIMIT = 4096
 # white centre of the signed scale stays visible on top of the strokes.
 OVERLAY_BRIGHTNESS = 0.6
 OUTLIER_PERC = 2.0
+# The JupyterLab notebook column on a 1280 px laptop screen: grids wider than
+# this wrap their columns onto several blocks of rows.
+COLUMN_WIDTH = 900
 
 
 def _to_numpy(value: object, name: str) -> np.ndarray:
@@ -154,8 +157,8 @@ def colorize(m: np.ndarray, vmax: float, signed: bool) -> np.ndarray:
     Args:
         m: (H, W) map.
         vmax: end of the scale; values beyond it are clamped.
-        signed: True → blue–white–red over [-vmax, vmax]; False → cool-to-warm
-            over [0, vmax] applied to |m|.
+        signed: True → blue–white–red over [-vmax, vmax]; False → plasma
+            (dark purple → yellow) over [0, vmax] applied to |m|.
     Returns:
         (H, W, 3) uint8 RGB.
     """
@@ -204,6 +207,66 @@ def blend(
     return np.rint(out).astype(np.uint8)
 
 
+# Signed maps are drawn at full colour with the digit as a thin outline on top
+# (`outline_overlay`), upsampled this many times so the outline is smooth.
+OUTLINE_UPSAMPLE = 4
+OUTLINE_LEVEL = 0.4  # the contour of the ink at this intensity
+OUTLINE_RGB = (38, 38, 38)  # dark grey: visible on the white centre and the light tints
+
+
+def outline(image: np.ndarray, upsample: int = OUTLINE_UPSAMPLE) -> np.ndarray:
+    """The contour of the ink, (H·k, W·k) bool, k = `upsample`.
+
+    The image is upsampled bilinearly (half-pixel centres), thresholded at
+    `OUTLINE_LEVEL`, and the boundary pixels of the inked region are kept
+    (inked, with a 4-neighbour that is not): a one-pixel line at k× resolution.
+    """
+    t = torch.as_tensor(np.asarray(image, dtype=np.float32))[None, None]
+    big = torch.nn.functional.interpolate(
+        t, scale_factor=upsample, mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    ink = big > OUTLINE_LEVEL
+    pad = np.pad(ink, 1, constant_values=False)
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return ink & ~inner
+
+
+def outline_overlay(
+    image: np.ndarray, m: np.ndarray, vmax: float, signed: bool,
+    upsample: int = OUTLINE_UPSAMPLE,
+) -> np.ndarray:
+    """The map at full colour with the digit's outline drawn over it.
+
+    How the course shows a signed map on a digit: the white zero of the
+    blue–white–red scale is white on the ink too, so "no attribution" can never
+    be mistaken for a grey stroke (as it can with `blend`), and the outline
+    says where the ink is.
+
+    Args:
+        image: (H, W) grey image in [0, 1]. m: (H, W) map.
+        vmax, signed: as in `colorize`. upsample: k (default 4).
+    Returns:
+        (H·k, W·k, 3) uint8 RGB: each map pixel a k×k block, the outline in
+        `OUTLINE_RGB`.
+    """
+    if image.shape != m.shape:
+        raise ValueError(
+            f"image and attr must have the same (H, W), got {image.shape} and {m.shape}"
+        )
+    rgb = colorize(m, vmax, signed)
+    rgb = np.repeat(np.repeat(rgb, upsample, axis=0), upsample, axis=1)
+    rgb[outline(image, upsample)] = OUTLINE_RGB
+    return rgb
+
+
+def overlay_rgb(image, m, vmax, signed, opacity=0.7, fade=True) -> np.ndarray:
+    """The course's overlay: `outline_overlay` for signed maps, `blend` (grey
+    digit under the faded magnitude colours) for magnitude maps."""
+    if signed:
+        return outline_overlay(image, m, vmax, signed)
+    return blend(image, m, vmax, signed, opacity, fade)
+
+
 def _alpha(m: np.ndarray, vmax: float, opacity: float, fade: bool) -> np.ndarray:
     if fade:
         return opacity * np.sqrt(np.clip(np.abs(m) / vmax, 0.0, 1.0))
@@ -211,11 +274,21 @@ def _alpha(m: np.ndarray, vmax: float, opacity: float, fade: bool) -> np.ndarray
 
 
 def _png_url(rgb: np.ndarray) -> str:
-    """(H, W) or (H, W, 3) uint8 → ``data:image/png;base64,...``."""
+    """(H, W) or (H, W, 3) uint8 → ``data:image/png;base64,...``.
+
+    Images above 64 × 64 pixels (the upsampled outline overlays) are stored
+    with a 256-colour palette: a third of the bytes, colours within a few
+    units of 255, so a grid of 90 of them stays a few hundred KB.
+    """
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    picture = Image.fromarray(rgb)
+    if rgb.ndim == 3 and rgb.shape[0] * rgb.shape[1] > 64 * 64:
+        picture = picture.quantize(256, method=Image.Quantize.FASTOCTREE)
+        picture.save(buf, format="PNG", compress_level=6)
+    else:
+        picture.save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

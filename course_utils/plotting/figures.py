@@ -26,8 +26,10 @@ def digits(
 
     Args:
         images: (N, 1, H, W) or (N, H, W) intensities in [0, 1], N ≥ 1.
-        labels: optional N labels. predictions: optional N predicted classes
-            (captions then read "7 → 7"; a wrong prediction is easy to spot).
+        labels: optional N labels. Class labels (ints) are captioned "#i: 7",
+            text labels (e.g. baseline names) by the text alone.
+            predictions: optional N predicted classes (captions then read
+            "#i: 7 → 7"; a wrong prediction is easy to spot).
         columns: digits per row (default 8). size: width of each digit in px.
         title: chart title.
     Returns:
@@ -60,10 +62,16 @@ def digits(
     labels = as_list(labels, "labels")
     predictions = as_list(predictions, "predictions")
     values = []
+    numbered = labels is None or all(
+        isinstance(v, numbers.Integral) or (isinstance(v, str) and v.isdigit())
+        for v in labels
+    )
     for i in range(n):
-        caption = f"#{i}"
+        # "#3: 5" for class labels; a text label ("black", "occluded") alone,
+        # so it cannot read like a digit's number ("#0 black")
+        caption = f"#{i}" if numbered else ""
         if labels is not None:
-            caption += f"  {labels[i]}"
+            caption += f": {labels[i]}" if numbered else str(labels[i])
         if predictions is not None:
             caption += f" → {predictions[i]}"
         img = _to_image(arr[i : i + 1], "images")

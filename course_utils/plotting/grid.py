@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import altair as alt
 import numpy as np
 import torch
 
 from ._base import (
+    COLUMN_WIDTH,
     OUTLIER_PERC,
     SCALES,
     _check_opacity,
@@ -24,9 +26,9 @@ from ._base import (
     _png_url,
     _to_image,
     _to_numpy,
-    blend,
     color_limit,
     colorize,
+    overlay_rgb,
     to_map,
 )
 from .layout import FacetLayout, facet_chart
@@ -192,7 +194,7 @@ def _map_values(cells: _Cells, limits: dict, scale: str, overlay: bool,
     for r, c, m in cells.maps:
         vmax = limits[_group_key(scale, r, c)]
         if cells.images is not None and overlay:
-            rgb = blend(cells.images[c], m, vmax, cells.signed, opacity, fade)
+            rgb = overlay_rgb(cells.images[c], m, vmax, cells.signed, opacity, fade)
         else:
             rgb = colorize(m, vmax, cells.signed)
         values.append(
@@ -204,8 +206,8 @@ def _map_values(cells: _Cells, limits: dict, scale: str, overlay: bool,
 def _legend(scale: str, limits: dict, legend_title: str) -> tuple[float, str]:
     """(vmax the legend spans, its title): shared scales show the attribution,
     the others attribution / vmax over [-1, 1] or [0, 1]."""
-    if scale == "shared":
-        return next(iter(limits.values())), legend_title
+    if scale == "shared":  # magnitudes are comparable across cells: say so
+        return next(iter(limits.values())), f"{legend_title} (one scale for all)"
     return 1.0, f"{legend_title} / vmax ({scale})"
 
 
@@ -221,7 +223,7 @@ def grid(
     show_input: bool = False,
     opacity: float = 0.7,
     fade: bool = True,
-    size: int = 84,
+    size: int = 120,
     title: str | None = None,
     row_title: str | None = None,
     column_title: str | None = None,
@@ -252,7 +254,10 @@ def grid(
             so the legend reads "attribution / vmax" over [-1, 1] (or [0, 1]);
             the tooltip gives each cell's vmax.
         signed: True / False / None (auto: signed iff any map is negative); one
-            choice for the whole grid so one legend reads every cell.
+            choice for the whole grid so one legend reads every cell. Signed
+            overlays draw the map at full colour with the digit's outline on
+            top (`outline_overlay`), magnitude overlays the grey digit under
+            faded colours (`blend`).
         reduce, outlier_perc: as in `heatmap` (vmax is computed per scale group).
         overlay: blend each map over its image (needs `image`; default True).
             False draws the bare maps.
@@ -260,7 +265,10 @@ def grid(
             "input" when there is one image per column, a first column "input"
             when one image serves the whole grid. Default False.
         opacity, fade: overlay blending, as in `overlay`.
-        size: width of each cell in pixels (default 84 = 3 px per digit pixel).
+        size: width of each cell in pixels (default 120, about 4 px per digit
+            pixel). A grid wider than `COLUMN_WIDTH` (900 px, the notebook
+            column) wraps: its columns are split into blocks drawn one below
+            the other, each with its column labels, sharing one legend.
         title, row_title, column_title, legend_title: texts.
         return_spec: also return the spec dict (see `panels`). Default False.
     Returns:
@@ -285,17 +293,52 @@ def grid(
         cells.signed, legend_vmax, row=row_labels[0], col=col_labels[0]
     )
     h, w = cells.shape
-    layout = FacetLayout(
-        cells.signed,
-        legend,
-        size,
-        max(1, round(size * h / w)),
-        cols=tuple(col_labels),
-        rows=tuple(row_labels),
-        row_title=None if row_title is None else str(row_title),
-        column_title=None if column_title is None else str(column_title),
-        tooltip=True,
-        spacing=4,
-    )
-    chart, spec = facet_chart(layout, values, title)
-    return (chart, spec) if return_spec else chart
+    blocks = _column_blocks(col_labels, row_labels, size, row_title)
+
+    def block_chart(cols, block_values, block_title):
+        layout = FacetLayout(
+            cells.signed,
+            legend,
+            size,
+            max(1, round(size * h / w)),
+            cols=tuple(cols),
+            rows=tuple(row_labels),
+            row_title=None if row_title is None else str(row_title),
+            column_title=None if column_title is None else str(column_title),
+            tooltip=True,
+            spacing=4,
+            legend_orient="bottom",
+        )
+        return facet_chart(layout, block_values, block_title)
+
+    if len(blocks) == 1:
+        chart, spec = block_chart(col_labels, values, title)
+        return (chart, spec) if return_spec else chart
+    charts = []
+    for cols in blocks:
+        keep = set(cols)
+        block_values = [v for v in values if v.get("col") in keep and "url" in v]
+        block_values += _legend_rows(
+            cells.signed, legend_vmax, row=row_labels[0], col=cols[0]
+        )
+        charts.append(block_chart(cols, block_values, None)[0])
+    chart = alt.vconcat(*charts, spacing=12, **({} if title is None else
+                                               {"title": str(title)}))
+    chart = chart.resolve_scale(color="shared")
+    return (chart, chart.to_dict()) if return_spec else chart
+
+
+def _column_blocks(col_labels, row_labels, size: int, row_title) -> list[list[str]]:
+    """Split the columns so that each block fits `COLUMN_WIDTH`: the cells and
+    the row labels (about 6.5 px a character; the legend sits below)."""
+    label_w = min(160, 12 + 6.5 * max(map(len, row_labels))) + (20 if row_title else 0)
+    per_row = int((COLUMN_WIDTH - label_w) // (size + 4))
+    per_row = max(1, per_row)
+    if len(col_labels) <= per_row:
+        return [list(col_labels)]
+    n_blocks = -(-len(col_labels) // per_row)
+    per_block = -(-len(col_labels) // n_blocks)  # balanced blocks
+    return [
+        list(col_labels[i : i + per_block])
+        for i in range(0, len(col_labels), per_block)
+    ]

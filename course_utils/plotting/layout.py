@@ -24,8 +24,8 @@ from ._base import (
     _grey_rgb,
     _png_url,
     _to_image,
-    blend,
     colorize,
+    overlay_rgb,
 )
 from .maps import _image_layer, _legend_layer, _legend_rows, _prepare
 
@@ -49,6 +49,7 @@ class FacetLayout:
         row_title, column_title: facet header titles (None: none).
         tooltip: cells carry a tooltip (row, column, vmax).
         spacing: pixels between cells.
+        legend_orient: where the colour legend goes ("right" or "bottom").
     """
 
     signed: bool
@@ -61,6 +62,7 @@ class FacetLayout:
     column_title: str | None = None
     tooltip: bool = False
     spacing: int = 6
+    legend_orient: str = "right"
 
     def _tooltips(self) -> list | None:
         if not self.tooltip:
@@ -79,6 +81,13 @@ class FacetLayout:
                 header=alt.Header(
                     labelFontSize=12 if self.rows is None else 11,
                     labelLimit=self.width + self.spacing,
+                    # a label wider than its cell goes on several lines (split
+                    # at spaces and underscores) instead of being cut off
+                    labelExpr=(
+                        f"length(datum.label) * 6.5 > {self.width + self.spacing}"
+                        " ? split(replace(datum.label, /_/g, ' '), ' ')"
+                        " : datum.label"
+                    ),
                 ),
             )
         }
@@ -104,7 +113,7 @@ def _facet_template(layout: FacetLayout) -> tuple[alt.LayerSpec, dict]:
     image = _image_layer(layout.width, layout.height, layout._tooltips())
     layer = alt.layer(
         image.transform_filter("isValid(datum.url)"),
-        _legend_layer(layout.signed, layout.legend_title),
+        _legend_layer(layout.signed, layout.legend_title, layout.legend_orient),
     ).properties(width=layout.width, height=layout.height)
     chart = layer.facet(
         data=alt.Data(values=[]), spacing=layout.spacing, **layout._facets()
@@ -191,7 +200,7 @@ def panels(
         cells.append((str(name), _grey_rgb(other)))
     cells += [
         ("map", colorize(m, vmax, signed)),
-        ("overlay", blend(img, m, vmax, signed, opacity, fade)),
+        ("overlay", overlay_rgb(img, m, vmax, signed, opacity, fade)),
     ]
     names = tuple(name for name, _ in cells)
     if len(set(names)) != len(names):

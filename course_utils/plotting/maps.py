@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from ._base import (
-    _GREY_TOP,
     OUTLIER_PERC,
     RECT_LIMIT,
     _alpha,
@@ -20,9 +19,9 @@ from ._base import (
     _scale,
     _title,
     _to_image,
-    blend,
     color_limit,
     colorize,
+    overlay_rgb,
     to_map,
 )
 
@@ -102,7 +101,8 @@ def heatmap(
         reduce: channel reduction, "sum" (signed, default), "abs_sum" or
             "max_abs" (magnitudes); see `to_map`.
         signed: True → diverging blue–white–red scale over [-vmax, vmax]
-            (centred on 0); False → cool-to-warm scale over [0, vmax] of |map|;
+            (centred on 0); False → the plasma scale (dark purple → yellow)
+            over [0, vmax] of |map|;
             None (default) → signed iff the map has a negative value.
         outlier_perc: percent of the total |attribution| allowed to saturate
             (Captum's `outlier_perc`, default 2); 0 = scale to the maximum.
@@ -178,34 +178,25 @@ def overlay(
         attr, image, reduce, signed, outlier_perc, vmax, size
     )
     h, w = m.shape
-    color = _attr_color(signed, vmax, legend_title)
+    rgb = overlay_rgb(img, m, vmax, signed, opacity, fade)
+    chart = _image_chart(rgb, size, height, legend_title, vmax, signed, **_title(title))
     if h * w > RECT_LIMIT:
-        rgb = blend(img, m, vmax, signed, opacity, fade)
-        return _image_chart(
-            rgb, size, height, legend_title, vmax, signed, **_title(title)
-        )
+        return chart
+    # The picture is one image (no seams between pixel rects in PNG exports);
+    # transparent rects on top carry the per-pixel tooltips.
     alpha = _alpha(m, vmax, opacity, fade)
-    data = alt.Data(values=_pixel_records(m, img, {"alpha": alpha}))
     x, y = _pixel_axes(h, w)
-    base = alt.Chart().encode(x=x, y=y, tooltip=_tooltip(img))
-    grey = base.mark_rect().encode(
-        color=alt.Color(
-            "pixel:Q",
-            scale=alt.Scale(domain=[0, 1], range=["#000000", _GREY_TOP]),
-            legend=None,
-        )
+    tips = (
+        alt.Chart(alt.Data(values=_pixel_records(m, img, {"alpha": alpha})))
+        .mark_rect(opacity=0)
+        .encode(x=x, y=y, tooltip=_tooltip(img))
     )
-    heat = base.mark_rect().encode(
-        color=color, opacity=alt.Opacity("alpha:Q", scale=None, legend=None)
-    )
-    return (
-        alt.layer(grey, heat, data=data, **_title(title))
-        .resolve_scale(color="independent")
-        .properties(width=size, height=height)
+    return alt.layer(*chart.layer, tips, data=chart.data, **_title(title)).properties(
+        width=size, height=height
     )
 
 
-def _legend_layer(signed: bool, title: str) -> alt.Chart:
+def _legend_layer(signed: bool, title: str, orient: str = "right") -> alt.Chart:
     """An invisible mark that carries the colour scale, so a legend is drawn.
 
     Its domain comes from the data rows holding `_legend` (±vmax, or 0 and
@@ -216,7 +207,14 @@ def _legend_layer(signed: bool, title: str) -> alt.Chart:
         .mark_point(opacity=0, size=0)
         .encode(
             color=alt.Color(
-                "_legend:Q", scale=_scale(signed), legend=alt.Legend(title=title)
+                "_legend:Q",
+                scale=_scale(signed),
+                legend=alt.Legend(
+                    title=title,
+                    orient=orient,
+                    **({"direction": "horizontal", "gradientLength": 240}
+                       if orient in ("top", "bottom") else {}),
+                ),
             )
         )
         .transform_filter("isValid(datum._legend)")

@@ -53,6 +53,7 @@ def cascade_curve(
     band: bool = True,
     width: int = 220,
     height: int = 200,
+    columns: int = 2,
 ) -> alt.Chart:
     """Similarity vs randomization depth: one line per method, one panel per metric.
 
@@ -67,8 +68,10 @@ def cascade_curve(
         methods: lines; None = every method in the result.
         band: draw mean ± std over the images (default True).
         width, height: size of one panel in pixels.
+        columns: panels per row (default 2, so four panels and the legend fit
+            the 900 px notebook column).
     Returns:
-        A faceted Altair chart (one column per metric).
+        A faceted Altair chart (one panel per metric, `columns` to a row).
     """
     metrics = check_metrics(metrics, METRICS)
     t = result.table
@@ -86,7 +89,12 @@ def cascade_curve(
         title=_STEP_TITLES[result.test],
         axis=alt.Axis(labelAngle=-40),
     )
-    color = alt.Color("method:N", sort=list(dict.fromkeys(t.method)))
+    # the legend's swatches at full colour, not the band's 12 % opacity
+    color = alt.Color(
+        "method:N",
+        sort=list(dict.fromkeys(t.method)),
+        legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3),
+    )
     base = alt.Chart().encode(x=x, color=color)
     lines = base.mark_line(point=True).encode(
         y=alt.Y("mean:Q", title="similarity to trained map", scale=_similarity_scale(t)),
@@ -104,9 +112,10 @@ def cascade_curve(
         alt.layer(*layers)
         .properties(width=width, height=height)
         .facet(
-            column=alt.Column(
+            facet=alt.Facet(
                 "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
             ),
+            columns=columns,
             data=t,
             title=title,
         )
@@ -120,7 +129,7 @@ def cascade_grid(
     scale: str = "independent",
     absolute: bool = True,
     overlay: bool = False,
-    size: int = 72,
+    size: int = 120,
 ) -> alt.Chart:
     """The lecture's cascade figure: rows = methods, columns = steps, one digit.
 
@@ -142,7 +151,7 @@ def cascade_grid(
             shows signed maps on the diverging scale.
         overlay: draw the maps over the digit (default False: maps alone, so
             a map that merely copies the digit shows it by itself).
-        size: width of a cell in pixels.
+        size: width of a cell in pixels (default 120).
     Returns:
         A faceted Altair chart.
     """
@@ -183,6 +192,7 @@ def label_chart(
     metrics: Sequence[str] | None = None,
     width: int = 160,
     height: int = 200,
+    columns: int = 2,
 ) -> alt.Chart:
     """The data randomization figure: similarity to the true-label model's maps.
 
@@ -194,6 +204,7 @@ def label_chart(
         result: a `SanityResult` of `label_randomization`.
         metrics: panels, a subset of `METRICS`; None = all four.
         width, height: size of one panel in pixels.
+        columns: panels per row (default 2: fits the notebook column).
     Returns:
         A faceted Altair chart.
     """
@@ -212,7 +223,11 @@ def label_chart(
     )
     base = alt.Chart().encode(
         y=alt.Y("method:N", sort=list(dict.fromkeys(t.method)), title=None),
-        color=alt.Color(f"{result.key}:N", title="compared model"),
+        color=alt.Color(
+            f"{result.key}:N",
+            title="compared model",
+            legend=alt.Legend(labelLimit=0, orient="bottom"),  # labels in full
+        ),
         yOffset=f"{result.key}:N",
     )
     bars = base.mark_bar().encode(
@@ -226,9 +241,10 @@ def label_chart(
         alt.layer(bars, rules, data=t)
         .properties(width=width, height=height)
         .facet(
-            column=alt.Column(
+            facet=alt.Facet(
                 "metric:N", sort=[METRIC_TITLES[m] for m in metrics], title=None
             ),
+            columns=columns,
             title="Label randomization",
         )
     )

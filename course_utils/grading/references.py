@@ -1,0 +1,48 @@
+"""Reference answers of the exercises that are not a `course_utils.saliency` method.
+
+Test cells pass them to `checks.check` as ``reference=checks.reference_answer(NAME)``,
+so that computing the expected values leaves nothing in the student's namespace
+that returns the answer. Answers must not call this module (the tripwire of
+`checks` lists it among the reference implementations).
+"""
+
+from __future__ import annotations
+
+import scipy.stats
+import torch
+
+
+def path_points(x: torch.Tensor, baseline, n_steps: int) -> torch.Tensor:
+    """x₀ + (k/m)(x − x₀) for k = 1 … m, stacked on a new first axis: (m, *x.shape)."""
+    base = torch.as_tensor(baseline, dtype=x.dtype).expand_as(x)
+    alphas = torch.arange(1, n_steps + 1, dtype=x.dtype) / n_steps
+    return base + alphas.view(-1, *([1] * x.dim())) * (x - base)
+
+
+def noise_sigma(x: torch.Tensor, noise_level: float) -> torch.Tensor:
+    """σ = noise_level · (max − min) of each image over all C·H·W values: (N,)."""
+    return noise_level * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
+
+
+def smoothgrad_from_noise(model, x, target, noise: torch.Tensor) -> torch.Tensor:
+    """(1/n) Σ_s ∇ₓ f_target(x + noise[s]), with the course's gradient."""
+    from course_utils import saliency as sal
+
+    return torch.stack([sal.gradient(model, x + eps, target) for eps in noise]).mean(0)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of flattened maps: (N,) float64."""
+    rows = [
+        scipy.stats.spearmanr(u.flatten().numpy(), v.flatten().numpy())[0]
+        for u, v in zip(a.detach(), b.detach())
+    ]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+REFERENCES = {
+    "path_points": path_points,
+    "noise_sigma": noise_sigma,
+    "smoothgrad_from_noise": smoothgrad_from_noise,
+    "spearman": spearman,
+}
