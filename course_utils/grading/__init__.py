@@ -111,6 +111,7 @@ def grade_command(args) -> int:
     options = GradeOptions(
         workers=args.workers,
         cell_timeout=args.timeout,
+        notebook_timeout=args.notebook_timeout,
         memory_gib=args.memory,
         interrupt_grace=args.grace,
         sandbox_uid=args.sandbox_uid,
@@ -118,6 +119,7 @@ def grade_command(args) -> int:
         students=args.student or None,
         progress=not args.no_progress,
         keep_work=args.keep_work,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
     try:
         summary = grade(_course(args), args.set, args.submissions, options)
@@ -151,10 +153,21 @@ def _configure_grade(p) -> None:
         help="seconds to recover from an interrupt before the kill (5)",
     )
     p.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=600.0,
+        help="seconds per notebook before its kernel is killed (default 600)",
+    )
+    p.add_argument(
         "--memory",
         type=float,
-        default=6.0,
-        help="memory cap per kernel in GiB (address space; default 6)",
+        default=3.0,
+        help="memory cap of a submission's whole process tree in GiB (default 3)",
+    )
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade even where no OS sandbox is available (every row says so)",
     )
     p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)")
     p.add_argument(

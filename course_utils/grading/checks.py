@@ -76,6 +76,14 @@ MAX_CASES = 64
 RECORD_VERSION = 1
 
 
+class CheckFailed(AssertionError):
+    """A visible test failed: IPython shows only the message (the ✗ lines and
+    the hint), not a traceback through this module."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
 def mode() -> str:
     """The grading mode from COURSE_GRADING_MODE: "", "record" or "reference"."""
     value = os.environ.get(MODE_ENV, "")
@@ -519,9 +527,12 @@ def _record_dir() -> Path:
     return Path(path)
 
 
-def _write_record(name: str, meta: dict, arrays: dict[int, np.ndarray]) -> None:
-    """Write NAME.npz (arrays case_i plus JSON meta) atomically into the record dir."""
-    out = _record_dir()
+def _write_record(
+    name: str, meta: dict, arrays: dict[int, np.ndarray], out: Path | None = None
+) -> None:
+    """Write NAME.npz (arrays case_i plus JSON meta) atomically into `out`
+    (default: the record dir of COURSE_GRADING_RECORD_DIR)."""
+    out = _record_dir() if out is None else Path(out)
     payload = {f"case_{i}": np.ascontiguousarray(a) for i, a in arrays.items()}
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = out / f".{name}.tmp"
@@ -596,7 +607,9 @@ def check(
         raise ValueError(f"cases must hold 1 … {MAX_CASES} cases, got {len(cases)}")
     current = mode()
     if current == "record":
-        _check_record(name, fn, cases, forbid, transform)
+        # Grading: the grader's harness feeds the cases after every student
+        # cell and compares outside the kernel; nothing is judged here.
+        print(f"{name}: checked by the grader after your last cell")
     elif current == "reference":
         _check_reference(
             name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
@@ -607,38 +620,23 @@ def check(
         )
 
 
-def _check_record(name, fn, cases, forbid, transform) -> None:
-    arrays, metas, hits, disabled = {}, [], [], False
-    for i, case in enumerate(cases):
-        built = case.build()
-        array, error, wire = _run(fn, built, forbid, transform)
-        hits += [h for h in wire.hits if h not in hits]
-        disabled |= wire.disabled
-        if array is not None:
-            arrays[i] = array
-        metas.append({"label": built.label, "error": error})
-    meta = {
-        "version": RECORD_VERSION,
-        "name": name,
-        "kind": "arrays",
-        "cases": metas,
-        "tripwire": hits,
-        "profiler_disabled": disabled,
-        "tampered": tampering(),
-        "banned_modules": _banned_modules_loaded(),
-    }
-    _write_record(name, meta, arrays)
-    errors = sum(m["error"] is not None for m in metas)
-    print(
-        f"{name}: recorded {len(cases)} case(s) for grading"
-        + (f"; {errors} raised an error" if errors else "")
-    )
+def _transform_name(transform) -> str | None:
+    """A transform by name (the harness finds it in this module again)."""
+    if transform is None:
+        return None
+    name = getattr(transform, "__name__", "")
+    if globals().get(name) is not transform:
+        raise ValueError(
+            "transform must be a function of course_utils.grading.checks "
+            f"(e.g. checks.parameter_changes), got {transform!r}"
+        )
+    return name
 
 
 def _check_reference(
     name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
 ) -> None:
-    arrays, metas = {}, []
+    arrays, metas, inputs = {}, [], []
     for i, case in enumerate(cases):
         built = case.build()
         mine, error, wire = _run(fn, built, forbid, transform)
@@ -662,6 +660,7 @@ def _check_reference(
                 )
         arrays[i] = expected
         metas.append({"label": built.label, "error": None})
+        inputs.append(_fresh(built))
     meta = {
         "version": RECORD_VERSION,
         "name": name,
@@ -669,8 +668,12 @@ def _check_reference(
         "cases": metas,
         "compare": {"mode": compare, "rtol": rtol, "atol": atol},
         "hint": hint,
+        "transform": _transform_name(transform),
     }
     _write_record(name, meta, arrays)
+    # The inputs themselves, for the grader's harness (it feeds them to the
+    # student's function after every student cell, in the sandbox).
+    torch.save(inputs, _record_dir() / f"{name}.cases.pt")
     print(f"{name}: reference recorded for {len(cases)} case(s)")
 
 
@@ -703,7 +706,7 @@ def _check_plain(
         lines += [f"  - {f}" for f in failures]
         if hint:
             lines.append(f"Hint: {hint}")
-        raise AssertionError("\n".join(lines))
+        raise CheckFailed("\n".join(lines))
     print(f"✓ {name}: {len(cases)} case(s) passed")
 
 
@@ -734,19 +737,7 @@ def check_value(
     except (TypeError, ValueError) as exc:
         norm, error = None, f"{type(exc).__name__}: {exc}"
     if current == "record":
-        meta = {
-            "version": RECORD_VERSION,
-            "name": name,
-            "kind": "value",
-            "value": norm,
-            "error": error,
-            "tampered": tampering(),
-            "banned_modules": _banned_modules_loaded(),
-            "tripwire": [],
-            "profiler_disabled": False,
-        }
-        _write_record(name, meta, {})
-        print(f"{name}: answer recorded for grading")
+        print(f"{name}: checked by the grader after your last cell")
         return
     expected = norm
     if reference is not None:
@@ -785,14 +776,17 @@ def saliency(method: str, /, **fixed) -> Callable:
     Test cells use this rather than importing the package, so that no name
     bound to the reference implementation lands in the student's namespace.
     """
-    from course_utils import saliency as sal
-
-    if method not in sal.METHODS and not hasattr(sal, method):
-        raise ValueError(f"method must be one of {sorted(sal.METHODS)}, got {method!r}")
-    fn = getattr(sal, method)
 
     def reference(*args, **kwargs):
-        return fn(*args, **{**kwargs, **fixed})
+        # Imported on the first call only: in the grading sandbox the module is
+        # absent, and a test cell naming it must still be harmless there.
+        from course_utils import saliency as sal
+
+        if method not in sal.METHODS and not hasattr(sal, method):
+            raise ValueError(
+                f"method must be one of {sorted(sal.METHODS)}, got {method!r}"
+            )
+        return getattr(sal, method)(*args, **{**kwargs, **fixed})
 
     reference.__name__ = f"saliency.{method}"
     return reference
