@@ -161,8 +161,8 @@ def _configure_grade(p) -> None:
     p.add_argument(
         "--memory",
         type=float,
-        default=3.0,
-        help="memory cap of a submission's whole process tree in GiB (default 3)",
+        default=6.0,
+        help="memory cap of a submission's whole process tree in GiB (default 6)",
     )
     p.add_argument(
         "--unsafe-no-sandbox",
@@ -210,5 +210,34 @@ def export_command(args) -> int:
 export_command.configure = lambda p: (
     p.add_argument("set", metavar="SET"),
     p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)"),
+    _add_root(p),
+)
+
+
+@command("handout", help="write the student repository (no solutions, no answers)")
+def handout_command(args) -> int:
+    from .handout import format_report, handout, scan
+
+    try:
+        course = _course(args)
+        report = handout(course, Path(args.dir), args.after_deadline)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("handout", exc)
+    print(format_report(report))
+    found = scan(course, report.dest)
+    for line in found[:20]:
+        print(f"  LEAK {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+handout_command.configure = lambda p: (
+    p.add_argument("dir", metavar="DIR", help="a new folder for the student repository"),
+    p.add_argument(
+        "--after-deadline",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a set whose deadline passed: ship the modules it kept out (repeatable)",
+    ),
     _add_root(p),
 )

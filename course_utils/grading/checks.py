@@ -2,42 +2,45 @@
 
 A test cell of an exercise notebook calls these helpers on the student's function::
 
-    checks.check("gradient", gradient_saliency, VISIBLE_CASES, reference=sal.gradient,
+    checks.check("my_method_visible", my_method, VISIBLE_CASES,
+                 reference=checks.saliency("my_method"),
                  hint="Differentiate the target logit with respect to x.")
     ### BEGIN HIDDEN TESTS
-    checks.check("gradient_hidden", gradient_saliency,
-                 [checks.Case("resnet_small", digits=(17, 230), target="label")],
-                 reference=sal.gradient)
+    checks.check("my_method_hidden", my_method, HIDDEN_CASES,
+                 reference=checks.saliency("my_method"))
     ### END HIDDEN TESTS
 
 and for a short answer, a visible format check plus a hidden record::
 
-    checks.validate(linear_ig, "bool")
+    checks.validate(my_answer, "bool")
     ### BEGIN HIDDEN TESTS
-    checks.check_value("linear_ig", linear_ig, "bool")
+    checks.check_value("my_answer", my_answer, "bool")
     ### END HIDDEN TESTS
+
+The first two arguments of every `check`/`check_value` call must be a literal
+name and the expression naming the student's function or answer: the grader
+reads them from the test cell's source (`notebooks.planned_checks`).
 
 What a call does depends on the environment variable ``COURSE_GRADING_MODE``:
 
 * unset — a student in JupyterLab, ``course check``, nbval over ``solutions/``:
-  runs the function and the reference on every case and raises ``AssertionError``
-  (with the hint) when they disagree;
-* ``"record"`` — ``course grade`` running a submission in its sandbox: runs only
-  the student's function and writes its outputs under
-  ``COURSE_GRADING_RECORD_DIR``. Nothing is judged in the student's kernel: the
-  verdict is computed afterwards by `course_utils.grading.verify`, in the grader's
-  own process, which never ran the student's code;
-* ``"reference"`` — the grader running the instructor's solution: writes the
-  reference outputs (and, for short answers, the solution's value) that
-  submissions are compared with, after checking that the solution agrees with
-  the reference.
+  runs the function and the reference on every case and raises `CheckFailed`
+  (an AssertionError shown without a traceback, with the hint) when they
+  disagree;
+* ``"reference"`` — the grader running the instructor's solution (in a
+  sandbox with the whole course package): checks that the solution agrees
+  with the reference and writes the reference outputs, and the cases' inputs
+  (``NAME.cases.pt``), under ``COURSE_GRADING_RECORD_DIR``;
+* ``"record"`` — ``course grade`` running a submission in its sandbox: the
+  test cells are not run at all; should a student's own cell call a check,
+  it only prints that the grader checks after the last cell. The grader's
+  harness (`harness`) then feeds the recorded inputs to the student's
+  functions, and `verify` compares in the grader's own process.
 
-Besides outputs, each record carries evidence the grader turns into a review
-flag: whether the student's function called a reference implementation
-(`course_utils.saliency`, `course_utils.reference`, Captum; detected with a
-profiler hook while the function runs), and whether comparison helpers of
-torch, numpy, builtins or this module were replaced since the notebook's setup
-cell imported it.
+In plain mode (the student's own machine) a profiler hook still tells a
+student whose function calls a reference implementation, and `tampering`
+lists replaced comparison helpers — feedback only: no grade depends on
+anything a kernel reports about itself.
 """
 
 from __future__ import annotations

@@ -891,6 +891,7 @@ async def run_isolated(
     problems: list[str] = []
     box = handle = kc = None
     oom = False
+    ready = 0.0  # seconds until the kernel answered (sandbox + interpreter start-up)
     extra = [nbformat.v4.new_code_cell(src) for _, src in (harness.cells if harness else [])]
     try:
         if unsafe:
@@ -918,9 +919,12 @@ async def run_isolated(
         except RuntimeError as exc:
             detail = f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
         else:
+            ready = time.monotonic() - start
             delivered = {}
 
             def before_extra():
+                if hasattr(box, "kill_others"):
+                    box.kill_others()
                 delivered["dir"] = _deliver(box, harness, uid)
                 for cell in extra:
                     cell.source = cell.source.replace("{HARNESS_DIR}", delivered["dir"])
@@ -973,6 +977,6 @@ async def run_isolated(
     result = _result(
         status, detail, cells, records, start, log_path, timeouts, problems, oom
     )
-    result.startup_seconds = getattr(box, "startup_seconds", 0.0)
+    result.startup_seconds = ready
     result.extra = extra if harness else []
     return result

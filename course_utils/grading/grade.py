@@ -120,7 +120,7 @@ class GradeOptions:
     cell_timeout: float = 60.0
     notebook_timeout: float = 600.0
     interrupt_grace: float = 5.0
-    memory_gib: float = 3.0
+    memory_gib: float = 6.0
     pids: int = 128
     cpus: float = 1.0
     sandbox_uid: int = DEFAULT_SANDBOX_UID

@@ -430,7 +430,7 @@ class SandboxLimits:
         file_bytes: RLIMIT_FSIZE.
     """
 
-    memory_bytes: int = 3 * GiB
+    memory_bytes: int = 6 * GiB
     pids: int = 128
     cpus: float = 1.0
     tmpfs_bytes: int = 256 * MiB
@@ -505,7 +505,7 @@ class Sandbox:
                 *inner,
             ]
         fsize = limits.file_bytes
-        memory = "" if self.cgroup else f"ulimit -v {limits.memory_bytes // 1024}; "
+        memory = f"ulimit -v {limits.memory_bytes // 1024}; "
         join = "".join(
             f'echo $$ > "{p}" || exit 97; ' for p in (self.cgroup.procs_files if self.cgroup else [])
         )
@@ -575,6 +575,27 @@ class Sandbox:
 
     def oom_killed(self) -> bool:
         return bool(self.cgroup and self.cgroup.oom_killed())
+
+    def kill_others(self) -> int:
+        """SIGKILL every process of the sandbox but the kernel (and bubblewrap):
+        what the student left running in the background has no part in the
+        grader's harness. Returns how many were killed."""
+        if self.cgroup is None or self.proc.poll() is not None:
+            return 0
+        keep = {self.proc.pid, self.child_pid, self.kernel_pid()}
+        killed = 0
+        for _ in range(5):
+            others = [p for p in self.cgroup.pids() if p not in keep]
+            if not others:
+                break
+            for pid in others:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.05)
+        return killed
 
     def kill(self) -> None:
         """Kill everything: the cgroup's processes, bubblewrap, its namespace."""
