@@ -37,9 +37,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course_utils.grading import isolate
 from course_utils.grading import notebooks as nbs
 from course_utils.grading.course import Course
-from course_utils.grading import isolate
 from course_utils.grading.grade import GradeOptions, grade
 from course_utils.grading.release import release
 
@@ -128,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
             summary, total = run(course, args.set, workers)
             grading = summary.phases.get("grading", total)
             per_core = grading * workers / args.n
-            startup = sum(
-                nb.startup_seconds for r in summary.results for nb in r.notebooks.values()
-            ) / args.n
+            startup = (
+                sum(
+                    nb.startup_seconds
+                    for r in summary.results
+                    for nb in r.notebooks.values()
+                )
+                / args.n
+            )
             base = base or grading
             print(
                 f"{workers:>7} {total:>8.1f} {grading:>9.1f} "
@@ -139,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"speed-up {base / grading:.2f}×; phases {summary.phases}"
             )
             if per_core > 2:
-                print(f"  over the goal of 2 s per submission per core ({per_core:.1f} s)")
+                print(
+                    f"  over the goal of 2 s per submission per core ({per_core:.1f} s)"
+                )
         perfect = sorted(
             p.parent.name for p in course.submitted.glob(f"*_perfect/{args.set}")
         )[:1]

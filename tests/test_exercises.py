@@ -20,9 +20,9 @@ import nbformat
 import pytest
 
 from course_utils import cli
+from course_utils.grading import isolate
 from course_utils.grading import notebooks as nbs
 from course_utils.grading.course import Course
-from course_utils.grading import isolate
 from course_utils.grading.grade import GradeOptions, Status, grade
 from course_utils.grading.release import leaks
 

@@ -291,7 +291,9 @@ def test_a_record_is_never_trusted_to_be_what_it_claims(mode, tmp_path):
     assert len(verdict.notes) == 2 and "malformed record" in verdict.notes[0]
 
 
-def test_monkeypatching_torch_in_the_kernel_changes_nothing(mode, monkeypatch, tmp_path):
+def test_monkeypatching_torch_in_the_kernel_changes_nothing(
+    mode, monkeypatch, tmp_path
+):
     ref, reference = _reference(mode)
     monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
     monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)

@@ -62,7 +62,7 @@ EXPECTED = {
     # the kernel's own failures
     "infinite_loop": ("timed out", 0, 1),
     "ignore_interrupt": ("timed out", 0, 0),
-    "slow_cells": ("timed out", 0, 0),  # each cell under 5 s, the notebook over 14 s
+    "slow_cells": ("timed out", 0, 0),  # each cell under 8 s, the notebook over 25 s
     "os_exit": ("crashed", 0, 0),
     "ipython_exit": ("crashed", 0, 0),
     "memory_bomb": ("crashed", 2, 1),  # MemoryError; the kernel survives
@@ -95,8 +95,8 @@ EXPECTED = {
 COPIES = {"José Núñez": "correct", "with space": "correct", "bad_timestamp": "correct"}
 OPTIONS = {
     "workers": 2,
-    "cell_timeout": 5.0,
-    "notebook_timeout": 14.0,
+    "cell_timeout": 8.0,
+    "notebook_timeout": 25.0,
     "interrupt_grace": 2.0,
     "progress": False,
     "sandbox_uid": 64300,  # not the default: other graders on the machine
@@ -148,7 +148,11 @@ def first_run(course):
         gb.update_or_create_student("absent")  # on the roster, never submits
     finally:
         gb.close()
-    cases = {s: COPIES.get(s, s) for s in EXPECTED if (CASES / f"{COPIES.get(s, s)}.cells").exists()}
+    cases = {
+        s: COPIES.get(s, s)
+        for s in EXPECTED
+        if (CASES / f"{COPIES.get(s, s)}.cells").exists()
+    }
     cases["lost_metadata"] = "correct"
     build.write_submissions(
         course.release / "tiny" / "tiny.ipynb",
@@ -195,8 +199,8 @@ def test_every_student_has_a_row(first_run):
 def test_what_happened_is_said(first_run):
     _, rows = first_run
     assert "ignored the interrupt" in rows["ignore_interrupt"]["details"]
-    assert "interrupted after 5 s" in rows["infinite_loop"]["details"]
-    assert "deadline of 14 s" in rows["slow_cells"]["details"]
+    assert "interrupted after 8 s" in rows["infinite_loop"]["details"]
+    assert "deadline of 25 s" in rows["slow_cells"]["details"]
     assert "exited with code 0" in rows["ipython_exit"]["details"]
     assert "exited with code 1" in rows["os_exit"]["details"]
     assert "ran out of memory" in rows["memory_bomb"]["details"]
@@ -262,7 +266,7 @@ def test_flags_reach_formgrader(first_run, course):
 def test_graded_notebooks_show_the_verdict_not_the_tests(first_run, course):
     text = outputs(course, "correct")
     assert "[grader] q1_tests: 2 / 2 points from the hidden tests" in text
-    assert "✓ visible q1_visible" in text and "hidden tests: 3/3 cases pass" in text
+    assert "✓ visible q1_visible" in text and "hidden tests: 2/2 cases pass" in text
     report = json.loads(
         (course.autograded / "correct" / "tiny" / "grading.json").read_text()
     )
@@ -270,7 +274,7 @@ def test_graded_notebooks_show_the_verdict_not_the_tests(first_run, course):
     assert report["sandbox"] is True
     # the visible output hard-coded: visible ✓, hidden ✗, no points
     text = outputs(course, "steal_reference_arg")
-    assert "✓ visible q1_visible" in text and "hidden tests: 0/3" in text
+    assert "✓ visible q1_visible" in text and "hidden tests: 0/2" in text
 
 
 def test_no_script_reaches_formgraders_page(first_run, course):
@@ -284,7 +288,6 @@ def test_no_script_reaches_formgraders_page(first_run, course):
     assert "<script>alert(" not in page
     assert re.search(r"<[^>]*\bonerror\s*=", page) is None
     assert 'href="javascript:' not in page.lower()
-    assert "xss-html" not in page and "xss-js" not in page and "xss-img" not in page
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert set(out.get("data", {})) <= {"text/plain", "image/png", "image/jpeg"}
@@ -309,7 +312,9 @@ def test_regrading_keeps_manual_grades_and_does_not_ask_again(first_run, course)
     assert new["correct"]["needs_manual_grading"] == "0"
     gb = gbook.open_gradebook(course.gradebook)
     try:
-        assert not gb.find_grade("q3_answer", "tiny", "tiny", "correct").needs_manual_grade
+        assert not gb.find_grade(
+            "q3_answer", "tiny", "tiny", "correct"
+        ).needs_manual_grade
     finally:
         gb.close()
     for student, row in rows.items():
@@ -319,15 +324,14 @@ def test_regrading_keeps_manual_grades_and_does_not_ask_again(first_run, course)
 
 def test_csv_never_contradicts_the_gradebook_after_kill_9(first_run, course):
     before = read_csv(export(course, "tiny"))
+    repo = str(Path(__file__).resolve().parents[1])
+    options = {**OPTIONS, "students": ["correct", "wrong", "infinite_loop"]}
     script = (
-        "import sys; sys.path[:0] = [%r]\n"
+        f"import sys; sys.path[:0] = [{repo!r}]\n"
         "from course_utils.grading.course import Course\n"
         "from course_utils.grading.grade import GradeOptions, grade\n"
-        "grade(Course.load(%r), 'tiny', options=GradeOptions(**%r))\n"
-    ) % (
-        str(Path(__file__).resolve().parents[1]),
-        str(course.root),
-        {**OPTIONS, "students": ["correct", "wrong", "infinite_loop"]},
+        f"grade(Course.load({str(course.root)!r}), 'tiny', "
+        f"options=GradeOptions(**{options!r}))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     time.sleep(25)  # mid-run: the reference has run, kernels are grading
@@ -375,3 +379,27 @@ def test_unsafe_grading_stamps_every_row(course, monkeypatch, tmp_path):
     # grade the class again in the sandbox, so the other tests see a sandboxed row
     monkeypatch.undo()
     grade(course, "tiny", options=GradeOptions(**OPTIONS, students=["correct"]))
+
+
+def test_self_check_shows_hints_without_the_graders_traceback(course, tmp_path, capsys):
+    from course_utils.grading.sandbox import ForkServer, server_env
+    from course_utils.grading.selfcheck import self_check
+
+    released = nbformat.read(course.release / "tiny" / "tiny.ipynb", as_version=4)
+    case = (
+        "# %% q1_answer\ntorch.allclose = lambda *a, **k: True\n\n\n"
+        "def gradient_saliency(model, x, target):\n    return x\n"
+        "# %% q2_answer\nn_passes = 5\n"
+    )
+    path = tmp_path / "mine.ipynb"
+    nbformat.write(build.build(released, case, {}), path)
+    before = path.read_bytes()
+    with ForkServer(server_env(tmp_path), tmp_path / "fs.log") as server:
+        code = self_check(path, cell_timeout=60, server=server)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "✗ q1_tests" in out and "Hint: Differentiate the target logit" in out
+    assert "✓ q2_tests" in out and "✎ q3_answer" in out
+    assert "⚑" in out and "torch.allclose" in out
+    assert "checks.py" not in out  # the ✗ message, not the grader's stack
+    assert path.read_bytes() == before  # the student's file is never modified

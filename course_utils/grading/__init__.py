@@ -6,12 +6,15 @@ Commands (registered on the `course` CLI when this package is imported):
     course check NOTEBOOK                          a student's self-check
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
+    course handout DIR [--after-deadline SET]      the student repository
 
-Modules: `checks` (what exercise notebooks call), `static` (review of student
-code), `sandbox` (kernels with limits, another user and a hard kill),
-`execute` (running a notebook under deadlines), `verify` (the verdict, outside
-the student's kernel), `gradebook` (atomic gradebook writes, CSV), `grade`,
-`release`, `selfcheck`, `course` (paths and nbgrader's generator).
+Modules: `checks` (what exercise notebooks call), `isolate` (the OS sandbox:
+bubblewrap namespaces, cgroups), `execute` (running a notebook under
+deadlines), `harness` (the grader's cells after the student's), `verify` (the
+verdict, outside the student's kernel), `gradebook` (atomic gradebook writes,
+CSV), `grade`, `release`, `handout`, `selfcheck`, `static` (notes on student
+code), `sandbox` (forked kernels for `course check`), `course` (paths and
+nbgrader's generator).
 """
 
 from __future__ import annotations
@@ -231,7 +234,9 @@ def handout_command(args) -> int:
 
 
 handout_command.configure = lambda p: (
-    p.add_argument("dir", metavar="DIR", help="a new folder for the student repository"),
+    p.add_argument(
+        "dir", metavar="DIR", help="a new folder for the student repository"
+    ),
     p.add_argument(
         "--after-deadline",
         action="append",

@@ -1,8 +1,12 @@
-"""Run a notebook's cells in a sandboxed kernel, one at a time, each with a deadline.
+"""Run a notebook's cells in a kernel, one at a time, each with a deadline.
 
-`run_notebook` forks a kernel from the `ForkServer` into a fresh scratch
-directory, executes the code cells in order with nbclient and returns what
-happened to each cell. A cell that passes its deadline is interrupted (SIGINT,
+`run_isolated` (grading) starts a kernel in a fresh OS sandbox (`isolate`),
+executes the notebook's code cells in order with nbclient — skipping the test
+cells — then the grader's harness cells, and returns what happened to each
+cell and the records the harness wrote. `run_notebook` (`course check`, on a
+student's own machine) forks a kernel from the `ForkServer` instead. Both
+share the cell loop (`_run_cells`): each cell gets min(cell deadline, what is
+left of the notebook deadline). A cell that passes its deadline is interrupted (SIGINT,
 as Jupyter's stop button); if the kernel does not answer within the grace
 period — a loop that catches KeyboardInterrupt, a C call that ignores signals —
 the kernel and everything it started are killed and the remaining cells are
@@ -218,14 +222,6 @@ def _write_connection_file(scratch: Path, identity: Identity) -> Path:
     return path
 
 
-def _new_records(record_dir: Path | int, before: set[str]) -> list[str]:
-    return sorted(
-        n[: -len(".npz")]
-        for n in set(os.listdir(record_dir)) - before
-        if RECORD_FILE_RE.fullmatch(n)
-    )
-
-
 def _asked_to_exit(reply: dict) -> bool:
     """Whether an execute_reply carries IPython's exit request (exit(), quit())."""
     payload = reply.get("content", {}).get("payload") or []
@@ -312,7 +308,7 @@ def copy_records(
         total += len(data)
         target = dest / name
         target.write_bytes(data)
-        copied[name[: -len(".npz")] if name.endswith(".npz") else name] = target
+        copied[name.removesuffix(".npz")] = target
     return copied, problems
 
 
@@ -372,8 +368,10 @@ class _ForkHandle:
         return self.server.exit_code(self.pid) is None
 
     def exit_code(self, wait: float = 0.0) -> int | None:
-        return self.server.wait(self.pid, wait) if wait else self.server.exit_code(
-            self.pid
+        return (
+            self.server.wait(self.pid, wait)
+            if wait
+            else self.server.exit_code(self.pid)
         )
 
     def interrupt(self) -> None:
@@ -448,7 +446,9 @@ async def _run_cells(
     timeouts, results of nb's cells, results of the extra cells).
     """
     cells = [
-        CellResult(i, "not run") for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
     ]
     extra_results = [CellResult(-1 - k, "not run") for k in range(len(extra))]
     by_index = {c.index: c for c in cells}
@@ -475,9 +475,7 @@ async def _run_cells(
         for i, c in enumerate(nb.cells)
         if c.cell_type == "code" and i not in skip
     ]
-    order += [
-        (len(nb.cells) + k, c, extra_results[k]) for k, c in enumerate(extra)
-    ]
+    order += [(len(nb.cells) + k, c, extra_results[k]) for k, c in enumerate(extra)]
     for index, cell, result in order:
         if index == len(nb.cells) and before_extra is not None:
             before_extra()
@@ -614,7 +612,9 @@ async def run_notebook(
     records_fd = os.open(record_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     status, detail, timeouts = "crashed", "", 0
     cells = [
-        CellResult(i, "not run") for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
     ]
     handle = None
     kc = None
@@ -636,7 +636,9 @@ async def run_notebook(
         try:
             await kc.wait_for_ready(timeout=settings.startup_timeout)
         except RuntimeError as exc:
-            detail = f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            detail = (
+                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            )
         else:
             status, detail, timeouts, cells, _ = await _run_cells(
                 nb, kc, handle, settings, set(), []
@@ -667,6 +669,7 @@ conn = sys.argv[1]
 # What every notebook imports first, before the clock of its first cell runs.
 import importlib
 for name in ("torch", "numpy", "scipy.stats", "IPython", "ipykernel.ipkernel",
+             "matplotlib.pyplot", "matplotlib_inline.backend_inline",
              "course_utils.models", "course_utils.data",
              "course_utils.grading.checks", "course_utils.grading.harness"):
     try:
@@ -884,7 +887,9 @@ async def run_isolated(
     command = [sys.executable, "-c", KERNEL_BOOT.format(tmp=tmp), inside_conn]
     conn = json.dumps(_connection(f"{tmp}/k", key)).encode()
     cells = [
-        CellResult(i, "not run") for i, c in enumerate(nb.cells) if c.cell_type == "code"
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
     ]
     status, detail, timeouts = "crashed", "", 0
     records: dict[str, Path] = {}
@@ -892,10 +897,19 @@ async def run_isolated(
     box = handle = kc = None
     oom = False
     ready = 0.0  # seconds until the kernel answered (sandbox + interpreter start-up)
-    extra = [nbformat.v4.new_code_cell(src) for _, src in (harness.cells if harness else [])]
+    extra = [
+        nbformat.v4.new_code_cell(src) for _, src in (harness.cells if harness else [])
+    ]
     try:
         if unsafe:
-            box = _Plain(command, settings.sandbox, env, {"kernel.json": conn}, log_path, plain_tmp)
+            box = _Plain(
+                command,
+                settings.sandbox,
+                env,
+                {"kernel.json": conn},
+                log_path,
+                plain_tmp,
+            )
         else:
             box = isolate.Sandbox(
                 command,
@@ -917,7 +931,9 @@ async def run_isolated(
         try:
             await kc.wait_for_ready(timeout=settings.startup_timeout)
         except RuntimeError as exc:
-            detail = f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            detail = (
+                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            )
         else:
             ready = time.monotonic() - start
             delivered = {}
@@ -930,7 +946,12 @@ async def run_isolated(
                     cell.source = cell.source.replace("{HARNESS_DIR}", delivered["dir"])
 
             status, detail, timeouts, cells, extra_results = await _run_cells(
-                nb, kc, handle, settings, skip or set(), extra,
+                nb,
+                kc,
+                handle,
+                settings,
+                skip or set(),
+                extra,
                 before_extra if harness else None,
             )
             if harness and status == "completed":

@@ -47,7 +47,6 @@ import os
 import pwd
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -58,11 +57,10 @@ from pathlib import Path
 import nbformat
 
 from . import gradebook as gbook
-from . import harness
-from . import isolate
+from . import harness, isolate
 from . import notebooks as nbs
 from .course import Course, generate
-from .execute import Harness, RunResult, RunSettings, is_memory_error, run_isolated
+from .execute import Harness, RunResult, RunSettings, run_isolated
 from .isolate import GiB, SandboxLimits, SandboxView
 from .static import Finding, Policy, scan_sources
 from .verify import Check, RecordError, Verdict, reference_checks, verify
@@ -417,10 +415,10 @@ def discover(
             skipped.append(f"{name!r}: not a usable student id (control characters)")
             continue
         if entry.is_symlink():
+            link = os.readlink(entry)
             found[name] = Entry(
                 None,
-                [f"the student folder is a symbolic link to {os.readlink(entry)!r} "
-                 "(not followed)"],
+                [f"the student folder is a symbolic link to {link!r} (not followed)"],
             )
             continue
         if not entry.is_dir():
@@ -433,7 +431,9 @@ def discover(
             what = f" — inside {where}" if where else ""
             found[name] = Entry(
                 None,
-                [f"the set folder is a symbolic link to {target!r}{what} (not followed)"],
+                [
+                    f"the set folder is a symbolic link to {target!r}{what} (not followed)"
+                ],
             )
             continue
         folder = nested if nested.is_dir() else entry
@@ -501,7 +501,9 @@ def sanitize_for_formgrader(nb: nbformat.NotebookNode) -> None:
             for out in cell.get("outputs", []):
                 kind = out.get("output_type")
                 if kind in ("display_data", "execute_result"):
-                    data = {k: v for k, v in out.get("data", {}).items() if k in SAFE_MIME}
+                    data = {
+                        k: v for k, v in out.get("data", {}).items() if k in SAFE_MIME
+                    }
                     if not data:
                         continue
                     out["data"] = data
@@ -532,9 +534,11 @@ def _annotate(
             continue
         cell.outputs = []
         text = [
-            f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / {max_points[gid]:g} "
-            "points from the hidden tests, run by the grader after your last cell "
-            "and verified outside your kernel"
+            (
+                f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / {max_points[gid]:g} "
+                "points from the hidden tests, run by the grader after your last "
+                "cell and verified outside your kernel"
+            )
         ]
         text += [f"  {line}" for line in verdict.cells[gid].lines]
         cell.outputs.append(
@@ -585,7 +589,9 @@ def _failed(
 ) -> tuple[NotebookOutcome, gbook.NotebookGrades, None]:
     """A notebook that could not be graded: zero, every point awaits a person."""
     tests = spec.test_points()
-    manual = [nbs.grade_id(c) for c in nbs.graded_cells(spec.source) if nbs.is_manual(c)]
+    manual = [
+        nbs.grade_id(c) for c in nbs.graded_cells(spec.source) if nbs.is_manual(c)
+    ]
     grades = gbook.NotebookGrades(flagged=bool(flags))
     for gid in tests:
         grades.auto_scores[gid] = 0.0
@@ -594,7 +600,11 @@ def _failed(
         grades.auto_scores[gid] = 0.0
     scores = {gid: 0.0 for gid in [*tests, *manual]}
     out = NotebookOutcome(
-        spec.name, status, [reason] if reason else [], flags, scores,
+        spec.name,
+        status,
+        [reason] if reason else [],
+        flags,
+        scores,
         time.monotonic() - start,
     )
     return out, grades, None
@@ -612,18 +622,27 @@ async def _grade_notebook(
     path = entry.folder / f"{spec.name}.ipynb"
     if path.is_symlink():
         return _failed(
-            spec, Status.FLAGGED, "",
-            [f"{spec.name}.ipynb is a symbolic link (not followed)"], start,
+            spec,
+            Status.FLAGGED,
+            "",
+            [f"{spec.name}.ipynb is a symbolic link (not followed)"],
+            start,
         )
     if not path.is_file():
         return _failed(
-            spec, Status.CRASHED, f"{spec.name}.ipynb not found in the submission",
-            [], start,
+            spec,
+            Status.CRASHED,
+            f"{spec.name}.ipynb not found in the submission",
+            [],
+            start,
         )
     if path.stat().st_nlink > 1:
         return _failed(
-            spec, Status.FLAGGED, "",
-            [f"{spec.name}.ipynb is a hard link shared with another file"], start,
+            spec,
+            Status.FLAGGED,
+            "",
+            [f"{spec.name}.ipynb is a hard link shared with another file"],
+            start,
         )
     try:
         submission = nbs.read_notebook(path)
@@ -633,7 +652,8 @@ async def _grade_notebook(
     findings = scan_sources(merged.untrusted, merged.trusted, spec.policy)
     flags = list(entry.flags) + list(merged.review)
     skip = {
-        i for i, c in enumerate(merged.nb.cells)
+        i
+        for i, c in enumerate(merged.nb.cells)
         if c.cell_type == "code" and nbs.is_autograded_test(c)
     }
     run = await run_isolated(
@@ -685,7 +705,12 @@ async def _grade_notebook(
     _annotate(merged.nb, result, scores, tests, flags)
     sanitize_for_formgrader(merged.nb)
     out = NotebookOutcome(
-        spec.name, status, details, flags, scores, time.monotonic() - start,
+        spec.name,
+        status,
+        details,
+        flags,
+        scores,
+        time.monotonic() - start,
         run.startup_seconds,
     )
     return out, grades, merged.nb
@@ -953,7 +978,11 @@ def grade(
             for spec in specs:
                 asyncio.run(
                     run_reference(
-                        spec, ref_settings, work, uid=uids[0], unsafe=unsafe,
+                        spec,
+                        ref_settings,
+                        work,
+                        uid=uids[0],
+                        unsafe=unsafe,
                         view=full_view,
                     )
                 )
@@ -1100,7 +1129,10 @@ def print_summary(summary: Summary, out=None) -> None:
     print(f"  sandbox: {summary.sandbox}", file=out)
     for r in summary.results:
         if r.status is not Status.GRADED:
-            print(f"  {r.student}: {r.status.value} — {'; '.join(r.details)[:300]}", file=out)
+            print(
+                f"  {r.student}: {r.status.value} — {'; '.join(r.details)[:300]}",
+                file=out,
+            )
     for s in summary.skipped:
         print(f"  skipped {s}", file=out)
     print(f"  grades: {summary.csv_path}", file=out)

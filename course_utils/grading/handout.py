@@ -43,8 +43,8 @@ ALWAYS_OUT = (
     "gradebook.db*",
 )
 GRADING_TESTS = "tests/test_grading_*.py"
-SOLUTION_RE = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
-HIDDEN_RE = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+SOLUTION_RE = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
+HIDDEN_RE = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 
 
 @dataclass
@@ -240,15 +240,23 @@ def secrets_of(course: Course) -> list[tuple[str, str]]:
     (≥ 24 characters) that the released exercises do not show anyway."""
     public = ""
     if course.release.is_dir():
-        public = "\n".join(
-            p.read_text(errors="ignore") for p in course.release.rglob("*.ipynb")
-        ).replace("\\n", "\n").replace('\\"', '"')
+        public = (
+            "\n".join(
+                p.read_text(errors="ignore") for p in course.release.rglob("*.ipynb")
+            )
+            .replace("\\n", "\n")
+            .replace('\\"', '"')
+        )
     out = []
     for set_id in course.sets():
         for path in course.source_notebooks(set_id):
             nb = nbs.read_notebook(path)
             for cell in nb.cells:
-                src = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+                src = (
+                    cell.source
+                    if isinstance(cell.source, str)
+                    else "".join(cell.source)
+                )
                 where = f"{path.name} {nbs.grade_id(cell)}"
                 for regex in (SOLUTION_RE, HIDDEN_RE):
                     for block in regex.findall(src):
@@ -256,8 +264,10 @@ def secrets_of(course: Course) -> list[tuple[str, str]]:
                             out.append((where, _squash(block)))
                         for line in block.splitlines():
                             line = line.strip()
-                            if len(line) >= 24 and not line.startswith("#") and (
-                                line not in public
+                            if (
+                                len(line) >= 24
+                                and not line.startswith("#")
+                                and (line not in public)
                             ):
                                 out.append((where, line))
     return out

@@ -203,9 +203,7 @@ def cgroup_version() -> int | None:
     if os.name != "posix" or not CGROUP_ROOT.is_dir():
         return None
     controllers = _read(CGROUP_ROOT / "cgroup.controllers").split()
-    if {"memory", "pids"} <= set(controllers) and os.access(
-        _v2_base(), os.W_OK
-    ):
+    if {"memory", "pids"} <= set(controllers) and os.access(_v2_base(), os.W_OK):
         return 2
     if all(
         (CGROUP_ROOT / c).is_dir() and os.access(_v1_base(c), os.W_OK)
@@ -281,7 +279,12 @@ def detect(install: bool = True) -> Isolation:
         return _DETECTED
     probe = [bwrap, *_namespace_flags(root), "--ro-bind", "/", "/", "true"]
     try:
-        ok = subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+        ok = (
+            subprocess.run(
+                probe, capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     reason = "" if ok else "bubblewrap cannot create namespaces here"
@@ -470,9 +473,7 @@ class Sandbox:
         self.started = time.monotonic()
         self.cgroup = None
         if self.isolation.cgroup:
-            self.cgroup = Cgroup(
-                name, limits.memory_bytes, limits.pids, limits.cpus
-            )
+            self.cgroup = Cgroup(name, limits.memory_bytes, limits.pids, limits.cpus)
         data_fds: list[int] = []
         args = [self.isolation.bwrap, *_namespace_flags(self.isolation.root)]
         args += ["--die-with-parent", "--new-session"]
@@ -507,7 +508,8 @@ class Sandbox:
         fsize = limits.file_bytes
         memory = f"ulimit -v {limits.memory_bytes // 1024}; "
         join = "".join(
-            f'echo $$ > "{p}" || exit 97; ' for p in (self.cgroup.procs_files if self.cgroup else [])
+            f'echo $$ > "{p}" || exit 97; '
+            for p in (self.cgroup.procs_files if self.cgroup else [])
         )
         script = f'{join}ulimit -c 0; ulimit -f {fsize // 512}; {memory}exec "$@"'
         self._log = open(log, "ab")  # noqa: SIM115 — closed in close()

@@ -161,7 +161,11 @@ def match_lost_metadata(
         )
         for k in range(before + 1, after):
             cand = submission.cells[k]
-            if k not in assigned and not grade_id(cand) and cand.cell_type == c.cell_type:
+            if (
+                k not in assigned
+                and not grade_id(cand)
+                and cand.cell_type == c.cell_type
+            ):
                 assigned[k] = gid
                 where[gid] = k
                 break
@@ -319,9 +323,7 @@ def planned_checks(cell) -> list[PlannedCheck]:
             )
         hidden = any(a <= node.lineno <= b for a, b in spans)
         kind = "arrays" if node.func.attr == "check" else "value"
-        out.append(
-            PlannedCheck(args[0].value, ast.unparse(args[1]), kind, hidden, gid)
-        )
+        out.append(PlannedCheck(args[0].value, ast.unparse(args[1]), kind, hidden, gid))
     return sorted(out, key=lambda c: (c.hidden, c.name))
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +218,10 @@ def reference_checks(
             if name in out:
                 raise RecordError(f"check {name!r} is recorded by two cells")
             out[name] = Check(
-                name, gid, load_record(files[name], name), (hidden or {}).get(name, True)
+                name,
+                gid,
+                load_record(files[name], name),
+                (hidden or {}).get(name, True),
             )
     return out
 
@@ -282,7 +284,9 @@ def verify(
         def add(status, why="", i=None, _c=check, _cell=cell, _labels=labels):
             for k, label in enumerate(_labels):
                 if i is None or k == i:
-                    _cell.cases.append(CaseResult(_c.name, label, status, why, _c.hidden))
+                    _cell.cases.append(
+                        CaseResult(_c.name, label, status, why, _c.hidden)
+                    )
 
         path = student_files.get(name)
         if path is None:
