@@ -92,6 +92,45 @@ def run(course: Course, set_id: str, workers: int, **extra):
     return summary, time.perf_counter() - start
 
 
+def startup_cost(repeats: int = 3) -> None:
+    """The sandbox's own start-up: the same interpreter start, plain and sandboxed."""
+    import subprocess
+
+    import course_utils
+
+    package = Path(course_utils.__file__).resolve().parent
+    work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    view = isolate.SandboxView(isolate.filtered_package(package, work, []), [])
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package.parent), "HOME": "/tmp"}
+    uid = 64500 if os.geteuid() == 0 else None
+    for label, code in (("python", "pass"), ("python + torch", "import torch")):
+        plain, boxed = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            box = isolate.Sandbox(
+                [sys.executable, "-c", code],
+                view,
+                isolate.SandboxLimits(),
+                env,
+                {},
+                work / "log",
+                f"bench-{len(boxed)}",
+                uid=uid,
+            )
+            box.proc.wait()
+            boxed.append(time.perf_counter() - t0)
+            box.close()
+        p, b = min(plain), min(boxed)
+        print(
+            f"start-up {label:<15} plain {p:.2f} s, sandboxed {b:.2f} s "
+            f"(+{b - p:.2f} s, ×{b / p:.2f}; best of {repeats})"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def add_spinner(course: Course, set_id: str) -> str:
     """A submission whose first answer cell starts 60 spinning processes."""
     (source_path,) = course.source_notebooks(set_id)
@@ -116,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--n must be ≥ 1, got {args.n}")
     root = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     print(f"sandbox: {isolate.detect().describe()}")
+    startup_cost()
     try:
         course = make_course(args.set, args.n, root)
         print(

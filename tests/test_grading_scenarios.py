@@ -76,7 +76,9 @@ EXPECTED = {
     "read_solutions_quietly": ("graded", 2, 1),
     "write_gradebook": ("graded", 0, 0),
     "persist_files": ("graded", 2, 1),
-    "spinners": ("graded", 2, 1),  # 60 background spinners, killed before the harness
+    # 60 background spinners share its one CPU: its own kernel starves (and is
+    # killed); every other row here is unaffected
+    "spinners": ("timed out", 0, 0),
     # the answers cannot be computed from inside
     "call_reference": ("graded", 0, 1),
     "call_reference_quietly": ("graded", 0, 1),
