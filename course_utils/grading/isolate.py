@@ -290,8 +290,20 @@ def detect(install: bool = True) -> Isolation:
     reason = "" if ok else "bubblewrap cannot create namespaces here"
     if ok and root and not shutil.which("setpriv"):
         reason = "setpriv (util-linux) is missing"
-    _DETECTED = Isolation(bwrap, root, cgroup_version() if root else None, reason)
+    _DETECTED = Isolation(bwrap, root, _probe_cgroup() if root else None, reason)
     return _DETECTED
+
+
+def _probe_cgroup() -> int | None:
+    """The cgroup version, after making (and removing) a group with its limits."""
+    version = cgroup_version()
+    if version is None:
+        return None
+    try:
+        Cgroup(f"probe-{os.getpid()}", 64 * MiB, 16, 0.5).remove()
+    except OSError:
+        return None
+    return version
 
 
 def _namespace_flags(root: bool) -> list[str]:
