@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release grade bench weights clean
+        release grade handout bench weights clean
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -82,9 +82,17 @@ release: setup
 	$(BIN)/course release
 
 # make grade SET=ps1_gradients [SUBMISSIONS=path/to/student/folders]
+# Student code runs in a bubblewrap sandbox: installed here when missing (as root).
 grade: setup
 	@test -n "$(SET)" || { echo "usage: make grade SET=<problem set> [SUBMISSIONS=dir]"; exit 2; }
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y bubblewrap || (apt-get update && apt-get install -y bubblewrap)); } || true
 	$(BIN)/course grade $(SET) $(SUBMISSIONS)
+
+# make handout DIR=../student-repo [AFTER=ps1_gradients]: the repository students get
+handout: setup
+	@test -n "$(DIR)" || { echo "usage: make handout DIR=<new folder> [AFTER=set …]"; exit 2; }
+	$(BIN)/course handout $(DIR) $(foreach s,$(AFTER),--after-deadline $(s))
 
 weights: setup
 	$(BIN)/course train small_cnn

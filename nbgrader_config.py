@@ -38,3 +38,10 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Only for nbgrader's own executor (formgrader's buttons); `course grade` has its
 # own per-cell deadline, memory cap and sandbox.
 c.Execute.timeout = 60
+
+# The exchange (nbgrader's release/fetch/submit between accounts) is not used:
+# hand-outs are `course handout`, collection is a copy into submitted/. It is
+# created here, inside the course, so formgrader shows no "exchange directory
+# does not exist" banner.
+c.Exchange.root = os.path.join(ROOT, ".exchange")
+os.makedirs(c.Exchange.root, exist_ok=True)

@@ -1,21 +1,24 @@
-"""Grading throughput: N submissions of a problem set with 1 and 2 workers.
+"""Grading throughput in the OS sandbox, its start-up cost, and CPU isolation.
 
     .venv/bin/python bench/bench_grading.py [--set ps1_gradients] [--n 20]
-                                            [--workers 1 2] [--memory-scan]
+                                            [--workers 1 2] [--spinners]
+                                            [--memory-scan]
 
 Builds a throw-away course (a copy of the set's solution, released with
 nbgrader) and N submissions cycling through a perfect one (the solution), a
 blank one (the exercise as released) and a partial one (only the first answer
-written), then runs `course grade` on them once per worker count, reusing one
-kernel fork server so that its start-up is measured once, apart.
+written), then runs `course grade` on them once per worker count. Every
+submission runs in its own bubblewrap sandbox and cgroup, started cold.
 
 Reported per run: wall time of the whole command and of its grading phase,
-seconds per submission of wall time, and seconds per submission per core
-(grading phase × workers / N; the goal is ≤ 10 s). Timings on the shared
-course machines swing by tens of percent; compare the two worker counts from
-one run. With --memory-scan it also grades the perfect submission under
-decreasing memory caps and reports the smallest cap that still earns every
-point (the default cap, 6 GiB, keeps a margin above it).
+seconds per submission of wall time, seconds per submission per core
+(grading phase × workers / N; goal ≤ 2 s), and the sandbox start-up: seconds
+from starting bubblewrap until the kernel (with torch and the course's data
+imported) answers. With --spinners: one perfect submission graded alone, then
+again next to a submission that starts 60 background spinners (its cgroup
+holds them to one CPU; goal: within 10 %). Timings on shared machines swing by
+tens of percent; compare numbers from one run. With --memory-scan it grades
+the perfect submission under decreasing memory caps.
 """
 
 from __future__ import annotations
@@ -34,11 +37,21 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from course_utils.grading import isolate
 from course_utils.grading import notebooks as nbs
 from course_utils.grading.course import Course
-from course_utils.grading.grade import GradeOptions, grade, server_env
+from course_utils.grading.grade import GradeOptions, grade
 from course_utils.grading.release import release
-from course_utils.grading.sandbox import ForkServer
+
+SPINNERS = """
+import os
+for _ in range(60):
+    if os.fork() == 0:
+        while True:
+            pass
+import time
+time.sleep(20)
+"""
 
 
 def make_course(set_id: str, n: int, root: Path) -> Course:
@@ -72,11 +85,62 @@ def reset(course: Course) -> None:
     shutil.rmtree(course.autograded, ignore_errors=True)
 
 
-def run(course: Course, set_id: str, workers: int, server: ForkServer, **extra):
-    options = GradeOptions(workers=workers, progress=False, **extra)
+def run(course: Course, set_id: str, workers: int, **extra):
+    options = GradeOptions(workers=workers, progress=False, sandbox_uid=64500, **extra)
     start = time.perf_counter()
-    summary = grade(course, set_id, options=options, server=server)
+    summary = grade(course, set_id, options=options)
     return summary, time.perf_counter() - start
+
+
+def startup_cost(repeats: int = 3) -> None:
+    """The sandbox's own start-up: the same interpreter start, plain and sandboxed."""
+    import subprocess
+
+    import course_utils
+
+    package = Path(course_utils.__file__).resolve().parent
+    work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    view = isolate.SandboxView(isolate.filtered_package(package, work, []), [])
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package.parent), "HOME": "/tmp"}
+    uid = 64500 if os.geteuid() == 0 else None
+    for label, code in (("python", "pass"), ("python + torch", "import torch")):
+        plain, boxed = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            box = isolate.Sandbox(
+                [sys.executable, "-c", code],
+                view,
+                isolate.SandboxLimits(),
+                env,
+                {},
+                work / "log",
+                f"bench-{len(boxed)}",
+                uid=uid,
+            )
+            box.proc.wait()
+            boxed.append(time.perf_counter() - t0)
+            box.close()
+        p, b = min(plain), min(boxed)
+        print(
+            f"start-up {label:<15} plain {p:.2f} s, sandboxed {b:.2f} s "
+            f"(+{b - p:.2f} s, ×{b / p:.2f}; best of {repeats})"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def add_spinner(course: Course, set_id: str) -> str:
+    """A submission whose first answer cell starts 60 spinning processes."""
+    (source_path,) = course.source_notebooks(set_id)
+    nb = nbs.read_notebook(source_path)
+    first = next(c for c in nb.cells if nbs.is_answer(c) and c.cell_type == "code")
+    first.source = first.source + "\n" + SPINNERS
+    folder = course.submitted / "zz_spinners" / set_id
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / source_path.name)
+    return "zz_spinners"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,58 +149,74 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--memory-scan", action="store_true")
+    parser.add_argument("--spinners", action="store_true")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be ≥ 1, got {args.n}")
     root = Path(tempfile.mkdtemp(prefix="bench-grading-"))
+    print(f"sandbox: {isolate.detect().describe()}")
+    startup_cost()
     try:
         course = make_course(args.set, args.n, root)
-        start = time.perf_counter()
-        with ForkServer(server_env(root), root / "forkserver.log") as server:
-            startup = time.perf_counter() - start
-            print(
-                f"{args.set}: {args.n} submissions; kernel fork server ready in "
-                f"{startup:.1f} s (paid once per `course grade`)"
-            )
-            print(
-                f"{'workers':>7} {'total s':>8} {'grading s':>9} {'s/sub':>6} "
-                f"{'s/sub/core':>10} {'kernel s/sub':>12}  statuses"
-            )
-            base = None
-            for workers in args.workers:
-                reset(course)
-                summary, total = run(course, args.set, workers, server)
-                grading = summary.phases.get("grading", total)
-                per_core = grading * workers / args.n
-                kernel = sum(r.seconds for r in summary.results) / args.n
-                base = base or grading
-                print(
-                    f"{workers:>7} {total:>8.1f} {grading:>9.1f} "
-                    f"{grading / args.n:>6.2f} {per_core:>10.2f} {kernel:>12.2f}  "
-                    f"{summary.counts()['graded']}/{args.n} graded; "
-                    f"speed-up {base / grading:.2f}×; phases {summary.phases}"
+        print(
+            f"{'workers':>7} {'total s':>8} {'grading s':>9} {'s/sub':>6} "
+            f"{'s/sub/core':>10} {'start-up s':>10}  statuses"
+        )
+        base = None
+        for workers in args.workers:
+            reset(course)
+            summary, total = run(course, args.set, workers)
+            grading = summary.phases.get("grading", total)
+            per_core = grading * workers / args.n
+            startup = (
+                sum(
+                    nb.startup_seconds
+                    for r in summary.results
+                    for nb in r.notebooks.values()
                 )
-                if per_core > 10:
-                    print(
-                        f"  over the goal of 10 s per submission per core "
-                        f"({per_core:.1f} s)"
-                    )
-            if args.memory_scan:
-                perfect = sorted(
-                    p.parent.name
-                    for p in course.submitted.glob(f"*_perfect/{args.set}")
-                )[:1]
-                print("memory cap scan (perfect submission):")
-                for gib in (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0):
-                    reset(course)
-                    summary, _ = run(
-                        course, args.set, 1, server, memory_gib=gib, students=perfect
-                    )
-                    (result,) = summary.results
-                    print(
-                        f"  {gib:>4} GiB: {result.status:<10} total {result.total:g}"
-                        f"  {'; '.join(result.details)[:120]}"
-                    )
+                / args.n
+            )
+            base = base or grading
+            print(
+                f"{workers:>7} {total:>8.1f} {grading:>9.1f} "
+                f"{grading / args.n:>6.2f} {per_core:>10.2f} {startup:>10.2f}  "
+                f"{summary.counts()['graded']}/{args.n} graded; "
+                f"speed-up {base / grading:.2f}×; phases {summary.phases}"
+            )
+            if per_core > 2:
+                print(
+                    f"  over the goal of 2 s per submission per core ({per_core:.1f} s)"
+                )
+        perfect = sorted(
+            p.parent.name for p in course.submitted.glob(f"*_perfect/{args.set}")
+        )[:1]
+        if args.spinners:
+            spinner = add_spinner(course, args.set)
+            times = {}
+            for label, students in (
+                ("alone", perfect),
+                ("next to 60 spinners", [*perfect, spinner]),
+            ):
+                reset(course)
+                summary, _ = run(course, args.set, 2, students=students)
+                mine = next(r for r in summary.results if r.student == perfect[0])
+                times[label] = mine.seconds
+                print(
+                    f"perfect submission {label}: {mine.seconds:.2f} s "
+                    f"({mine.status.value}, {mine.total:g} points)"
+                )
+            ratio = times["next to 60 spinners"] / times["alone"]
+            print(f"  ratio {ratio:.2f} (goal ≤ 1.10)")
+        if args.memory_scan:
+            print("memory cap scan (perfect submission):")
+            for gib in (3.0, 4.0, 5.0, 6.0):
+                reset(course)
+                summary, _ = run(course, args.set, 1, memory_gib=gib, students=perfect)
+                (result,) = summary.results
+                print(
+                    f"  {gib:>4} GiB: {result.status.value:<10} total {result.total:g}"
+                    f"  {'; '.join(result.details)[:120]}"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -12,6 +12,7 @@ import torch
 
 from course_utils.grading import checks
 from course_utils.grading.verify import (
+    CaseStatus,
     RecordError,
     load_record,
     reference_checks,
@@ -183,10 +184,41 @@ def _reference(mode):
     folder = mode("reference")
     checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
     checks.check_value("passes", 5, "number")
-    return reference_checks(
+    assert (folder / "gradient.cases.pt").is_file()  # the inputs, for the harness
+    return folder, reference_checks(
         {"tests": ["gradient", "passes"]},
         {n: folder / f"{n}.npz" for n in ("gradient", "passes")},
     )
+
+
+def _harness(tmp_path, ref_folder, namespace, names=("gradient", "passes")):
+    """Run the grader's harness in-process, as the sandbox would after the cells."""
+    import json
+    import shutil
+
+    from course_utils.grading import harness
+
+    folder = tmp_path / "h-test"
+    (folder / "records").mkdir(parents=True)
+    shutil.copy(ref_folder / "gradient.cases.pt", folder / "gradient.cases.pt")
+    plan = {
+        "gradient": {
+            "kind": "arrays",
+            "expr": "gradient_saliency",
+            "cases": "gradient.cases.pt",
+            "transform": None,
+            "labels": [c.describe() for c in CASES],
+        },
+        "passes": {"kind": "value", "expr": "n_passes", "value_kind": "number"},
+    }
+    (folder / "plan.json").write_text(json.dumps(plan))
+    for name in names:
+        harness.run(str(folder), name, namespace)
+    return {
+        n: folder / "records" / f"{n}.npz"
+        for n in names
+        if (folder / "records" / f"{n}.npz").exists()
+    }
 
 
 def test_reference_mode_rejects_a_wrong_solution(mode):
@@ -195,58 +227,87 @@ def test_reference_mode_rejects_a_wrong_solution(mode):
         checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
 
 
-def test_recorded_answers_are_judged_outside_the_kernel(mode):
-    reference = _reference(mode)
+def test_record_mode_judges_and_writes_nothing_in_the_kernel(mode, capsys):
     folder = mode("record")
-    checks.check("gradient", gradient, CASES, reference=checks.saliency("gradient"))
-    checks.check_value("passes", 5, "number")
-    files = {n: folder / f"{n}.npz" for n in ("gradient", "passes")}
+    checks.check("gradient", cheat, CASES, reference=checks.saliency("gradient"))
+    checks.check_value("passes", 4, "number")
+    assert list(folder.iterdir()) == []
+    assert "checked by the grader after your last cell" in capsys.readouterr().out
+
+
+def test_harness_records_are_judged_outside_the_kernel(mode, tmp_path):
+    ref, reference = _reference(mode)
+    files = _harness(tmp_path, ref, {"gradient_saliency": gradient, "n_passes": 5})
     verdict = verify(reference, files, {"tests": 3.0})
-    assert verdict.flags == []
-    assert verdict.cells["tests"].passed == 3 and verdict.score("tests") == 3.0
+    assert verdict.notes == []
+    cell = verdict.cells["tests"]
+    assert cell.passed == 3 and cell.complete and verdict.score("tests") == 3.0
 
 
-def test_wrong_and_missing_answers_score_partially(mode):
-    reference = _reference(mode)
-    folder = mode("record")
-    checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
-    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
-    lines = "\n".join(verdict.cells["tests"].lines)
-    assert verdict.score("tests") == 0.0
-    assert "0/2 cases match" in lines and "passes: no result" in lines
+def test_wrong_and_missing_answers_score_partially(mode, tmp_path):
+    ref, reference = _reference(mode)
+    files = _harness(tmp_path, ref, {"gradient_saliency": wrong}, names=["gradient"])
+    verdict = verify(reference, files, {"tests": 3.0})
+    cell = verdict.cells["tests"]
+    assert verdict.score("tests") == 0.0 and not cell.complete
+    statuses = [c.status for c in cell.cases]
+    assert statuses == [CaseStatus.FAILED, CaseStatus.FAILED, CaseStatus.MISSING]
+    assert "hidden tests: 0/3 cases pass" in cell.lines
+
+
+def test_a_missing_function_or_answer_is_a_result(mode, tmp_path):
+    ref, reference = _reference(mode)
+    files = _harness(tmp_path, ref, {"n_passes": "five"})
+    verdict = verify(reference, files, {"tests": 3.0})
+    statuses = [c.status for c in verdict.cells["tests"].cases]
+    assert statuses == [CaseStatus.RAISED] * 3
+
+
+def test_only_hidden_checks_carry_points(mode, tmp_path):
+    ref, _ = _reference(mode)
+    reference = reference_checks(
+        {"tests": ["gradient", "passes"]},
+        {n: ref / f"{n}.npz" for n in ("gradient", "passes")},
+        hidden={"gradient": False, "passes": True},
+    )
+    files = _harness(tmp_path, ref, {"gradient_saliency": gradient, "n_passes": 4})
+    cell = verify(reference, files, {"tests": 3.0}).cells["tests"]
+    assert cell.score == 0.0  # the visible gradient passes, but scores nothing
+    assert any(line.startswith("✓ visible gradient") for line in cell.lines)
 
 
 def test_a_record_is_never_trusted_to_be_what_it_claims(mode, tmp_path):
-    reference = _reference(mode)
+    _, reference = _reference(mode)
     forged = tmp_path / "forged.npz"
     np.savez(forged, case_0=np.array([object()], dtype=object))
     with pytest.raises(RecordError):
         load_record(forged, "gradient")
-    verdict = verify(reference, {"gradient": forged}, {"tests": 3.0})
+    nested = tmp_path / "nested.npz"
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    np.savez(nested, __meta__=np.frombuffer(deep, dtype=np.uint8))
+    verdict = verify(reference, {"gradient": forged, "passes": nested}, {"tests": 3.0})
     assert verdict.score("tests") == 0.0
-    assert any("malformed record" in f for f in verdict.flags)
+    assert {c.status for c in verdict.cells["tests"].cases} == {CaseStatus.MALFORMED}
+    assert len(verdict.notes) == 2 and "malformed record" in verdict.notes[0]
 
 
-def test_monkeypatching_torch_is_recorded_as_evidence(mode, monkeypatch):
-    reference = _reference(mode)
-    folder = mode("record")
+def test_monkeypatching_torch_in_the_kernel_changes_nothing(
+    mode, monkeypatch, tmp_path
+):
+    ref, reference = _reference(mode)
     monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
     monkeypatch.setattr(np.testing, "assert_allclose", lambda *a, **k: None)
-    checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
-    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
-    assert verdict.score("tests") == 0.0
-    assert any(
-        "torch.allclose" in f and "numpy.testing.assert_allclose" in f
-        for f in verdict.flags
-    )
+    files = _harness(tmp_path, ref, {"gradient_saliency": wrong, "n_passes": 4})
+    assert verify(reference, files, {"tests": 3.0}).score("tests") == 0.0
 
 
-def test_a_call_into_the_reference_is_recorded_as_evidence(mode):
-    reference = _reference(mode)
-    folder = mode("record")
-    checks.check("gradient", cheat, CASES, reference=checks.saliency("gradient"))
-    verdict = verify(reference, {"gradient": folder / "gradient.npz"}, {"tests": 3.0})
-    assert any("course_utils.saliency.gradient.gradient" in f for f in verdict.flags)
+def test_a_visible_failure_shows_its_message_not_a_traceback(mode):
+    mode("")
+    with pytest.raises(checks.CheckFailed) as info:
+        checks.check("gradient", wrong, CASES, reference=checks.saliency("gradient"))
+    (text,) = info.value._render_traceback_()
+    assert text.startswith("CheckFailed: ✗ gradient: 2 of 2 case(s) failed")
+    assert "checks.py" not in text
 
 
 def test_replacing_the_helpers_is_recorded(mode, monkeypatch):

@@ -66,7 +66,8 @@ def test_write_grades_keeps_manual_scores_and_marks_reviews(db):
     gbook.write_grades(db, "tiny", [grades("ada", 1.5)])  # graded again
     ada = scores(db, "ada")
     assert ada["q1_tests"] == (1.5, None, False)
-    assert ada["q3_answer"] == (None, 1.0, True)  # the manual grade survived
+    # the manual grade survived, and is not asked for again
+    assert ada["q3_answer"] == (None, 1.0, False)
     assert scores(db, "bob")["q1_tests"] == (0.0, None, True)
 
 

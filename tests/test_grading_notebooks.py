@@ -81,3 +81,44 @@ def test_unreadable_notebooks_are_reported(tmp_path):
     huge.write_bytes(b" " * 100)
     with pytest.raises(ValueError, match="more than"):
         nbs.read_notebook(huge, max_bytes=10)
+
+
+def test_answers_whose_metadata_was_lost_are_matched_and_marked(tiny):
+    source, released = tiny
+    sub = build.build(released, (CASES / "correct.cells").read_text(), {})
+    answers = {g: c.source for g, c in by_id(sub).items() if g.endswith("_answer")}
+    for cell in sub.cells:
+        cell.metadata = {}
+    merged = nbs.merge(source, released, sub)
+    cells = by_id(merged.nb)
+    assert sorted(merged.matched_by_position) == sorted(answers)
+    for gid, text in answers.items():
+        assert cells[gid].source == text  # the student's work, never the stub
+    assert merged.unanswered == []
+    assert any("lost its metadata" in note for note in merged.notes)
+
+
+def test_planned_checks_are_read_from_the_test_cells(tiny):
+    source, _ = tiny
+    cells = by_id(source)
+    planned = nbs.planned_checks(cells["q1_tests"])
+    assert [(p.name, p.expr, p.kind, p.hidden) for p in planned] == [
+        ("q1_visible", "gradient_saliency", "arrays", False),
+        ("q1_hidden", "gradient_saliency", "arrays", True),
+    ]
+    (value,) = nbs.planned_checks(cells["q2_tests"])
+    assert (value.name, value.expr, value.kind, value.hidden) == (
+        "q2_passes",
+        "n_passes",
+        "value",
+        True,
+    )
+
+
+def test_a_set_declares_what_its_sandbox_leaves_out(tiny):
+    source, _ = tiny
+    assert "course_utils.saliency" in nbs.absent_modules(source)
+    bad = copy.deepcopy(source)
+    bad.metadata["course_grading"] = {"absent_modules": "captum"}
+    with pytest.raises(ValueError, match="absent_modules must be a list"):
+        nbs.absent_modules(bad)

@@ -1,60 +1,109 @@
-"""Real `course grade` runs over submissions that try everything a student might.
+"""Real `course grade` runs, in the real sandbox, over submissions that try everything.
 
 One small problem set (tests/grading_cases/course: a function, a number, a free
-answer) is graded with a short per-cell deadline, two kernels in parallel,
-over the cases in tests/grading_cases/*.cells — correct, wrong, raising,
-looping, ignoring the interrupt, exiting, eating memory, patching torch and
-numpy, reading the solutions and the gradebook, writing the gradebook, calling
-the reference implementation — plus an unreadable notebook and an empty
-folder. Each gets its expected status and score; nobody else's grade moves.
+answer) is graded with a short per-cell deadline, a short notebook deadline
+and two kernels in parallel, over the cases in tests/grading_cases/*.cells —
+honest work (with magics, display, lost metadata, odd student ids), wrong and
+crashing work, and one case per attack of issue 13: routes around the static
+review, the reference in a thread or a lazy tensor, forged and malformed
+records, visible outputs hard-coded, a walk up the stack for the reference,
+symlinked folders, memory across forked children, files left behind,
+background spinners, slow cells, a bad timestamp, stored XSS. Each row gets
+the status and points EXPECTED states; nobody else's grade moves.
+
+The grader runs every kernel in a bubblewrap sandbox with a cgroup (as root:
+as a sandbox user). Without any sandbox on the machine the suite is skipped:
+`course grade` refuses to run there (tested below either way).
 """
 
 import csv
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from course_utils.grading import gradebook as gbook
+from course_utils.grading import isolate
 from course_utils.grading.course import Course
-from course_utils.grading.grade import GradeOptions, grade, server_env
+from course_utils.grading.grade import GradeOptions, Status, export, grade
 from course_utils.grading.release import release
-from course_utils.grading.sandbox import ForkServer, can_switch_user
-from course_utils.grading.selfcheck import self_check
 
 CASES = Path(__file__).parent / "grading_cases"
 sys.path.insert(0, str(CASES))
 import build
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not isolate.detect().usable, reason=f"{isolate.detect().describe()}"
+    ),
+]
 
-# student → (status, q1_tests points, q2_tests points)
+# student → (status, q1_tests points, q2_tests points); q1: 2 points, q2: 1.
 EXPECTED = {
+    # honest work
     "correct": ("graded", 2, 1),
+    "magics": ("graded", 2, 1),  # %matplotlib inline, %timeit, display
+    "José Núñez": ("graded", 2, 1),  # non-ASCII id (copy of correct)
+    "with space": ("graded", 2, 1),  # id with a space (copy of correct)
+    "bad_timestamp": ("graded", 2, 1),  # unparseable timestamp.txt
+    "lost_metadata": ("graded", 2, 1),  # an editor stripped all cell metadata
     "wrong": ("graded", 0, 0),
     "exception": ("graded", 0, 1),
+    # the kernel's own failures
     "infinite_loop": ("timed out", 0, 1),
     "ignore_interrupt": ("timed out", 0, 0),
-    "os_exit": ("flagged for review", 0, 0),
-    "ipython_exit": ("crashed", 2, 0),
-    "memory_bomb": ("crashed", 2, 1),
-    "patch_allclose": ("flagged for review", 0, 0),
-    "patch_numpy_testing": ("flagged for review", 0, 0),
-    "read_solutions": ("flagged for review", 0, 0),
-    "read_solutions_quietly": ("graded", 2, 1),
-    "write_gradebook": ("flagged for review", 0, 0),
-    "call_reference": ("flagged for review", 0, 0),
-    "call_reference_quietly": ("flagged for review", 0, 0),
+    "slow_cells": ("timed out", 0, 0),  # each cell under 8 s, the notebook over 25 s
+    "os_exit": ("crashed", 0, 0),
+    "ipython_exit": ("crashed", 0, 0),
+    "memory_bomb": ("crashed", 2, 1),  # MemoryError; the kernel survives
+    "fork_memory": ("crashed", 2, 1),  # 3 × 2 GiB children: the cgroup cap
     "unreadable": ("crashed", 0, 0),
     "no_notebook": ("crashed", 0, 0),
+    # tampering in the kernel changes nothing outside it
+    "patch_allclose": ("graded", 0, 0),
+    "patch_numpy_testing": ("graded", 0, 0),
+    "read_solutions": ("graded", 2, 1),  # not mounted: reading fails, work counts
+    "read_solutions_quietly": ("graded", 2, 1),
+    "write_gradebook": ("graded", 0, 0),
+    "persist_files": ("graded", 2, 1),
+    # 60 background spinners share its one CPU: its own kernel starves (and is
+    # killed); every other row here is unaffected
+    "spinners": ("timed out", 0, 0),
+    # the answers cannot be computed from inside
+    "call_reference": ("graded", 0, 1),
+    "call_reference_quietly": ("graded", 0, 1),
+    "bypass_review": ("graded", 0, 1),
+    "reference_in_thread": ("graded", 0, 1),
+    "steal_reference_arg": ("graded", 0, 1),  # visible output hard-coded: no points
+    # only the grader's records count
+    "forge_records": ("graded", 0, 0),
+    "nested_record": ("graded", 2, 0),  # the planted record is malformed: q2 lost
+    # folders that are not the student's own work
+    "link_student": ("flagged for review", 0, 0),
+    "link_solutions": ("flagged for review", 0, 0),
+    "link_classmate": ("flagged for review", 0, 0),
+    "xss": ("graded", 2, 1),
 }
-OPTIONS = {"workers": 2, "cell_timeout": 5.0, "interrupt_grace": 2.0, "progress": False}
+COPIES = {"José Núñez": "correct", "with space": "correct", "bad_timestamp": "correct"}
+OPTIONS = {
+    "workers": 2,
+    "cell_timeout": 8.0,
+    "notebook_timeout": 25.0,
+    "interrupt_grace": 2.0,
+    "progress": False,
+    "sandbox_uid": 64300,  # not the default: other graders on the machine
+}
+LEFT_BEHIND = ["/dev/shm/h13-left", "/var/tmp/h13-left", "/run/lock/h13-left"]
 
 
 def read_csv(path):
@@ -72,26 +121,28 @@ def outputs(course, student):
     )
 
 
+def strip_metadata(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata = {}
+    nbformat.write(nb, path)
+
+
 @pytest.fixture(scope="module")
 def course():
     # Outside pytest's private (0700) temp tree, so the course is world-readable
-    # like a real checkout and the sandbox has something to protect.
+    # like a real checkout: the sandbox, not permissions, must keep it out.
     root = Path(tempfile.mkdtemp(prefix="course-scenarios-"))
     os.chmod(root, 0o755)
     shutil.copytree(CASES / "course" / "solutions", root / "solutions")
+    for path in LEFT_BEHIND:
+        Path(path).unlink(missing_ok=True)
     yield Course.load(root)
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("forkserver")
-    with ForkServer(server_env(work), work / "forkserver.log") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def first_run(course, server):
+def first_run(course):
     report = release(course)
     assert not report.leaks and report.changed
     gb = gbook.open_gradebook(course.gradebook)  # exists (so reads hit permissions)
@@ -99,23 +150,36 @@ def first_run(course, server):
         gb.update_or_create_student("absent")  # on the roster, never submits
     finally:
         gb.close()
-    cases = [s for s in EXPECTED if (CASES / f"{s}.cells").exists()]
+    cases = {
+        s: COPIES.get(s, s)
+        for s in EXPECTED
+        if (CASES / f"{COPIES.get(s, s)}.cells").exists()
+    }
+    cases["lost_metadata"] = "correct"
     build.write_submissions(
         course.release / "tiny" / "tiny.ipynb",
         course.submitted,
         "tiny",
-        {s: s for s in cases},
+        cases,
         {"COURSE_ROOT": str(course.root), "GRADEBOOK": str(course.gradebook)},
     )
-    (course.submitted / "unreadable" / "tiny").mkdir(parents=True)
-    (course.submitted / "unreadable" / "tiny" / "tiny.ipynb").write_text("{ not json")
-    (course.submitted / "no_notebook" / "tiny").mkdir(parents=True)
-    summary = grade(course, "tiny", options=GradeOptions(**OPTIONS), server=server)
+    sub = course.submitted
+    strip_metadata(sub / "lost_metadata" / "tiny" / "tiny.ipynb")
+    (sub / "bad_timestamp" / "tiny" / "timestamp.txt").write_text("the 31st of Smarch")
+    (sub / "unreadable" / "tiny").mkdir(parents=True)
+    (sub / "unreadable" / "tiny" / "tiny.ipynb").write_text("{ not json")
+    (sub / "no_notebook" / "tiny").mkdir(parents=True)
+    os.symlink(sub / "correct", sub / "link_student")
+    (sub / "link_solutions").mkdir()
+    os.symlink(course.source / "tiny", sub / "link_solutions" / "tiny")
+    (sub / "link_classmate").mkdir()
+    os.symlink("../correct/tiny", sub / "link_classmate" / "tiny")
+    summary = grade(course, "tiny", options=GradeOptions(**OPTIONS))
     return summary, read_csv(summary.csv_path)
 
 
 @pytest.mark.parametrize("student", EXPECTED)
-def test_each_submission_gets_its_status_and_score(first_run, student):
+def test_each_submission_gets_its_status_and_points(first_run, student):
     _, rows = first_run
     status, q1, q2 = EXPECTED[student]
     row = rows[student]
@@ -127,59 +191,40 @@ def test_each_submission_gets_its_status_and_score(first_run, student):
 
 
 def test_every_student_has_a_row(first_run):
-    _, rows = first_run
+    summary, rows = first_run
     assert set(rows) == set(EXPECTED) | {"absent"}
     assert rows["absent"]["status"] == "missing"
     assert all(row["max_total"] == "4" for row in rows.values())
+    assert "bubblewrap" in summary.sandbox and not summary.unsafe
 
 
-def test_crashes_and_timeouts_say_what_happened(first_run):
+def test_what_happened_is_said(first_run):
     _, rows = first_run
     assert "ignored the interrupt" in rows["ignore_interrupt"]["details"]
-    assert "interrupted after 5 s" in rows["infinite_loop"]["details"]
+    assert "interrupted after 8 s" in rows["infinite_loop"]["details"]
+    assert "deadline of 25 s" in rows["slow_cells"]["details"]
     assert "exited with code 0" in rows["ipython_exit"]["details"]
     assert "exited with code 1" in rows["os_exit"]["details"]
     assert "ran out of memory" in rows["memory_bomb"]["details"]
+    assert "ran out of memory" in rows["fork_memory"]["details"]
     assert "not a readable notebook" in rows["unreadable"]["details"]
     assert "not found" in rows["no_notebook"]["details"]
-    for student in ("ignore_interrupt", "unreadable", "no_notebook"):
-        # the points it could not earn wait for a person in formgrader
-        assert int(rows[student]["needs_manual_grading"]) >= 2
+    assert "timestamp.txt ignored" in rows["bad_timestamp"]["details"]
+    assert "malformed record" in rows["nested_record"]["details"]
+    assert "lost its metadata" in rows["lost_metadata"]["details"]
+    assert "symbolic link" in rows["link_student"]["details"]
+    assert "symbolic link" in rows["link_solutions"]["details"]
+    assert "symbolic link" in rows["link_classmate"]["details"]
+    for student in ("ignore_interrupt", "unreadable", "no_notebook", "lost_metadata"):
+        # the points it could not earn (or that were matched) wait for a person
+        assert int(rows[student]["needs_manual_grading"]) >= 2, student
 
 
-def test_tampering_is_flagged_with_the_reason(first_run):
-    _, rows = first_run
-    reasons = {
-        "patch_allclose": "torch.allclose",
-        "patch_numpy_testing": "numpy.testing.assert_allclose",
-        "read_solutions": "uses open",
-        "write_gradebook": "sqlite3",
-        "call_reference": "imports course_utils.saliency",
-        "call_reference_quietly": "called a reference implementation",
-    }
-    for student, reason in reasons.items():
-        assert reason in rows[student]["details"], student
-
-
-def test_flags_reach_formgrader(first_run, course):
-    gb = gbook.open_gradebook(course.gradebook)
-    try:
-        flagged = {s for s in EXPECTED if EXPECTED[s][0] == "flagged for review"}
-        for student in EXPECTED:
-            if student in ("unreadable", "no_notebook"):
-                continue
-            nb = gb.find_submission_notebook("tiny", "tiny", student)
-            assert nb.flagged == (student in flagged), student
-    finally:
-        gb.close()
-
-
-@pytest.mark.skipif(
-    not can_switch_user(), reason="needs root to run kernels as another user"
-)
-def test_the_sandbox_keeps_solutions_and_gradebook_private(first_run, course):
-    text = outputs(course, "read_solutions_quietly")
-    assert text.count("blocked PermissionError") == 2 and "leaked" not in text
+def test_nothing_outside_the_sandbox_is_reachable(first_run, course):
+    text = outputs(course, "read_solutions")
+    assert text.count("blocked") == 2 and "leaked" not in text
+    text = outputs(course, "bypass_review")
+    assert text.count("blocked") == 7 and "leaked" not in text
     assert "wrote the gradebook" not in outputs(course, "write_gradebook")
     con = sqlite3.connect(course.gradebook)
     try:
@@ -188,13 +233,11 @@ def test_the_sandbox_keeps_solutions_and_gradebook_private(first_run, course):
         ).fetchone() == (0,)
     finally:
         con.close()
+    for path in LEFT_BEHIND:
+        assert not Path(path).exists(), path
 
 
 def test_no_student_process_outlives_grading(first_run):
-    summary, _ = first_run
-    if not summary.sandbox_user:
-        pytest.skip("no sandbox users without root")
-    uids = {61000, 61001}
     alive = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -204,21 +247,55 @@ def test_no_student_process_outlives_grading(first_run):
                 )
         except (OSError, StopIteration):
             continue
-        if uid in uids:
+        if uid in (64300, 64301):
             alive.append(pid)
     assert alive == []
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/course-grade-{os.getpid()}/*"))
 
 
-def test_graded_notebooks_show_the_verdict(first_run, course):
+def test_flags_reach_formgrader(first_run, course):
+    gb = gbook.open_gradebook(course.gradebook)
+    try:
+        for student, (status, _, _) in EXPECTED.items():
+            if student in ("unreadable", "no_notebook"):
+                continue
+            nb = gb.find_submission_notebook("tiny", "tiny", student)
+            assert nb.flagged == (status == "flagged for review"), student
+    finally:
+        gb.close()
+
+
+def test_graded_notebooks_show_the_verdict_not_the_tests(first_run, course):
     text = outputs(course, "correct")
-    assert "[grader] q1_tests: 2 / 2 points" in text
+    assert "[grader] q1_tests: 2 / 2 points from the hidden tests" in text
+    assert "✓ visible q1_visible" in text and "hidden tests: 2/2 cases pass" in text
     report = json.loads(
         (course.autograded / "correct" / "tiny" / "grading.json").read_text()
     )
     assert report["status"] == "graded" and report["total"] == 3.0
+    assert report["sandbox"] is True
+    # the visible output hard-coded: visible ✓, hidden ✗, no points
+    text = outputs(course, "steal_reference_arg")
+    assert "✓ visible q1_visible" in text and "hidden tests: 0/2" in text
 
 
-def test_regrading_is_idempotent_and_keeps_manual_grades(first_run, course, server):
+def test_no_script_reaches_formgraders_page(first_run, course):
+    import re
+
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(course.autograded / "xss" / "tiny" / "tiny.ipynb", as_version=4)
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert "xss-md" in page  # the answer is there, as text
+    assert "<script>alert(" not in page
+    assert re.search(r"<[^>]*\bonerror\s*=", page) is None
+    assert 'href="javascript:' not in page.lower()
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert set(out.get("data", {})) <= {"text/plain", "image/png", "image/jpeg"}
+
+
+def test_regrading_keeps_manual_grades_and_does_not_ask_again(first_run, course):
     _, rows = first_run
     gb = gbook.open_gradebook(course.gradebook)
     try:
@@ -229,26 +306,87 @@ def test_regrading_is_idempotent_and_keeps_manual_grades(first_run, course, serv
     again = grade(
         course,
         "tiny",
-        options=GradeOptions(
-            **OPTIONS, students=["correct", "infinite_loop", "patch_allclose"]
-        ),
-        server=server,
+        options=GradeOptions(**OPTIONS, students=["correct", "wrong"]),
     )
     new = read_csv(again.csv_path)
     assert again.backup is not None and again.backup.exists()
+    assert new["correct"]["q3_answer"] == "1" and new["correct"]["total"] == "4"
+    assert new["correct"]["needs_manual_grading"] == "0"
+    gb = gbook.open_gradebook(course.gradebook)
+    try:
+        assert not gb.find_grade(
+            "q3_answer", "tiny", "tiny", "correct"
+        ).needs_manual_grade
+    finally:
+        gb.close()
     for student, row in rows.items():
-        if student == "correct":
-            assert new[student]["q3_answer"] == "1" and new[student]["total"] == "4"
-            row = {
-                **row,
-                "q3_answer": "1",
-                "total": "4",
-                "needs_manual_grading": new[student]["needs_manual_grading"],
-            }
-        assert new[student] == row, student
+        if student != "correct":
+            assert new[student] == row, student
 
 
-def test_self_check_shows_hints_and_would_be_flags(course, server, tmp_path, capsys):
+def test_csv_never_contradicts_the_gradebook_after_kill_9(first_run, course):
+    before = read_csv(export(course, "tiny"))
+    repo = str(Path(__file__).resolve().parents[1])
+    options = {**OPTIONS, "students": ["correct", "wrong", "infinite_loop"]}
+    script = (
+        f"import sys; sys.path[:0] = [{repo!r}]\n"
+        "from course_utils.grading.course import Course\n"
+        "from course_utils.grading.grade import GradeOptions, grade\n"
+        f"grade(Course.load({str(course.root)!r}), 'tiny', "
+        f"options=GradeOptions(**{options!r}))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    time.sleep(25)  # mid-run: the reference has run, kernels are grading
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    after = read_csv(export(course, "tiny"))
+    gb = gbook.open_gradebook(course.gradebook)
+    try:
+        for student, row in after.items():
+            if student == "absent":
+                continue
+            flagged = any(
+                nb.flagged for nb in gb.find_submission("tiny", student).notebooks
+            )
+            assert (row["status"] == "flagged for review") == flagged, student
+            assert row["status"] in (before[student]["status"], "interrupted"), student
+    finally:
+        gb.close()
+
+
+def test_grading_refuses_without_a_sandbox(course, monkeypatch):
+    monkeypatch.setattr(
+        isolate, "_DETECTED", isolate.Isolation(None, False, None, "test: none")
+    )
+    with pytest.raises(RuntimeError, match="refusing to grade.*--unsafe-no-sandbox"):
+        grade(course, "tiny", options=GradeOptions(**OPTIONS))
+
+
+def test_unsafe_grading_stamps_every_row(course, monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        isolate, "_DETECTED", isolate.Isolation(None, False, None, "test: none")
+    )
+    csv_path = tmp_path / "unsafe.csv"
+    summary = grade(
+        course,
+        "tiny",
+        options=GradeOptions(
+            **OPTIONS, students=["correct"], unsafe_no_sandbox=True, csv_path=csv_path
+        ),
+    )
+    (result,) = summary.results
+    assert result.status is Status.GRADED and result.total == 3.0
+    assert result.details[0].startswith("UNSAFE")
+    assert read_csv(csv_path)["correct"]["details"].startswith("UNSAFE")
+    # grade the class again in the sandbox, so the other tests see a sandboxed row
+    monkeypatch.undo()
+    grade(course, "tiny", options=GradeOptions(**OPTIONS, students=["correct"]))
+
+
+def test_self_check_shows_hints_without_the_graders_traceback(course, tmp_path, capsys):
+    from course_utils.grading.sandbox import ForkServer, server_env
+    from course_utils.grading.selfcheck import self_check
+
     released = nbformat.read(course.release / "tiny" / "tiny.ipynb", as_version=4)
     case = (
         "# %% q1_answer\ntorch.allclose = lambda *a, **k: True\n\n\n"
@@ -258,7 +396,8 @@ def test_self_check_shows_hints_and_would_be_flags(course, server, tmp_path, cap
     path = tmp_path / "mine.ipynb"
     nbformat.write(build.build(released, case, {}), path)
     before = path.read_bytes()
-    code = self_check(path, cell_timeout=30, server=server)
+    with ForkServer(server_env(tmp_path), tmp_path / "fs.log") as server:
+        code = self_check(path, cell_timeout=60, server=server)
     out = capsys.readouterr().out
     assert code == 1
     assert "✗ q1_tests" in out and "Hint: Differentiate the target logit" in out
@@ -266,4 +405,5 @@ def test_self_check_shows_hints_and_would_be_flags(course, server, tmp_path, cap
     assert "○ q2_tests (1 pt): form ok, graded after submission" in out
     assert "✓ q2_tests" not in out and "✎ q3_answer" in out
     assert "⚑" in out and "torch.allclose" in out
+    assert "checks.py" not in out  # the ✗ message, not the grader's stack
     assert path.read_bytes() == before  # the student's file is never modified

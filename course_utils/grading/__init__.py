@@ -7,12 +7,15 @@ import the CLI):
     course check NOTEBOOK                          a student's self-check
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
+    course handout DIR [--after-deadline SET]      the student repository
 
-Modules: `checks` (what exercise notebooks call), `static` (review of student
-code), `sandbox` (kernels with limits, another user and a hard kill),
-`execute` (running a notebook under deadlines), `verify` (the verdict, outside
-the student's kernel), `gradebook` (atomic gradebook writes, CSV), `grade`,
-`release`, `selfcheck`, `course` (paths and nbgrader's generator).
+Modules: `checks` (what exercise notebooks call), `isolate` (the OS sandbox:
+bubblewrap namespaces, cgroups), `execute` (running a notebook under
+deadlines), `harness` (the grader's cells after the student's), `verify` (the
+verdict, outside the student's kernel), `gradebook` (atomic gradebook writes,
+CSV), `grade`, `release`, `handout`, `selfcheck`, `static` (notes on student
+code), `sandbox` (forked kernels for `course check`), `course` (paths and
+nbgrader's generator).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def grade_command(args) -> int:
     options = GradeOptions(
         workers=args.workers,
         cell_timeout=args.timeout,
+        notebook_timeout=args.notebook_timeout,
         memory_gib=args.memory,
         interrupt_grace=args.grace,
         sandbox_uid=args.sandbox_uid,
@@ -114,6 +118,7 @@ def grade_command(args) -> int:
         students=args.student or None,
         progress=not args.no_progress,
         keep_work=args.keep_work,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
     try:
         summary = grade(_course(args), args.set, args.submissions, options)
@@ -147,10 +152,21 @@ def _configure_grade(p) -> None:
         help="seconds to recover from an interrupt before the kill (5)",
     )
     p.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=600.0,
+        help="seconds per notebook before its kernel is killed (default 600)",
+    )
+    p.add_argument(
         "--memory",
         type=float,
         default=6.0,
-        help="memory cap per kernel in GiB (address space; default 6)",
+        help="memory cap of a submission's whole process tree in GiB (default 6)",
+    )
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade even where no OS sandbox is available (every row says so)",
     )
     p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)")
     p.add_argument(
@@ -196,6 +212,36 @@ export_command.configure = lambda p: (
 )
 
 
+def handout_command(args) -> int:
+    from .handout import format_report, handout, scan
+
+    try:
+        course = _course(args)
+        report = handout(course, Path(args.dir), args.after_deadline)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("handout", exc)
+    print(format_report(report))
+    found = scan(course, report.dest)
+    for line in found[:20]:
+        print(f"  LEAK {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+handout_command.configure = lambda p: (
+    p.add_argument(
+        "dir", metavar="DIR", help="a new folder for the student repository"
+    ),
+    p.add_argument(
+        "--after-deadline",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a set whose deadline passed: ship the modules it kept out (repeatable)",
+    ),
+    _add_root(p),
+)
+
+
 # name → (fn(args), help); fn.configure(parser) adds the arguments.
 COMMANDS = {
     "release": (
@@ -213,5 +259,9 @@ COMMANDS = {
     "export": (
         export_command,
         "write a set's CSV from the gradebook (after manual grading)",
+    ),
+    "handout": (
+        handout_command,
+        "write the student repository (no solutions, no answers)",
     ),
 }

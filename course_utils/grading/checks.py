@@ -2,42 +2,45 @@
 
 A test cell of an exercise notebook calls these helpers on the student's function::
 
-    checks.check("gradient", gradient_saliency, VISIBLE_CASES, reference=sal.gradient,
+    checks.check("my_method_visible", my_method, VISIBLE_CASES,
+                 reference=checks.saliency("my_method"),
                  hint="Differentiate the target logit with respect to x.")
     ### BEGIN HIDDEN TESTS
-    checks.check("gradient_hidden", gradient_saliency,
-                 [checks.Case("resnet_small", digits=(17, 230), target="label")],
-                 reference=sal.gradient)
+    checks.check("my_method_hidden", my_method, HIDDEN_CASES,
+                 reference=checks.saliency("my_method"))
     ### END HIDDEN TESTS
 
 and for a short answer, a visible format check plus a hidden record::
 
-    checks.validate(linear_ig, "bool")
+    checks.validate(my_answer, "bool")
     ### BEGIN HIDDEN TESTS
-    checks.check_value("linear_ig", linear_ig, "bool")
+    checks.check_value("my_answer", my_answer, "bool")
     ### END HIDDEN TESTS
+
+The first two arguments of every `check`/`check_value` call must be a literal
+name and the expression naming the student's function or answer: the grader
+reads them from the test cell's source (`notebooks.planned_checks`).
 
 What a call does depends on the environment variable ``COURSE_GRADING_MODE``:
 
 * unset — a student in JupyterLab, ``course check``, nbval over ``solutions/``:
-  runs the function and the reference on every case and raises ``AssertionError``
-  (with the hint) when they disagree;
-* ``"record"`` — ``course grade`` running a submission in its sandbox: runs only
-  the student's function and writes its outputs under
-  ``COURSE_GRADING_RECORD_DIR``. Nothing is judged in the student's kernel: the
-  verdict is computed afterwards by `course_utils.grading.verify`, in the grader's
-  own process, which never ran the student's code;
-* ``"reference"`` — the grader running the instructor's solution: writes the
-  reference outputs (and, for short answers, the solution's value) that
-  submissions are compared with, after checking that the solution agrees with
-  the reference.
+  runs the function and the reference on every case and raises `CheckFailed`
+  (an AssertionError shown without a traceback, with the hint) when they
+  disagree;
+* ``"reference"`` — the grader running the instructor's solution (in a
+  sandbox with the whole course package): checks that the solution agrees
+  with the reference and writes the reference outputs, and the cases' inputs
+  (``NAME.cases.pt``), under ``COURSE_GRADING_RECORD_DIR``;
+* ``"record"`` — ``course grade`` running a submission in its sandbox: the
+  test cells are not run at all; should a student's own cell call a check,
+  it only prints that the grader checks after the last cell. The grader's
+  harness (`harness`) then feeds the recorded inputs to the student's
+  functions, and `verify` compares in the grader's own process.
 
-Besides outputs, each record carries evidence the grader turns into a review
-flag: whether the student's function called a reference implementation
-(`course_utils.saliency`, `course_utils.reference`, Captum; detected with a
-profiler hook while the function runs), and whether comparison helpers of
-torch, numpy, builtins or this module were replaced since the notebook's setup
-cell imported it.
+In plain mode (the student's own machine) a profiler hook still tells a
+student whose function calls a reference implementation, and `tampering`
+lists replaced comparison helpers — feedback only: no grade depends on
+anything a kernel reports about itself.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ DEFAULT_FORBID = (
     "course_utils.sanity",
     "course_utils.metrics",
     "course_utils.grading.references",
+    "course_utils.shapley",
     "captum",
 )
 VALUE_KINDS = ("number", "bool", "choice")
@@ -77,6 +81,14 @@ COMPARE_MODES = ("allclose", "exact", "nonzero_pattern")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MAX_CASES = 64
 RECORD_VERSION = 1
+
+
+class CheckFailed(AssertionError):
+    """A visible test failed: IPython shows only the message (the ✗ lines and
+    the hint), not a traceback through this module."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 def mode() -> str:
@@ -522,9 +534,12 @@ def _record_dir() -> Path:
     return Path(path)
 
 
-def _write_record(name: str, meta: dict, arrays: dict[int, np.ndarray]) -> None:
-    """Write NAME.npz (arrays case_i plus JSON meta) atomically into the record dir."""
-    out = _record_dir()
+def _write_record(
+    name: str, meta: dict, arrays: dict[int, np.ndarray], out: Path | None = None
+) -> None:
+    """Write NAME.npz (arrays case_i plus JSON meta) atomically into `out`
+    (default: the record dir of COURSE_GRADING_RECORD_DIR)."""
+    out = _record_dir() if out is None else Path(out)
     payload = {f"case_{i}": np.ascontiguousarray(a) for i, a in arrays.items()}
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = out / f".{name}.tmp"
@@ -599,7 +614,9 @@ def check(
         raise ValueError(f"cases must hold 1 … {MAX_CASES} cases, got {len(cases)}")
     current = mode()
     if current == "record":
-        _check_record(name, fn, cases, forbid, transform)
+        # Grading: the grader's harness feeds the cases after every student
+        # cell and compares outside the kernel; nothing is judged here.
+        print(f"{name}: checked by the grader after your last cell")
     elif current == "reference":
         _check_reference(
             name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
@@ -610,38 +627,23 @@ def check(
         )
 
 
-def _check_record(name, fn, cases, forbid, transform) -> None:
-    arrays, metas, hits, disabled = {}, [], [], False
-    for i, case in enumerate(cases):
-        built = case.build()
-        array, error, wire = _run(fn, built, forbid, transform)
-        hits += [h for h in wire.hits if h not in hits]
-        disabled |= wire.disabled
-        if array is not None:
-            arrays[i] = array
-        metas.append({"label": built.label, "error": error})
-    meta = {
-        "version": RECORD_VERSION,
-        "name": name,
-        "kind": "arrays",
-        "cases": metas,
-        "tripwire": hits,
-        "profiler_disabled": disabled,
-        "tampered": tampering(),
-        "banned_modules": _banned_modules_loaded(),
-    }
-    _write_record(name, meta, arrays)
-    errors = sum(m["error"] is not None for m in metas)
-    print(
-        f"{name}: recorded {len(cases)} case(s) for grading"
-        + (f"; {errors} raised an error" if errors else "")
-    )
+def _transform_name(transform) -> str | None:
+    """A transform by name (the harness finds it in this module again)."""
+    if transform is None:
+        return None
+    name = getattr(transform, "__name__", "")
+    if globals().get(name) is not transform:
+        raise ValueError(
+            "transform must be a function of course_utils.grading.checks "
+            f"(e.g. checks.parameter_changes), got {transform!r}"
+        )
+    return name
 
 
 def _check_reference(
     name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
 ) -> None:
-    arrays, metas = {}, []
+    arrays, metas, inputs = {}, [], []
     for i, case in enumerate(cases):
         built = case.build()
         mine, error, wire = _run(fn, built, forbid, transform)
@@ -665,6 +667,7 @@ def _check_reference(
                 )
         arrays[i] = expected
         metas.append({"label": built.label, "error": None})
+        inputs.append(_fresh(built))
     meta = {
         "version": RECORD_VERSION,
         "name": name,
@@ -672,8 +675,12 @@ def _check_reference(
         "cases": metas,
         "compare": {"mode": compare, "rtol": rtol, "atol": atol},
         "hint": hint,
+        "transform": _transform_name(transform),
     }
     _write_record(name, meta, arrays)
+    # The inputs themselves, for the grader's harness (it feeds them to the
+    # student's function after every student cell, in the sandbox).
+    torch.save(inputs, _record_dir() / f"{name}.cases.pt")
     print(f"{name}: reference recorded for {len(cases)} case(s)")
 
 
@@ -713,7 +720,7 @@ def _check_plain(
         lines += [f"  - {f}" for f in failures]
         if hint:
             lines.append(f"Hint: {hint}")
-        raise AssertionError("\n".join(lines))
+        raise CheckFailed("\n".join(lines))
     print(f"✓ {name}: {len(cases)} case(s) passed")
 
 
@@ -744,19 +751,7 @@ def check_value(
     except (TypeError, ValueError) as exc:
         norm, error = None, f"{type(exc).__name__}: {exc}"
     if current == "record":
-        meta = {
-            "version": RECORD_VERSION,
-            "name": name,
-            "kind": "value",
-            "value": norm,
-            "error": error,
-            "tampered": tampering(),
-            "banned_modules": _banned_modules_loaded(),
-            "tripwire": [],
-            "profiler_disabled": False,
-        }
-        _write_record(name, meta, {})
-        print(f"{name}: answer recorded for grading")
+        print(f"{name}: checked by the grader after your last cell")
         return
     expected = norm
     if reference is not None:
@@ -795,14 +790,17 @@ def saliency(method: str, /, **fixed) -> Callable:
     Test cells use this rather than importing the package, so that no name
     bound to the reference implementation lands in the student's namespace.
     """
-    from course_utils import saliency as sal
-
-    if method not in sal.METHODS and not hasattr(sal, method):
-        raise ValueError(f"method must be one of {sorted(sal.METHODS)}, got {method!r}")
-    fn = getattr(sal, method)
 
     def reference(*args, **kwargs):
-        return fn(*args, **{**kwargs, **fixed})
+        # Imported on the first call only: in the grading sandbox the module is
+        # absent, and a test cell naming it must still be harmless there.
+        from course_utils import saliency as sal
+
+        if method not in sal.METHODS and not hasattr(sal, method):
+            raise ValueError(
+                f"method must be one of {sorted(sal.METHODS)}, got {method!r}"
+            )
+        return getattr(sal, method)(*args, **{**kwargs, **fixed})
 
     reference.__name__ = f"saliency.{method}"
     return reference

@@ -1,8 +1,12 @@
-"""Run a notebook's cells in a sandboxed kernel, one at a time, each with a deadline.
+"""Run a notebook's cells in a kernel, one at a time, each with a deadline.
 
-`run_notebook` forks a kernel from the `ForkServer` into a fresh scratch
-directory, executes the code cells in order with nbclient and returns what
-happened to each cell. A cell that passes its deadline is interrupted (SIGINT,
+`run_isolated` (grading) starts a kernel in a fresh OS sandbox (`isolate`),
+executes the notebook's code cells in order with nbclient — skipping the test
+cells — then the grader's harness cells, and returns what happened to each
+cell and the records the harness wrote. `run_notebook` (`course check`, on a
+student's own machine) forks a kernel from the `ForkServer` instead. Both
+share the cell loop (`_run_cells`): each cell gets min(cell deadline, what is
+left of the notebook deadline). A cell that passes its deadline is interrupted (SIGINT,
 as Jupyter's stop button); if the kernel does not answer within the grace
 period — a loop that catches KeyboardInterrupt, a C call that ignores signals —
 the kernel and everything it started are killed and the remaining cells are
@@ -19,12 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import re
 import secrets
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,6 +48,7 @@ from . import checks
 from .sandbox import ForkServer, Identity, Limits
 
 RECORD_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.npz")
+CASES_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.cases\.pt")
 MEMORY_MARKERS = (
     "MemoryError",
     "can't allocate memory",
@@ -73,6 +82,14 @@ class RunSettings:
     identity: Identity = field(default_factory=Identity)
     max_output_chars: int = 20_000
     max_record_bytes: int = 64 * 2**20
+    notebook_timeout: float = 600.0
+    sandbox: object = None
+
+    def __post_init__(self):
+        if self.sandbox is None:
+            from .isolate import SandboxLimits
+
+            object.__setattr__(self, "sandbox", SandboxLimits())
 
 
 @dataclass
@@ -106,6 +123,8 @@ class RunResult:
     timeouts: int = 0
     memory_error: bool = False
     record_problems: list[str] = field(default_factory=list)
+    startup_seconds: float = 0.0
+    extra: list = field(default_factory=list)
 
 
 class _Client(AsyncKernelClient):
@@ -203,14 +222,6 @@ def _write_connection_file(scratch: Path, identity: Identity) -> Path:
     return path
 
 
-def _new_records(record_dir: Path | int, before: set[str]) -> list[str]:
-    return sorted(
-        n[: -len(".npz")]
-        for n in set(os.listdir(record_dir)) - before
-        if RECORD_FILE_RE.fullmatch(n)
-    )
-
-
 def _asked_to_exit(reply: dict) -> bool:
     """Whether an execute_reply carries IPython's exit request (exit(), quit())."""
     payload = reply.get("content", {}).get("payload") or []
@@ -273,7 +284,7 @@ def copy_records(
     for name in names:
         if name.startswith(".") and name.endswith(".tmp"):
             continue
-        if not RECORD_FILE_RE.fullmatch(name):
+        if not (RECORD_FILE_RE.fullmatch(name) or CASES_FILE_RE.fullmatch(name)):
             problems.append(f"unexpected file {name!r} among the records")
             continue
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -297,7 +308,7 @@ def copy_records(
         total += len(data)
         target = dest / name
         target.write_bytes(data)
-        copied[name[: -len(".npz")]] = target
+        copied[name.removesuffix(".npz")] = target
     return copied, problems
 
 
@@ -347,170 +358,214 @@ def _describe_exit(code: int | None) -> str:
     return f"the kernel exited with code {code}"
 
 
-async def run_notebook(
-    nb: nbformat.NotebookNode,
-    server: ForkServer,
-    settings: RunSettings,
-    private_dir: Path,
-    scratch_parent: Path | None = None,
-) -> RunResult:
-    """Execute `nb`'s code cells in place (outputs land in `nb`) in a sandboxed kernel.
+class _ForkHandle:
+    """A kernel forked by the `ForkServer` (self-check on a student's machine)."""
 
-    Args:
-        nb: the notebook to run; its cells get their outputs.
-        server: the fork server that makes kernels.
-        settings: mode, deadlines, limits and user.
-        private_dir: the grader's directory for this run (kernel log, records);
-            the kernel cannot read it.
-        scratch_parent: where the kernel's scratch directory is made (default:
-            the system temp dir); it must be reachable by the sandbox user.
+    def __init__(self, server: ForkServer, pid: int, identity: Identity):
+        self.server, self.pid, self.identity = server, pid, identity
+
+    def alive(self) -> bool:
+        return self.server.exit_code(self.pid) is None
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        return (
+            self.server.wait(self.pid, wait)
+            if wait
+            else self.server.exit_code(self.pid)
+        )
+
+    def interrupt(self) -> None:
+        self.server.interrupt(self.pid)
+
+    def kill(self) -> None:
+        self.server.kill(self.pid, self.identity)
+
+    def oom_killed(self) -> bool:
+        return False
+
+
+class _SandboxHandle:
+    """A kernel in an `isolate.Sandbox` (or run plainly with --unsafe-no-sandbox)."""
+
+    def __init__(self, box):
+        self.box = box
+
+    def alive(self) -> bool:
+        return self.box.alive()
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        deadline = time.monotonic() + wait
+        while self.box.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        code = self.box.exit_code()
+        return None if code is None else _bwrap_code(code)
+
+    def interrupt(self) -> None:
+        self.box.interrupt()
+
+    def kill(self) -> None:
+        self.box.kill()
+
+    def oom_killed(self) -> bool:
+        return self.box.oom_killed()
+
+
+def _bwrap_code(code: int) -> int:
+    """bubblewrap exits 128+N when its child died of signal N: report -N."""
+    return -(code - 128) if 128 < code < 160 else code
+
+
+@dataclass
+class Harness:
+    """Cells the grader runs after every cell of the submission.
+
+    files: name → bytes, written into a fresh /tmp/h-NONCE/ of the kernel
+    just before the first harness cell (the student's cells never saw it);
+    cells: (label, source) to execute, with ``{HARNESS_DIR}`` replaced by that
+    directory. Records are read only from its records/ sub-directory.
     """
-    start = time.monotonic()
-    identity = settings.identity
-    private_dir.mkdir(parents=True, exist_ok=True)
-    log_path = private_dir / "kernel.log"
-    log_path.unlink(missing_ok=True)
-    shutil.rmtree(private_dir / "records", ignore_errors=True)
-    scratch = _make_scratch(scratch_parent, identity)
-    record_dir = scratch / "records"
-    # Held from before the kernel starts: the student owns the scratch directory
-    # and may swap its paths for links, but not what this fd refers to.
-    records_fd = os.open(record_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+
+    files: dict[str, bytes]
+    cells: list[tuple[str, str]]
+
+
+async def _run_cells(
+    nb: nbformat.NotebookNode,
+    kc: AsyncKernelClient,
+    handle,
+    settings: RunSettings,
+    skip: set[int],
+    extra: list[nbformat.NotebookNode],
+    before_extra=None,
+) -> tuple[str, str, int, list[CellResult], list[CellResult]]:
+    """Execute the code cells of nb (except `skip`) and then `extra` cells.
+
+    Each cell gets min(cell deadline, what is left of the notebook deadline);
+    a cell past its deadline is interrupted, and the kernel killed when it
+    does not answer within the grace period. Returns (status, detail,
+    timeouts, results of nb's cells, results of the extra cells).
+    """
     cells = [
         CellResult(i, "not run")
         for i, c in enumerate(nb.cells)
         if c.cell_type == "code"
     ]
+    extra_results = [CellResult(-1 - k, "not run") for k in range(len(extra))]
     by_index = {c.index: c for c in cells}
     status, detail, timeouts = "completed", "", 0
-    pid = None
-    kc = None
-    try:
-        conn = _write_connection_file(scratch, identity)
-        pid = server.spawn(
-            connection_file=conn,
-            cwd=scratch,
-            env=kernel_env(scratch, settings.mode, record_dir),
-            log=log_path,
-            limits=settings.limits,
-            identity=identity,
-        )
-        kc = _Client(connection_file=str(conn))
-        kc.load_connection_file()
-        kc.alive_check = lambda: server.exit_code(pid) is None
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=settings.startup_timeout)
-        except RuntimeError as exc:
-            return RunResult(
-                "crashed",
-                f"the kernel did not start: {exc}; "
-                f"{_describe_exit(server.exit_code(pid))}",
-                cells,
-                {},
-                time.monotonic() - start,
-                _log_tail(log_path),
+    deadline = time.monotonic() + settings.notebook_timeout
+    all_nb = copy.copy(nb)
+    all_nb.cells = [*nb.cells, *extra]
+    client = _LimitedNotebookClient(
+        all_nb,
+        settings.max_output_chars,
+        timeout=None,
+        allow_errors=True,
+        record_timing=False,
+        iopub_timeout=10,
+        raise_on_iopub_timeout=False,
+    )
+    client.kc = kc
+    replies: dict[int, dict] = {}
+    client.on_cell_executed = lambda cell, cell_index, execute_reply: (
+        replies.__setitem__(cell_index, execute_reply or {})
+    )
+    order = [
+        (i, c, by_index[i])
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and i not in skip
+    ]
+    order += [(len(nb.cells) + k, c, extra_results[k]) for k, c in enumerate(extra)]
+    for index, cell, result in order:
+        if index == len(nb.cells) and before_extra is not None:
+            before_extra()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            status = "timed out"
+            detail = (
+                f"the notebook ran past its deadline of "
+                f"{settings.notebook_timeout:g} s; the kernel was killed"
             )
-        client = _LimitedNotebookClient(
-            nb,
-            settings.max_output_chars,
-            timeout=None,
-            allow_errors=True,
-            record_timing=False,
-            iopub_timeout=10,
-            raise_on_iopub_timeout=False,
-        )
-        client.kc = kc
-        replies: dict[int, dict] = {}
-        client.on_cell_executed = lambda cell, cell_index, execute_reply: (
-            replies.__setitem__(cell_index, execute_reply or {})
-        )
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            result = by_index[index]
-            before = set(os.listdir(records_fd))
-            t0 = time.monotonic()
-            task = asyncio.ensure_future(client.async_execute_cell(cell, index))
-            done, _ = await asyncio.wait({task}, timeout=settings.cell_timeout)
-            if done:
-                try:
-                    task.result()
-                except DeadKernelError:
-                    code = server.wait(pid, 5.0)
-                    result.status = "error"
-                    result.ename, result.evalue = (
-                        "DeadKernelError",
-                        _describe_exit(code),
-                    )
-                    status, detail = (
-                        "crashed",
-                        f"{_describe_exit(code)} in cell {index}",
-                    )
-                    result.seconds = time.monotonic() - t0
-                    break
-                error = _cell_error(cell)
-                result.status = "error" if error else "ok"
-                if error:
-                    result.ename, result.evalue = error
-                if _asked_to_exit(replies.get(index, {})):
-                    # IPython's exit()/quit(): the front end shuts the kernel down
-                    # (JupyterLab does), so the notebook ends here, every time.
-                    status = "crashed"
-                    detail = (
-                        f"cell {index} called exit(); the kernel was shut down "
-                        "(exited with code 0)"
-                    )
-                    result.seconds = time.monotonic() - t0
-                    result.records = _new_records(records_fd, before)
-                    break
-            else:
-                task.cancel()
-                with contextlib.suppress(
-                    asyncio.CancelledError, DeadKernelError, CellTimeoutError, Empty
-                ):
-                    await task
-                timeouts += 1
-                result.status = "timed out"
-                result.ename = "TimeoutError"
-                result.evalue = f"cell ran longer than {settings.cell_timeout:g} s"
-                cell.outputs.append(
-                    nbformat.v4.new_output(
-                        "error",
-                        ename="TimeoutError",
-                        evalue=f"[grader] cell interrupted after {settings.cell_timeout:g} s",
-                        traceback=[],
-                    )
-                )
-                server.interrupt(pid)
-                if server.exit_code(pid) is not None or not await _responsive(
-                    kc, settings.interrupt_grace
-                ):
-                    server.kill(pid, identity)
-                    status = "timed out"
-                    detail = (
-                        f"cell {index} ignored the interrupt after "
-                        f"{settings.cell_timeout:g} s; the kernel was killed"
-                    )
-                    result.seconds = time.monotonic() - t0
-                    break
+            handle.kill()
+            break
+        limit = min(settings.cell_timeout, left)
+        t0 = time.monotonic()
+        task = asyncio.ensure_future(client.async_execute_cell(cell, index))
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if done:
+            try:
+                task.result()
+            except DeadKernelError:
+                code = handle.exit_code(5.0)
+                result.status = "error"
+                result.ename, result.evalue = "DeadKernelError", _describe_exit(code)
+                status, detail = "crashed", f"{_describe_exit(code)} in cell {index}"
+                result.seconds = time.monotonic() - t0
+                break
+            error = _cell_error(cell)
+            result.status = "error" if error else "ok"
+            if error:
+                result.ename, result.evalue = error
             result.seconds = time.monotonic() - t0
-            result.records = _new_records(records_fd, before)
-        if status == "completed" and timeouts:
-            detail = f"{timeouts} cell(s) interrupted after {settings.cell_timeout:g} s"
-    finally:
-        if kc is not None:
-            kc.stop_channels()
-        if pid is not None:
-            server.kill(pid, identity)
-        records, problems = copy_records(
-            records_fd, private_dir / "records", settings.max_record_bytes
+            if _asked_to_exit(replies.get(index, {})):
+                # IPython's exit()/quit(): the front end shuts the kernel down
+                # (JupyterLab does), so the notebook ends here, every time.
+                status = "crashed"
+                detail = (
+                    f"cell {index} called exit(); the kernel was shut down "
+                    "(exited with code 0)"
+                )
+                break
+            continue
+        task.cancel()
+        with contextlib.suppress(
+            asyncio.CancelledError, DeadKernelError, CellTimeoutError, Empty
+        ):
+            await task
+        timeouts += 1
+        whole = limit < settings.cell_timeout
+        result.status = "timed out"
+        result.ename = "TimeoutError"
+        result.evalue = (
+            f"the notebook's deadline ({settings.notebook_timeout:g} s) passed"
+            if whole
+            else f"cell ran longer than {settings.cell_timeout:g} s"
         )
-        os.close(records_fd)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if identity.uid is not None:
-            clean_user_files(identity.uid)
-    memory = any(is_memory_error(c.ename, c.evalue) for c in cells)
+        cell.outputs.append(
+            nbformat.v4.new_output(
+                "error",
+                ename="TimeoutError",
+                evalue=f"[grader] cell interrupted after {limit:.3g} s",
+                traceback=[],
+            )
+        )
+        result.seconds = time.monotonic() - t0
+        if whole:
+            handle.kill()
+            status = "timed out"
+            detail = (
+                f"the notebook ran past its deadline of "
+                f"{settings.notebook_timeout:g} s; the kernel was killed"
+            )
+            break
+        handle.interrupt()
+        if not handle.alive() or not await _responsive(kc, settings.interrupt_grace):
+            handle.kill()
+            status = "timed out"
+            detail = (
+                f"cell {index} ignored the interrupt after "
+                f"{settings.cell_timeout:g} s; the kernel was killed"
+            )
+            break
+    if status == "completed" and timeouts:
+        detail = f"{timeouts} cell(s) interrupted after {settings.cell_timeout:g} s"
+    return status, detail, timeouts, cells, extra_results
+
+
+def _result(
+    status, detail, cells, records, start, log_path, timeouts, problems, oom
+) -> RunResult:
+    memory = oom or any(is_memory_error(c.ename, c.evalue) for c in cells)
     log = _log_tail(log_path)
     if status == "crashed" and "MemoryError" in log:
         memory = True
@@ -525,3 +580,424 @@ async def run_notebook(
         memory,
         problems,
     )
+
+
+async def run_notebook(
+    nb: nbformat.NotebookNode,
+    server: ForkServer,
+    settings: RunSettings,
+    private_dir: Path,
+    scratch_parent: Path | None = None,
+) -> RunResult:
+    """Execute `nb`'s code cells in place in a forked kernel (`course check`).
+
+    This runs on a student's own machine: limits and deadlines, no sandbox.
+    Grading uses `run_isolated`.
+
+    Args:
+        nb: the notebook to run; its cells get their outputs.
+        server: the fork server that makes kernels.
+        settings: mode, deadlines, limits and user.
+        private_dir: the caller's directory for this run (kernel log, records).
+        scratch_parent: where the kernel's scratch directory is made.
+    """
+    start = time.monotonic()
+    identity = settings.identity
+    private_dir.mkdir(parents=True, exist_ok=True)
+    log_path = private_dir / "kernel.log"
+    log_path.unlink(missing_ok=True)
+    shutil.rmtree(private_dir / "records", ignore_errors=True)
+    scratch = _make_scratch(scratch_parent, identity)
+    record_dir = scratch / "records"
+    records_fd = os.open(record_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    status, detail, timeouts = "crashed", "", 0
+    cells = [
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+    ]
+    handle = None
+    kc = None
+    try:
+        conn = _write_connection_file(scratch, identity)
+        pid = server.spawn(
+            connection_file=conn,
+            cwd=scratch,
+            env=kernel_env(scratch, settings.mode, record_dir),
+            log=log_path,
+            limits=settings.limits,
+            identity=identity,
+        )
+        handle = _ForkHandle(server, pid, identity)
+        kc = _Client(connection_file=str(conn))
+        kc.load_connection_file()
+        kc.alive_check = handle.alive
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=settings.startup_timeout)
+        except RuntimeError as exc:
+            detail = (
+                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            )
+        else:
+            status, detail, timeouts, cells, _ = await _run_cells(
+                nb, kc, handle, settings, set(), []
+            )
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        if handle is not None:
+            handle.kill()
+        records, problems = copy_records(
+            records_fd, private_dir / "records", settings.max_record_bytes
+        )
+        os.close(records_fd)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if identity.uid is not None:
+            clean_user_files(identity.uid)
+    return _result(
+        status, detail, cells, records, start, log_path, timeouts, problems, False
+    )
+
+
+KERNEL_BOOT = """\
+import os, sys
+for d in ("{tmp}/home/.ipython", "{tmp}/home/runtime", "{tmp}/home/.matplotlib",
+          "{tmp}/records"):
+    os.makedirs(d, exist_ok=True)
+conn = sys.argv[1]
+# What every notebook imports first, before the clock of its first cell runs.
+import importlib
+for name in ("torch", "numpy", "scipy.stats", "IPython", "ipykernel.ipkernel",
+             "matplotlib.pyplot", "matplotlib_inline.backend_inline",
+             "course_utils.models", "course_utils.data",
+             "course_utils.grading.checks", "course_utils.grading.harness"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+try:
+    import torch
+    torch.set_num_threads(1)
+    from course_utils import data
+    data.load_split("train"), data.load_split("test")
+except Exception:
+    pass
+sys.argv = ["ipykernel", "-f", conn, "--HistoryManager.enabled=False"]
+from ipykernel.kernelapp import launch_new_instance
+launch_new_instance()
+"""
+
+
+def isolated_env(tmp: str, mode: str, pythonpath: str) -> dict[str, str]:
+    """The sandboxed kernel's whole environment (paths as the kernel sees them)."""
+    home = f"{tmp}/home"
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "IPYTHONDIR": f"{home}/.ipython",
+        "MPLCONFIGDIR": f"{home}/.matplotlib",
+        "JUPYTER_RUNTIME_DIR": f"{home}/runtime",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": pythonpath,
+        checks.MODE_ENV: mode,
+        checks.RECORD_DIR_ENV: f"{tmp}/records",
+    }
+
+
+def _connection(ip: str, key: str) -> dict:
+    return {
+        "transport": "ipc",
+        "ip": ip,
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": key,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "",
+    }
+
+
+class _Plain:
+    """--unsafe-no-sandbox: the kernel runs as a plain process of the grader's
+    user, with rlimits and deadlines only; its "/tmp" is a private temp dir."""
+
+    def __init__(self, command, limits, env, files, log, tmp: Path):
+        self.tmp = tmp
+        self.started = time.monotonic()
+        for inside, content in files.items():
+            path = tmp / Path(inside).name
+            path.write_bytes(content)
+        import resource
+
+        def limit():  # runs in the child before exec
+            for which, value in (
+                (resource.RLIMIT_AS, limits.memory_bytes),
+                (resource.RLIMIT_FSIZE, limits.file_bytes),
+                (resource.RLIMIT_CORE, 0),
+            ):
+                resource.setrlimit(which, (value, value))
+
+        self._log = open(log, "ab")  # noqa: SIM115 — closed in close()
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+            cwd=tmp,
+            start_new_session=True,
+            preexec_fn=limit,  # noqa: PLW1509 — only setrlimit, before exec
+        )
+        self.startup_seconds = time.monotonic() - self.started
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGINT)
+
+    def oom_killed(self) -> bool:
+        return False
+
+    def host_path(self, inside: str) -> str:
+        return str(self.tmp / Path(inside).relative_to("/tmp"))
+
+    def open_dir(self, inside: str) -> int:
+        return os.open(
+            self.host_path(inside), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:  # once reaped, its pid may be reused
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+
+def _open_inside(box, inside: str) -> int:
+    """A directory of the kernel's file system, opened without following links."""
+    if isinstance(box, _Plain):
+        return box.open_dir(inside)
+    fd = box.root_fd()
+    for part in Path(inside).relative_to("/").parts:
+        new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+        if fd != box.root_fd():
+            os.close(fd)
+        fd = new
+    return fd if fd != box.root_fd() else os.dup(fd)
+
+
+def _deliver(box, harness: Harness, uid: int | None) -> str:
+    """Write the harness files into a fresh /tmp/h-NONCE of the kernel."""
+    inside = f"/tmp/h-{secrets.token_hex(8)}"
+    tmp_fd = _open_inside(box, "/tmp")
+    try:
+        name = inside.rsplit("/", 1)[1]
+        os.mkdir(name, 0o755, dir_fd=tmp_fd)
+        dir_fd = os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=tmp_fd
+        )
+        try:
+            for fname, content in harness.files.items():
+                fd = os.open(
+                    fname,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                    0o644,
+                    dir_fd=dir_fd,
+                )
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(content)
+            os.mkdir("records", 0o700, dir_fd=dir_fd)
+            if uid is not None:
+                os.chown("records", uid, uid, dir_fd=dir_fd, follow_symlinks=False)
+        finally:
+            os.close(dir_fd)
+    finally:
+        os.close(tmp_fd)
+    return inside if not isinstance(box, _Plain) else box.host_path(inside)
+
+
+async def run_isolated(
+    nb: nbformat.NotebookNode,
+    settings: RunSettings,
+    private_dir: Path,
+    *,
+    view=None,
+    uid: int | None = None,
+    unsafe: bool = False,
+    skip: set[int] | None = None,
+    harness: Harness | None = None,
+    name: str = "kernel",
+) -> RunResult:
+    """Execute nb's code cells (except `skip`) in a fresh OS sandbox, then the harness.
+
+    Args:
+        nb: the notebook; its cells get their outputs.
+        settings: mode, deadlines and limits (`settings.sandbox`).
+        private_dir: the grader's directory for this run (kernel log, records).
+        view: `isolate.SandboxView` (what the kernel sees).
+        uid: the sandbox user (root only).
+        unsafe: run without a sandbox (`--unsafe-no-sandbox`).
+        skip: indices of code cells not to execute (test cells: the grader's).
+        harness: cells run after all of nb's, whose records are the only ones
+            read (without a harness: the records under /tmp/records, for the
+            instructor's reference run).
+        name: a unique name (the cgroup's).
+    """
+    from . import isolate
+
+    start = time.monotonic()
+    private_dir.mkdir(parents=True, exist_ok=True)
+    log_path = private_dir / "kernel.log"
+    log_path.unlink(missing_ok=True)
+    shutil.rmtree(private_dir / "records", ignore_errors=True)
+    key = secrets.token_hex(32)
+    plain_tmp = None
+    if unsafe:
+        plain_tmp = Path(tempfile.mkdtemp(prefix="cg-unsafe-"))
+        tmp = str(plain_tmp)
+        import course_utils
+
+        pythonpath = str(Path(course_utils.__file__).resolve().parents[1])
+    else:
+        tmp = "/tmp"
+        import course_utils
+
+        pythonpath = str(Path(course_utils.__file__).resolve().parents[1])
+    inside_conn = "/run/course/kernel.json" if not unsafe else f"{tmp}/kernel.json"
+    env = isolated_env(tmp, settings.mode, pythonpath)
+    command = [sys.executable, "-c", KERNEL_BOOT.format(tmp=tmp), inside_conn]
+    conn = json.dumps(_connection(f"{tmp}/k", key)).encode()
+    cells = [
+        CellResult(i, "not run")
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+    ]
+    status, detail, timeouts = "crashed", "", 0
+    records: dict[str, Path] = {}
+    problems: list[str] = []
+    box = handle = kc = None
+    oom = False
+    ready = 0.0  # seconds until the kernel answered (sandbox + interpreter start-up)
+    extra = [
+        nbformat.v4.new_code_cell(src) for _, src in (harness.cells if harness else [])
+    ]
+    try:
+        if unsafe:
+            box = _Plain(
+                command,
+                settings.sandbox,
+                env,
+                {"kernel.json": conn},
+                log_path,
+                plain_tmp,
+            )
+        else:
+            box = isolate.Sandbox(
+                command,
+                view or isolate.SandboxView(),
+                settings.sandbox,
+                env,
+                {inside_conn: conn},
+                log_path,
+                name,
+                uid=uid,
+            )
+        handle = _SandboxHandle(box)
+        host_conn = private_dir / "kernel.json"
+        host_conn.write_text(json.dumps(_connection(box.host_path("/tmp/k"), key)))
+        kc = _Client(connection_file=str(host_conn))
+        kc.load_connection_file()
+        kc.alive_check = handle.alive
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=settings.startup_timeout)
+        except RuntimeError as exc:
+            detail = (
+                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            )
+        else:
+            ready = time.monotonic() - start
+            delivered = {}
+
+            def before_extra():
+                if hasattr(box, "kill_others"):
+                    box.kill_others()
+                delivered["dir"] = _deliver(box, harness, uid)
+                for cell in extra:
+                    cell.source = cell.source.replace("{HARNESS_DIR}", delivered["dir"])
+
+            status, detail, timeouts, cells, extra_results = await _run_cells(
+                nb,
+                kc,
+                handle,
+                settings,
+                skip or set(),
+                extra,
+                before_extra if harness else None,
+            )
+            if harness and status == "completed":
+                bad = [r for r in extra_results if r.status != "ok"]
+                if bad:
+                    problems.append(
+                        "the grading harness failed: "
+                        + "; ".join(f"{r.ename}: {str(r.evalue)[:200]}" for r in bad)
+                    )
+            if handle.alive():
+                where = (
+                    "/tmp/records"
+                    if harness is None
+                    else (
+                        delivered.get("dir", "").replace(tmp, "/tmp", 1)
+                        if unsafe
+                        else delivered.get("dir", "")
+                    )
+                    + ("/records" if harness else "")
+                )
+                if harness is None or delivered:
+                    try:
+                        fd = _open_inside(box, where)
+                    except OSError as exc:
+                        problems.append(f"records unreadable: {exc}")
+                    else:
+                        try:
+                            records, more = copy_records(
+                                fd, private_dir / "records", settings.max_record_bytes
+                            )
+                            problems += more
+                        finally:
+                            os.close(fd)
+        oom = handle.oom_killed()
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        if box is not None:
+            if not oom:
+                oom = box.oom_killed()
+            box.close()
+        if plain_tmp is not None:
+            shutil.rmtree(plain_tmp, ignore_errors=True)
+    result = _result(
+        status, detail, cells, records, start, log_path, timeouts, problems, oom
+    )
+    result.startup_seconds = ready
+    result.extra = extra if harness else []
+    return result

@@ -1,45 +1,52 @@
 """`course grade SET [SUBMISSIONS_DIR]`: grade a class, trusting no submission.
 
-For every student folder in SUBMISSIONS_DIR (default ``submitted/``; a
-student's notebooks sit in ``STUDENT/SET/`` or directly in ``STUDENT/``):
+For every entry of SUBMISSIONS_DIR (default ``submitted/``; a student's
+notebooks sit in ``STUDENT/SET/`` or directly in ``STUDENT/``) — every
+student gets a row, whatever their folder holds:
 
 1. the submission is rebuilt from the instructor's notebook (`notebooks.merge`):
-   only answer cells and added cells come from the student;
-2. the student's code is reviewed statically (`static`);
-3. it runs in a sandboxed kernel (`sandbox`, `execute`): as its own
-   unprivileged user when the grader is root, with a memory cap, a deadline per
-   cell and a hard kill, in a scratch directory, with the course's private
-   files (solutions/, the gradebook, other submissions, autograded/) made
-   unreadable to that user first;
-4. its recorded outputs are compared with the reference outputs of the
-   instructor's solution in this process, which never runs student code
-   (`verify`);
-5. the graded notebook goes to ``autograded/STUDENT/SET/`` for formgrader, with
-   ``grading.json`` (status and reasons);
+   only answer cells and added cells come from the student; answer cells
+   whose metadata an editor lost are matched by position and content and
+   marked for review;
+2. it runs in an operating-system sandbox of its own (`isolate`): bubblewrap
+   namespaces (no network, own pids, a read-only root holding only the
+   environment and the course package *without the modules that compute the
+   set's answers*, a size-capped private tmpfs as the only writable place)
+   and a cgroup for the whole process tree (memory, processes, one CPU), with
+   a deadline per cell and per notebook. Solutions, the gradebook and other
+   students' folders are not mounted at all;
+3. the test cells are not run in the student's namespace; after the student's
+   last cell the grader's harness (`harness`) feeds the hidden cases — inputs
+   built by the instructor's solution in the reference run, delivered into a
+   directory the student's cells never saw — to the student's functions and
+   records what they return;
+4. the verdict is computed in this process (`verify`): only hidden cases carry
+   points, visible cases give feedback, and `outcome` turns typed results into
+   one `Status`;
+5. the graded notebook (outputs reduced to text and images, markdown answers
+   sanitised) goes to ``autograded/STUDENT/SET/`` for formgrader, with
+   ``grading.json``, written only after the gradebook commit.
 
-submissions are graded in parallel (one kernel per core), then the gradebook
-is updated in one atomic commit (`gradebook`) and the CSV is exported.
-
-Statuses: "graded"; "timed out" (a cell hit its deadline; it was interrupted
-or the kernel killed); "crashed" (the kernel died, ran out of memory, or the
-notebook was missing or unreadable); "flagged for review" (the static review
-or the runtime evidence found tampering or a call into a reference
-implementation: its auto-graded points are withheld until a person looks);
-"missing" (in the gradebook's roster but no submission). A crash or timeout
-never reads as a plain zero: the status column says what happened, and the
-cells it cost are marked for manual review in formgrader.
+Statuses (`Status`): "graded"; "timed out" (a cell or the notebook hit its
+deadline); "crashed" (the kernel died, ran out of memory, or the notebook was
+missing or unreadable); "flagged for review" (what a person must look at: a
+symlinked folder or notebook, a folder that is the solutions' or a
+classmate's, answer cells matched without their metadata); "grader error" (a
+bug of ours on this submission, with the exception); "missing" (on the
+roster, no submission). A crash or timeout never reads as a plain zero.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import enum
+import html
 import json
 import os
 import pwd
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import time
@@ -50,17 +57,39 @@ from pathlib import Path
 import nbformat
 
 from . import gradebook as gbook
+from . import harness, isolate
 from . import notebooks as nbs
 from .course import Course, generate
-from .execute import RunSettings, is_memory_error, run_notebook
-from .sandbox import ForkServer, GiB, Identity, Limits, can_switch_user
+from .execute import Harness, RunResult, RunSettings, run_isolated
+from .isolate import GiB, SandboxLimits, SandboxView
 from .static import Finding, Policy, scan_sources
-from .verify import Check, RecordError, reference_checks, verify
+from .verify import Check, RecordError, Verdict, reference_checks, verify
 
-STATUSES = ("graded", "timed out", "crashed", "flagged for review", "missing")
-STUDENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
+
+class Status(str, enum.Enum):
+    """A submission's status, worst first in `SEVERITY`."""
+
+    GRADED = "graded"
+    TIMED_OUT = "timed out"
+    CRASHED = "crashed"
+    FLAGGED = "flagged for review"
+    GRADER_ERROR = "grader error"
+    MISSING = "missing"
+    INTERRUPTED = "interrupted"
+
+
+STATUSES = tuple(s.value for s in Status)
+SEVERITY = (
+    Status.GRADER_ERROR,
+    Status.FLAGGED,
+    Status.TIMED_OUT,
+    Status.CRASHED,
+    Status.GRADED,
+)
 DEFAULT_SANDBOX_UID = 61000
 REPORT_NAME = "grading.json"
+RUNS_NAME = ".course-grade-runs.json"
+UNSAFE_NOTE = "UNSAFE: graded without a sandbox (--unsafe-no-sandbox)"
 
 
 @dataclass
@@ -70,35 +99,52 @@ class GradeOptions:
     Args:
         workers: kernels run at once (default: the number of CPU cores).
         cell_timeout: seconds per cell before it is interrupted.
+        notebook_timeout: seconds for a whole notebook (its kernel is killed).
         interrupt_grace: seconds a kernel gets to recover from an interrupt.
-        memory_gib: address-space cap per kernel (GiB).
+        memory_gib: memory cap of a submission's whole process tree (GiB).
+        pids: processes and threads a submission may have at once.
+        cpus: CPU cores a submission may use (cgroup quota).
         sandbox_uid: first uid of the sandbox users (one per worker) when the
             grader runs as root; they must not belong to real accounts.
         csv_path: where the CSV goes (default ROOT/grades-SET.csv).
         students: grade only these students (default: every folder).
         progress: show a progress bar.
         keep_work: keep the private work directory (for debugging).
+        unsafe_no_sandbox: grade without an OS sandbox where none is available
+            (every row then says so).
     """
 
     workers: int | None = None
     cell_timeout: float = 60.0
+    notebook_timeout: float = 600.0
     interrupt_grace: float = 5.0
     memory_gib: float = 6.0
+    pids: int = 128
+    cpus: float = 1.0
     sandbox_uid: int = DEFAULT_SANDBOX_UID
     csv_path: Path | None = None
     students: list[str] | None = None
     progress: bool = True
     keep_work: bool = False
+    unsafe_no_sandbox: bool = False
 
     def validate(self) -> None:
         if self.workers is not None and (
             not isinstance(self.workers, int) or self.workers < 1
         ):
             raise ValueError(f"workers must be an int ≥ 1, got {self.workers!r}")
-        for name in ("cell_timeout", "interrupt_grace", "memory_gib"):
+        for name in (
+            "cell_timeout",
+            "notebook_timeout",
+            "interrupt_grace",
+            "memory_gib",
+            "cpus",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if not isinstance(self.pids, int) or self.pids < 16:
+            raise ValueError(f"pids must be an int ≥ 16, got {self.pids!r}")
         if (
             not isinstance(self.sandbox_uid, int)
             or not 1000 <= self.sandbox_uid < 2**31
@@ -113,11 +159,12 @@ class NotebookOutcome:
     """Grading of one notebook of one submission."""
 
     name: str
-    status: str
+    status: Status
     details: list[str]
     flags: list[str]
     scores: dict[str, float | None]
     seconds: float = 0.0
+    startup_seconds: float = 0.0
 
 
 @dataclass
@@ -125,11 +172,13 @@ class StudentResult:
     """Grading of one student's submission."""
 
     student: str
-    status: str
+    status: Status
     details: list[str]
     notebooks: dict[str, NotebookOutcome]
     grades: gbook.SubmissionGrades
     seconds: float = 0.0
+    report: dict = field(default_factory=dict)
+    graded: dict[str, nbformat.NotebookNode] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -149,101 +198,59 @@ class Summary:
     backup: Path | None
     seconds: float
     skipped: list[str] = field(default_factory=list)
-    sandbox_user: bool = False
+    sandbox: str = ""
     phases: dict[str, float] = field(default_factory=dict)
+    unsafe: bool = False
+
+    @property
+    def sandbox_user(self) -> bool:
+        return "sandbox user" in self.sandbox
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATUSES}
         for r in self.results:
-            out[r.status] += 1
+            out[Status(r.status).value] += 1
         return out
 
 
-def worst_status(statuses: list[str]) -> str:
-    """flagged for review > timed out > crashed > graded."""
-    for status in ("flagged for review", "timed out", "crashed"):
+def worst_status(statuses: list[Status]) -> Status:
+    """grader error > flagged for review > timed out > crashed > graded."""
+    for status in SEVERITY:
         if status in statuses:
             return status
-    return "graded"
+    return Status.GRADED
 
 
-# ------------------------------------------------------------- protection
+def outcome(run: RunResult | None, verdict: Verdict | None, flags: list[str]) -> Status:
+    """The one place a notebook's status is decided, from typed facts only.
 
-
-def protected_paths(course: Course, submissions: Path, csv_path: Path) -> list[Path]:
-    """What the sandbox user must not read: solutions, submissions, grades, git."""
-    paths = [
-        course.source,
-        submissions,
-        course.autograded,
-        course.feedback,
-        course.gradebook,
-        course.root / ".git",
-        csv_path,
-    ]
-    paths += sorted(course.gradebook.parent.glob(course.gradebook.name + ".*"))
-    return [p for p in paths if p.exists()]
-
-
-def tighten(paths: list[Path]) -> list[Path]:
-    """Remove group/other permissions on each path; returns those changed.
-
-    Directories become at most 0700 and files 0600; only the top of each path
-    changes (a closed directory hides everything below it).
+    Args:
+        run: the sandbox run (None: nothing ran, e.g. no notebook).
+        verdict: the comparison of the harness's records.
+        flags: what a person must review (folder links, lost metadata …).
     """
-    changed = []
-    for path in paths:
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        if path.is_symlink() or not mode & 0o077:
-            continue
-        os.chmod(path, mode & 0o700)
-        changed.append(path)
-    return changed
+    if flags:
+        return Status.FLAGGED
+    if run is None:
+        return Status.CRASHED
+    if run.status == "timed out" or run.timeouts:
+        return Status.TIMED_OUT
+    if run.status == "crashed" or run.memory_error:
+        return Status.CRASHED
+    return Status.GRADED
 
 
-def probe_access(paths: list[Path], identity: Identity) -> list[Path]:
-    """Which of `paths` the sandbox user could read (forks a child that becomes it)."""
-    if identity.uid is None or not paths:
-        return []
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: become the sandbox user and try each path
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(identity.gid)
-            os.setuid(identity.uid)
-            hits = []
-            for i, path in enumerate(paths):
-                try:
-                    if os.path.isdir(path):
-                        os.listdir(path)
-                    else:
-                        os.close(os.open(path, os.O_RDONLY))
-                    hits.append(i)
-                except OSError:
-                    pass
-            os.write(write_fd, json.dumps(hits).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as fh:
-        raw = fh.read()
-    os.waitpid(pid, 0)
-    return [paths[i] for i in json.loads(raw or b"[]")]
-
-
-def sandbox_identities(options: GradeOptions, workers: int) -> list[Identity]:
-    """One sandbox user per worker when root; the grader's own user otherwise."""
-    if not can_switch_user():
-        return [Identity()] * workers
+def sandbox_uids(options: GradeOptions, workers: int) -> list[int | None]:
+    """One sandbox user per worker when root; None (user namespaces) otherwise."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return [None] * workers
     out = []
     for k in range(workers):
         uid = options.sandbox_uid + k
         try:
             owner = pwd.getpwuid(uid).pw_name
         except KeyError:
-            out.append(Identity(uid, uid))
+            out.append(uid)
             continue
         raise ValueError(
             f"sandbox uid {uid} belongs to the account {owner!r}; pick another "
@@ -263,7 +270,11 @@ class NotebookSpec:
     source: nbformat.NotebookNode
     released: nbformat.NotebookNode
     policy: Policy
+    absent: list[str] = field(default_factory=list)
     checks: dict[str, Check] = field(default_factory=dict)
+    plan: dict[str, dict] = field(default_factory=dict)
+    cases: dict[str, bytes] = field(default_factory=dict)
+    view: SandboxView | None = None
 
     def test_points(self) -> dict[str, float]:
         return {
@@ -272,18 +283,42 @@ class NotebookSpec:
             if nbs.is_autograded_test(c)
         }
 
+    def harness(self) -> Harness:
+        """The files and cells the grader feeds after the student's cells."""
+        files = {"plan.json": json.dumps(self.plan).encode(), **self.cases}
+        cells = [(name, harness.cell_source(name)) for name in self.plan]
+        return Harness(files, cells)
+
 
 async def run_reference(
-    spec: NotebookSpec, server: ForkServer, settings: RunSettings, work: Path
+    spec: NotebookSpec,
+    settings: RunSettings,
+    work: Path,
+    *,
+    uid: int | None = None,
+    unsafe: bool = False,
+    view: SandboxView | None = None,
 ) -> None:
-    """Run the instructor's notebook in "reference" mode; fill spec.checks.
+    """Run the instructor's notebook in "reference" mode; fill spec.checks/plan.
+
+    It runs in a sandbox too (with the whole course package): trusted code,
+    but it must see the same environment as the students' kernels.
 
     Raises:
         RuntimeError: a cell of the solution failed (the grader cannot be
-            trusted with a broken reference) or a test cell records nothing.
+            trusted with a broken reference), a test cell records nothing, or
+            a graded test cell has no hidden check.
     """
     nb = nbs.clean(copy.deepcopy(spec.source))
-    run = await run_notebook(nb, server, settings, work / "reference" / spec.name)
+    run = await run_isolated(
+        nb,
+        settings,
+        work / "reference" / spec.name,
+        view=view,
+        uid=uid,
+        unsafe=unsafe,
+        name=f"ref-{spec.name}",
+    )
     failed = [c for c in run.cells if c.status not in ("ok", "not run")]
     if run.status != "completed" or failed:
         where = (
@@ -295,46 +330,114 @@ async def run_reference(
             f"the solution notebook {spec.name}.ipynb failed in reference mode "
             f"({where}); fix it before grading.\n{run.log_tail}"
         )
+    planned: dict[str, nbs.PlannedCheck] = {}
     cell_records: dict[str, list[str]] = {}
-    for result in run.cells:
-        cell = nb.cells[result.index]
-        if nbs.is_autograded_test(cell):
-            if not result.records:
-                raise RuntimeError(
-                    f"test cell {nbs.grade_id(cell)!r} of {spec.name}.ipynb records "
-                    "no checks; call checks.check / checks.check_value in it"
-                )
-            cell_records[nbs.grade_id(cell)] = result.records
-        elif result.records:
+    for cell in spec.source.cells:
+        if not nbs.is_autograded_test(cell):
+            continue
+        gid = nbs.grade_id(cell)
+        found = nbs.planned_checks(cell)
+        if not any(p.hidden for p in found):
             raise RuntimeError(
-                f"cell {result.index} of {spec.name}.ipynb records checks but is not "
-                "a graded test cell"
+                f"test cell {gid!r} of {spec.name}.ipynb has no hidden check; only "
+                "hidden checks carry points — add a checks.check / "
+                "checks.check_value between the hidden-test markers"
             )
-    spec.checks = reference_checks(cell_records, run.records)
+        for p in found:
+            if p.name in planned:
+                raise RuntimeError(f"{spec.name}.ipynb: check {p.name!r} is used twice")
+            if p.name not in run.records:
+                raise RuntimeError(
+                    f"{spec.name}.ipynb: check {p.name!r} of {gid!r} recorded nothing"
+                )
+            planned[p.name] = p
+        cell_records[gid] = [p.name for p in found]
+    spec.checks = reference_checks(
+        cell_records, run.records, {n: p.hidden for n, p in planned.items()}
+    )
+    spec.plan, spec.cases = {}, {}
+    for name, check in spec.checks.items():
+        p = planned[name]
+        entry = {"kind": p.kind, "expr": p.expr}
+        if p.kind == "value":
+            entry["value_kind"] = check.record.meta.get("value_kind", "choice")
+        else:
+            entry["cases"] = f"{name}.cases.pt"
+            entry["transform"] = check.record.meta.get("transform")
+            entry["labels"] = check.labels()
+            spec.cases[entry["cases"]] = run.records[entry["cases"]].read_bytes()
+        spec.plan[name] = entry
 
 
 # ------------------------------------------------------------ one student
 
 
+@dataclass
+class Entry:
+    """A student's folder as found: where the notebooks are, what is wrong."""
+
+    folder: Path | None
+    flags: list[str] = field(default_factory=list)
+
+
+def _inside(path: Path, roots: list[Path]) -> Path | None:
+    for root in roots:
+        try:
+            if path.resolve().is_relative_to(root.resolve()):
+                return root
+        except OSError:
+            continue
+    return None
+
+
 def discover(
-    submissions: Path, set_id: str, only: list[str] | None
-) -> tuple[dict[str, Path], list[str]]:
-    """Student → folder holding their notebooks, and what was skipped (and why)."""
-    found: dict[str, Path] = {}
+    submissions: Path,
+    set_id: str,
+    only: list[str] | None,
+    private: list[Path] | None = None,
+) -> tuple[dict[str, Entry], list[str]]:
+    """Student → Entry for every folder of SUBMISSIONS_DIR, and what was skipped.
+
+    Any printable name is a student id (spaces and non-ASCII letters too). A
+    symlinked student or set folder is never followed: the student gets a
+    flagged row saying where it points. A folder inside `private` (the
+    solutions, …) or another student's folder is flagged the same way.
+    """
+    found: dict[str, Entry] = {}
     skipped: list[str] = []
-    for entry in sorted(submissions.iterdir()):
-        if entry.name.startswith("."):
+    private = private or []
+    entries = sorted(submissions.iterdir(), key=lambda p: p.name)
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
             continue
-        if not entry.is_dir() or entry.is_symlink():
-            skipped.append(f"{entry.name}: not a student folder")
+        if not name.isprintable() or len(name) > 128:
+            skipped.append(f"{name!r}: not a usable student id (control characters)")
             continue
-        if not STUDENT_RE.fullmatch(entry.name):
-            skipped.append(
-                f"{entry.name!r}: student ids may use letters, digits and _.@+-"
+        if entry.is_symlink():
+            link = os.readlink(entry)
+            found[name] = Entry(
+                None,
+                [f"the student folder is a symbolic link to {link!r} (not followed)"],
             )
             continue
+        if not entry.is_dir():
+            skipped.append(f"{name}: not a folder")
+            continue
         nested = entry / set_id
-        found[entry.name] = nested if nested.is_dir() else entry
+        if nested.is_symlink():
+            target = os.readlink(nested)
+            where = _inside(nested, [*private, *(e for e in entries if e != entry)])
+            what = f" — inside {where}" if where else ""
+            found[name] = Entry(
+                None,
+                [
+                    f"the set folder is a symbolic link to {target!r}{what} (not followed)"
+                ],
+            )
+            continue
+        folder = nested if nested.is_dir() else entry
+        found[name] = Entry(folder)
     if only is not None:
         unknown = sorted(set(only) - set(found))
         if unknown:
@@ -343,13 +446,25 @@ def discover(
     return found, skipped
 
 
-def _read_timestamp(folder: Path) -> str | None:
+def read_timestamp(folder: Path | None) -> tuple[str | None, str]:
+    """The submission's timestamp.txt as nbgrader will parse it, or (None, why)."""
+    if folder is None:
+        return None, ""
     path = folder / "timestamp.txt"
+    if not path.exists():
+        return None, ""
     try:
-        text = path.read_text()[:100].strip()
-    except OSError:
-        return None
-    return text or None
+        if path.is_symlink() or not path.is_file():
+            raise ValueError("not a regular file")
+        text = path.read_bytes()[:200].decode("utf-8").strip()
+        if not text:
+            raise ValueError("empty")
+        from dateutil.parser import parse
+
+        parse(text)
+    except (OSError, ValueError, OverflowError, UnicodeDecodeError) as exc:
+        return None, f"timestamp.txt ignored ({type(exc).__name__}: {str(exc)[:80]})"
+    return text, ""
 
 
 def _finding_cell(finding: Finding) -> str | None:
@@ -368,34 +483,67 @@ def _answer_for_tests(source: nbformat.NotebookNode) -> dict[str, str]:
     return out
 
 
+SAFE_MIME = ("text/plain", "image/png", "image/jpeg", "image/gif")
+_JS_URL = re.compile(r"(?i)(java|vb)script\s*:")
+
+
+def sanitize_for_formgrader(nb: nbformat.NotebookNode) -> None:
+    """What formgrader may render of a graded notebook, in place.
+
+    Outputs keep text streams, error text and only the text/plain and image
+    (png/jpeg/gif) data of rich outputs — no HTML, JavaScript, SVG, Markdown
+    or widget output from the student's kernel. Markdown cells the student
+    wrote or added are escaped, so no tag of theirs reaches the page.
+    """
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = []
+            for out in cell.get("outputs", []):
+                kind = out.get("output_type")
+                if kind in ("display_data", "execute_result"):
+                    data = {
+                        k: v for k, v in out.get("data", {}).items() if k in SAFE_MIME
+                    }
+                    if not data:
+                        continue
+                    out["data"] = data
+                    out["metadata"] = {}
+                kept.append(out)
+            cell.outputs = kept
+        elif cell.cell_type == "markdown" and (
+            nbs.is_answer(cell) or not nbs.grade_id(cell)
+        ):
+            text = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            cell.source = _JS_URL.sub("blocked:", html.escape(text, quote=False))
+            cell.pop("attachments", None)
+        elif cell.cell_type == "raw":
+            cell.source = html.escape(cell.source, quote=False)
+
+
 def _annotate(
     nb: nbformat.NotebookNode,
-    verdict_lines: dict[str, list[str]],
+    verdict: Verdict,
     scores: dict[str, float | None],
     max_points: dict[str, float],
-    findings: list[Finding],
     flags: list[str],
 ) -> None:
     """Add the grader's verdict to the graded notebook (what formgrader shows)."""
     for cell in nb.cells:
         gid = nbs.grade_id(cell)
-        if cell.cell_type != "code":
+        if cell.cell_type != "code" or gid not in max_points:
             continue
-        text = []
-        if gid in max_points:
-            text.append(
-                f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / "
-                f"{max_points[gid]:g} points, verified outside the "
-                "student's kernel"
+        cell.outputs = []
+        text = [
+            (
+                f"[grader] {gid}: {scores.get(gid, 0) or 0:g} / {max_points[gid]:g} "
+                "points from the hidden tests, run by the grader after your last "
+                "cell and verified outside your kernel"
             )
-            text += [f"  {line}" for line in verdict_lines.get(gid, [])]
-        text += [f"[grader] flagged: {f}" for f in findings if _finding_cell(f) == gid]
-        if text:
-            cell.outputs.append(
-                nbformat.v4.new_output(
-                    "stream", name="stdout", text="\n".join(text) + "\n"
-                )
-            )
+        ]
+        text += [f"  {line}" for line in verdict.cells[gid].lines]
+        cell.outputs.append(
+            nbformat.v4.new_output("stream", name="stdout", text="\n".join(text) + "\n")
+        )
     if flags and nb.cells:
         first = next((c for c in nb.cells if c.cell_type == "code"), None)
         if first is not None:
@@ -414,7 +562,7 @@ def _write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=1)
+        json.dump(payload, fh, indent=1, ensure_ascii=False)
     os.replace(tmp, path)
 
 
@@ -431,185 +579,232 @@ class _Context:
     course: Course
     set_id: str
     specs: list[NotebookSpec]
-    server: ForkServer
     settings: RunSettings
     work: Path
+    unsafe: bool = False
+
+
+def _failed(
+    spec: NotebookSpec, status: Status, reason: str, flags: list[str], start: float
+) -> tuple[NotebookOutcome, gbook.NotebookGrades, None]:
+    """A notebook that could not be graded: zero, every point awaits a person."""
+    tests = spec.test_points()
+    manual = [
+        nbs.grade_id(c) for c in nbs.graded_cells(spec.source) if nbs.is_manual(c)
+    ]
+    grades = gbook.NotebookGrades(flagged=bool(flags))
+    for gid in tests:
+        grades.auto_scores[gid] = 0.0
+        grades.needs_review.add(gid)
+    for gid in manual:
+        grades.auto_scores[gid] = 0.0
+    scores = {gid: 0.0 for gid in [*tests, *manual]}
+    out = NotebookOutcome(
+        spec.name,
+        status,
+        [reason] if reason else [],
+        flags,
+        scores,
+        time.monotonic() - start,
+    )
+    return out, grades, None
 
 
 async def _grade_notebook(
-    ctx: _Context, spec: NotebookSpec, folder: Path, student: str, identity: Identity
+    ctx: _Context, spec: NotebookSpec, entry: Entry, student: str, uid: int | None
 ) -> tuple[NotebookOutcome, gbook.NotebookGrades, nbformat.NotebookNode | None]:
     graded = nbs.graded_cells(spec.source)
     tests = spec.test_points()
     manual = [nbs.grade_id(c) for c in graded if nbs.is_manual(c)]
-    grades = gbook.NotebookGrades()
-    path = folder / f"{spec.name}.ipynb"
     start = time.monotonic()
-
-    def failed(reason: str) -> tuple[NotebookOutcome, gbook.NotebookGrades, None]:
-        for gid in tests:
-            grades.auto_scores[gid] = 0.0
-            grades.needs_review.add(gid)
-        for gid in manual:
-            grades.auto_scores[gid] = 0.0
-        scores = {gid: 0.0 for gid in [*tests, *manual]}
-        return (
-            NotebookOutcome(
-                spec.name, "crashed", [reason], [], scores, time.monotonic() - start
-            ),
-            grades,
-            None,
+    if entry.folder is None:
+        return _failed(spec, Status.FLAGGED, "", list(entry.flags), start)
+    path = entry.folder / f"{spec.name}.ipynb"
+    if path.is_symlink():
+        return _failed(
+            spec,
+            Status.FLAGGED,
+            "",
+            [f"{spec.name}.ipynb is a symbolic link (not followed)"],
+            start,
         )
-
-    if not path.is_file() or path.is_symlink():
-        return failed(f"{spec.name}.ipynb not found in the submission")
+    if not path.is_file():
+        return _failed(
+            spec,
+            Status.CRASHED,
+            f"{spec.name}.ipynb not found in the submission",
+            [],
+            start,
+        )
+    if path.stat().st_nlink > 1:
+        return _failed(
+            spec,
+            Status.FLAGGED,
+            "",
+            [f"{spec.name}.ipynb is a hard link shared with another file"],
+            start,
+        )
     try:
         submission = nbs.read_notebook(path)
     except (ValueError, OSError) as exc:
-        return failed(str(exc))
+        return _failed(spec, Status.CRASHED, str(exc), [], start)
     merged = nbs.merge(spec.source, spec.released, submission)
     findings = scan_sources(merged.untrusted, merged.trusted, spec.policy)
-    settings = RunSettings(**{**ctx.settings.__dict__, "identity": identity})
-    run = await run_notebook(
-        merged.nb, ctx.server, settings, ctx.work / "students" / student / spec.name
+    flags = list(entry.flags) + list(merged.review)
+    skip = {
+        i
+        for i, c in enumerate(merged.nb.cells)
+        if c.cell_type == "code" and nbs.is_autograded_test(c)
+    }
+    run = await run_isolated(
+        merged.nb,
+        ctx.settings,
+        ctx.work / "students" / student / spec.name,
+        view=spec.view,
+        uid=uid,
+        unsafe=ctx.unsafe,
+        skip=skip,
+        harness=spec.harness(),
+        name=f"s{abs(hash((student, spec.name))) % 10**12}-{os.getpid()}",
     )
     result = verify(spec.checks, run.records, tests)
-    memory = run.memory_error or any(
-        is_memory_error(None, line)
-        for cell in result.cells.values()
-        for line in cell.lines
-    )
-    flags = [str(f) for f in findings] + result.flags
-    flags += [f"records: {p}" for p in run.record_problems]
     details = list(merged.notes)
     if run.detail:
         details.append(run.detail)
-    if memory:
+    details += [f"records: {p}" for p in run.record_problems]
+    details += result.notes
+    details += [f"note (not scored): {f}" for f in findings]
+    if run.memory_error:
         details.append(
-            f"ran out of memory (limit {settings.limits.memory_bytes / GiB:g} GiB)"
+            "ran out of memory (limit "
+            f"{ctx.settings.sandbox.memory_bytes / GiB:g} GiB for all its processes)"
         )
-    if flags:
-        status = "flagged for review"
-    elif run.status == "timed out" or run.timeouts:
-        status = "timed out"
-    elif run.status == "crashed" or memory:
-        status = "crashed"
-    else:
-        status = "graded"
+    status = outcome(run, result, flags)
+    grades = gbook.NotebookGrades(flagged=bool(flags))
     scores: dict[str, float | None] = {}
     for gid in tests:
         cell = result.cells[gid]
-        complete = not any("no result" in line for line in cell.lines)
         scores[gid] = 0.0 if flags else cell.score
-        if flags or (status != "graded" and not complete):
+        if flags or (status is not Status.GRADED and not cell.complete):
+            grades.needs_review.add(gid)
+        if merged.matched_by_position:
             grades.needs_review.add(gid)
     for gid in manual:
         scores[gid] = 0.0 if gid in merged.unanswered else None
     grades.auto_scores = dict(scores)
-    grades.flagged = bool(flags)
     comments: dict[str, list[str]] = {}
     for gid, answer in _answer_for_tests(spec.source).items():
         comments.setdefault(answer, []).extend(result.cells[gid].lines)
-    for f in findings:
-        if _finding_cell(f):
-            comments.setdefault(_finding_cell(f), []).append(f"flagged: {f.message}")
     for gid in merged.unanswered:
         comments.setdefault(gid, []).insert(0, "No response.")
+    for gid in merged.matched_by_position:
+        comments.setdefault(gid, []).insert(
+            0, "matched without its cell metadata (by position/content): review"
+        )
     grades.comments = {gid: "\n".join(lines) for gid, lines in comments.items()}
-    verdict_lines = {gid: c.lines for gid, c in result.cells.items()}
-    _annotate(merged.nb, verdict_lines, scores, tests, findings, flags)
-    outcome = NotebookOutcome(
-        spec.name, status, details, flags, scores, time.monotonic() - start
+    _annotate(merged.nb, result, scores, tests, flags)
+    sanitize_for_formgrader(merged.nb)
+    out = NotebookOutcome(
+        spec.name,
+        status,
+        details,
+        flags,
+        scores,
+        time.monotonic() - start,
+        run.startup_seconds,
     )
-    return outcome, grades, merged.nb
+    return out, grades, merged.nb
 
 
 async def grade_student(
-    ctx: _Context, student: str, folder: Path, identity: Identity
+    ctx: _Context, student: str, entry: Entry, uid: int | None
 ) -> StudentResult:
     """Grade one student's notebooks; never raises (a grader error is a status)."""
     start = time.monotonic()
     outcomes: dict[str, NotebookOutcome] = {}
     grades: dict[str, gbook.NotebookGrades] = {}
-    out_dir = ctx.course.autograded / student / ctx.set_id
+    graded: dict[str, nbformat.NotebookNode] = {}
     for spec in ctx.specs:
         try:
-            outcome, nb_grades, nb = await _grade_notebook(
-                ctx, spec, folder, student, identity
+            outcome_, nb_grades, nb = await _grade_notebook(
+                ctx, spec, entry, student, uid
             )
         except Exception as exc:  # noqa: BLE001 — a bug of ours must not cost others
             traceback.print_exc(file=sys.stderr)
-            tests = spec.test_points()
-            nb_grades = gbook.NotebookGrades(
-                {gid: 0.0 for gid in tests}, set(tests), {}, False
-            )
-            outcome = NotebookOutcome(
-                spec.name,
-                "crashed",
-                [f"grader error: {type(exc).__name__}: {exc}"],
+            outcome_, nb_grades, nb = _failed(
+                spec,
+                Status.GRADER_ERROR,
+                f"grader error: {type(exc).__name__}: {exc}",
                 [],
-                {gid: 0.0 for gid in tests},
+                start,
             )
-            nb = None
-        outcomes[spec.name] = outcome
+        outcomes[spec.name] = outcome_
         grades[spec.name] = nb_grades
         if nb is not None:
-            _write_notebook(out_dir / f"{spec.name}.ipynb", nb)
+            graded[spec.name] = nb
     status = worst_status([o.status for o in outcomes.values()])
+    timestamp, why = read_timestamp(entry.folder)
     details = [
         f"{o.name}: {d}" if len(outcomes) > 1 else d
         for o in outcomes.values()
         for d in [*o.flags, *o.details]
     ]
+    if why:
+        details.append(why)
+    if ctx.unsafe:
+        details.insert(0, UNSAFE_NOTE)
     result = StudentResult(
         student,
         status,
         details,
         outcomes,
-        gbook.SubmissionGrades(student, grades, _read_timestamp(folder)),
+        gbook.SubmissionGrades(student, grades, timestamp),
         time.monotonic() - start,
+        graded=graded,
     )
-    _write_json(
-        out_dir / REPORT_NAME,
-        {
-            "student": student,
-            "set": ctx.set_id,
-            "status": status,
-            "details": details,
-            "total": result.total,
-            "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "notebooks": {
-                name: {
-                    "status": o.status,
-                    "details": o.details,
-                    "flags": o.flags,
-                    "scores": o.scores,
-                    "seconds": round(o.seconds, 2),
-                }
-                for name, o in outcomes.items()
-            },
+    result.report = {
+        "student": student,
+        "set": ctx.set_id,
+        "status": status.value,
+        "details": details,
+        "total": result.total,
+        "sandbox": not ctx.unsafe,
+        "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "notebooks": {
+            name: {
+                "status": o.status.value,
+                "details": o.details,
+                "flags": o.flags,
+                "scores": o.scores,
+                "seconds": round(o.seconds, 2),
+                "sandbox_startup_seconds": round(o.startup_seconds, 2),
+            }
+            for name, o in outcomes.items()
         },
-    )
+    }
     return result
 
 
+def _publish(ctx: _Context, results: list[StudentResult], run_id: str) -> None:
+    """After the gradebook commit: graded notebooks and reports, then the run
+    marker that makes them current (`load_statuses` trusts nothing else)."""
+    for r in results:
+        out_dir = ctx.course.autograded / r.student / ctx.set_id
+        for name, nb in r.graded.items():
+            _write_notebook(out_dir / f"{name}.ipynb", nb)
+        _write_json(out_dir / REPORT_NAME, {**r.report, "run": run_id})
+    marker = ctx.course.autograded / RUNS_NAME
+    try:
+        runs = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        runs = {}
+    if not isinstance(runs, dict):
+        runs = {}
+    runs.setdefault(ctx.set_id, {}).update({r.student: run_id for r in results})
+    _write_json(marker, runs)
+
+
 # ------------------------------------------------------------ the whole run
-
-
-def server_env(work: Path) -> dict[str, str]:
-    """The fork server's environment: threads pinned, nothing else inherited."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": str(work),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "2",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "MPLCONFIGDIR": str(work / "mpl"),
-    }
 
 
 def load_specs(
@@ -632,19 +827,47 @@ def load_specs(
                 source,
                 nbs.read_notebook(released[path.stem]),
                 Policy.from_metadata(source.metadata),
+                nbs.absent_modules(source),
             )
         )
     return specs
 
 
+def make_views(specs: list[NotebookSpec], work: Path, limits: SandboxLimits) -> None:
+    """A filtered copy of the course package per distinct set of absent modules."""
+    import course_utils
+
+    package = Path(course_utils.__file__).resolve().parent
+    copies: dict[tuple[str, ...], Path] = {}
+    for spec in specs:
+        key = tuple(sorted(spec.absent))
+        if key not in copies:
+            dest = work / f"view-{len(copies)}"
+            dest.mkdir(parents=True)
+            copies[key] = isolate.filtered_package(package, dest, list(key))
+        spec.view = SandboxView(copies[key], list(key), limits.tmpfs_bytes)
+
+
+def make_full_view(work: Path, limits: SandboxLimits) -> SandboxView:
+    """The reference run's view: the whole course package (trusted code)."""
+    import course_utils
+
+    package = Path(course_utils.__file__).resolve().parent
+    dest = work / "view-full"
+    dest.mkdir(parents=True, exist_ok=True)
+    return SandboxView(
+        isolate.filtered_package(package, dest, []), [], limits.tmpfs_bytes
+    )
+
+
 async def _grade_all(
-    ctx: _Context, students: dict[str, Path], identities: list[Identity], progress: bool
+    ctx: _Context, students: dict[str, Entry], uids: list[int | None], progress: bool
 ) -> list[StudentResult]:
     from tqdm.auto import tqdm
 
-    free: asyncio.Queue[Identity] = asyncio.Queue()
-    for identity in identities:
-        free.put_nowait(identity)
+    free: asyncio.Queue = asyncio.Queue()
+    for uid in uids:
+        free.put_nowait(uid)
     bar = tqdm(
         total=len(students),
         desc=f"grading {ctx.set_id}",
@@ -653,19 +876,38 @@ async def _grade_all(
         file=sys.stderr,
     )
 
-    async def one(student: str, folder: Path) -> StudentResult:
-        identity = await free.get()
+    async def one(student: str, entry: Entry) -> StudentResult:
+        uid = await free.get()
         try:
-            return await grade_student(ctx, student, folder, identity)
+            return await grade_student(ctx, student, entry, uid)
         finally:
-            free.put_nowait(identity)
+            free.put_nowait(uid)
             bar.update(1)
             bar.set_postfix_str(student)
 
     try:
-        return list(await asyncio.gather(*(one(s, f) for s, f in students.items())))
+        return list(await asyncio.gather(*(one(s, e) for s, e in students.items())))
     finally:
         bar.close()
+
+
+def check_isolation(options: GradeOptions) -> isolate.Isolation | None:
+    """The sandbox to grade in; None with --unsafe-no-sandbox where there is none.
+
+    Raises:
+        RuntimeError: no sandbox here and --unsafe-no-sandbox not given.
+    """
+    found = isolate.detect()
+    if found.usable:
+        return found
+    if options.unsafe_no_sandbox:
+        return None
+    raise RuntimeError(
+        f"refusing to grade: {found.describe()}. Student code must run in an "
+        "operating-system sandbox (Linux with bubblewrap; as root, or with user "
+        "namespaces). Run on such a machine, or pass --unsafe-no-sandbox to grade "
+        "anyway (every row is then marked as graded without a sandbox)."
+    )
 
 
 def grade(
@@ -673,7 +915,6 @@ def grade(
     set_id: str,
     submissions: Path | None = None,
     options: GradeOptions | None = None,
-    server: ForkServer | None = None,
 ) -> Summary:
     """Grade every submission of a set; see the module docstring.
 
@@ -681,13 +922,11 @@ def grade(
         course: the course (solutions, gradebook, autograded/ are found from it).
         set_id: the problem set (a folder of solutions/).
         submissions: folder of student folders (default course.submitted).
-        options: workers, deadlines, memory cap, CSV path, ….
-        server: a running fork server to reuse (tests and benchmarks grade
-            several times without paying its start-up again); default: start one.
+        options: workers, deadlines, limits, CSV path, ….
     Raises:
         ValueError: bad arguments (named in the message).
-        RuntimeError: the solution fails in reference mode, the sandbox user
-            could read private files, or the gradebook is locked or changed.
+        RuntimeError: no sandbox (without --unsafe-no-sandbox), the solution
+            fails in reference mode, or the gradebook is locked or changed.
     """
     options = options or GradeOptions()
     options.validate()
@@ -704,60 +943,60 @@ def grade(
     submissions = Path(submissions or course.submitted).resolve()
     if not submissions.is_dir():
         raise ValueError(f"SUBMISSIONS_DIR {submissions} is not a directory")
-    students, skipped = discover(submissions, set_id, options.students)
+    isolation = check_isolation(options)
+    unsafe = isolation is None
+    students, skipped = discover(
+        submissions, set_id, options.students, [course.source, course.autograded]
+    )
     csv_path = Path(options.csv_path or course.root / f"grades-{set_id}.csv").resolve()
     workers = options.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(students) or 1))
-    identities = sandbox_identities(options, workers)
+    uids = sandbox_uids(options, workers) if not unsafe else [None] * workers
     course.autograded.mkdir(exist_ok=True)
-    tighten(protected_paths(course, submissions, csv_path))
-    readable = probe_access(
-        protected_paths(course, submissions, csv_path), identities[0]
+    limits = SandboxLimits(
+        memory_bytes=int(options.memory_gib * GiB),
+        pids=options.pids,
+        cpus=options.cpus,
     )
-    if readable:
-        raise RuntimeError(
-            "the sandbox user could read private files: "
-            f"{[str(p) for p in readable]}; make them (or a parent directory) "
-            "inaccessible to other users and run again"
-        )
     work = Path(tempfile.mkdtemp(prefix="course-grade-"))
+    os.chmod(work, 0o700)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{os.urandom(4).hex()}"
     try:
         with gbook.locked(course.gradebook):
             candidate = work / "gradebook.db"
             fingerprint = gbook.snapshot(course.gradebook, candidate)
             specs = load_specs(course, set_id, work / "release", candidate)
+            make_views(specs, work, limits)
             mark("prepare")
-            limits = Limits(memory_bytes=int(options.memory_gib * GiB))
+            ref_settings = RunSettings(  # trusted code: generous deadlines
+                mode="reference",
+                cell_timeout=max(options.cell_timeout, 120.0),
+                notebook_timeout=max(options.notebook_timeout, 1200.0),
+                sandbox=SandboxLimits(memory_bytes=max(limits.memory_bytes, 4 * GiB)),
+            )
+            full_view = make_full_view(work, limits)
+            for spec in specs:
+                asyncio.run(
+                    run_reference(
+                        spec,
+                        ref_settings,
+                        work,
+                        uid=uids[0],
+                        unsafe=unsafe,
+                        view=full_view,
+                    )
+                )
+            mark("reference")
             settings = RunSettings(
                 mode="record",
                 cell_timeout=options.cell_timeout,
+                notebook_timeout=options.notebook_timeout,
                 interrupt_grace=options.interrupt_grace,
-                limits=limits,
+                sandbox=limits,
             )
-            own_server = server is None
-            if own_server:
-                server = ForkServer(server_env(work), work / "forkserver.log")
-                mark("start kernels")
-            try:
-                for identity in identities:
-                    if identity.uid is not None:
-                        server.kill_user(identity.uid)
-                ref_settings = RunSettings(  # trusted code: the default limits
-                    mode="reference",
-                    cell_timeout=max(options.cell_timeout, 120.0),
-                    limits=Limits(),
-                )
-                for spec in specs:
-                    asyncio.run(run_reference(spec, server, ref_settings, work))
-                mark("reference")
-                ctx = _Context(course, set_id, specs, server, settings, work)
-                results = asyncio.run(
-                    _grade_all(ctx, students, identities, options.progress)
-                )
-                mark("grading")
-            finally:
-                if own_server:
-                    server.close()
+            ctx = _Context(course, set_id, specs, settings, work, unsafe)
+            results = asyncio.run(_grade_all(ctx, students, uids, options.progress))
+            mark("grading")
             try:
                 gbook.write_grades(candidate, set_id, [r.grades for r in results])
                 backup = gbook.commit(course.gradebook, candidate, fingerprint)
@@ -767,6 +1006,7 @@ def grade(
                 generate(course, set_id, work / "release2", candidate)
                 gbook.write_grades(candidate, set_id, [r.grades for r in results])
                 backup = gbook.commit(course.gradebook, candidate, fingerprint)
+            _publish(ctx, results, run_id)
             export(course, set_id, csv_path, specs=specs)
             mark("gradebook and CSV")
     except RecordError as exc:
@@ -781,8 +1021,9 @@ def grade(
         backup,
         time.monotonic() - start,
         skipped,
-        identities[0].uid is not None,
+        isolation.describe() if isolation else UNSAFE_NOTE,
         phases,
+        unsafe,
     )
 
 
@@ -797,18 +1038,49 @@ def columns_of(specs_or_sources) -> tuple[list[tuple[str, str]], float]:
 
 
 def load_statuses(course: Course, set_id: str) -> dict[str, tuple[str, str]]:
-    """Student → (status, details) from each autograded/STUDENT/SET/grading.json."""
-    out = {}
+    """Student → (status, details) from each autograded/STUDENT/SET/grading.json.
+
+    A report counts only when its run id is the one the run marker records
+    for that student — written after the gradebook commit — so a run killed
+    midway never pairs new reports with the old gradebook or the reverse;
+    such a student reads "interrupted".
+    """
+    out: dict[str, tuple[str, str]] = {}
     if not course.autograded.is_dir():
         return out
+    try:
+        runs = json.loads((course.autograded / RUNS_NAME).read_text()).get(set_id, {})
+    except (OSError, ValueError, AttributeError):
+        runs = None
     for folder in course.autograded.iterdir():
         report = folder / set_id / REPORT_NAME
+        if folder.is_symlink() or not report.is_file():
+            continue
         try:
             data = json.loads(report.read_text())
         except (OSError, ValueError):
+            data = {}
+        status = data.get("status")
+        if (
+            status not in STATUSES
+            or not isinstance(data, dict)
+            or (runs is not None and runs.get(folder.name) != data.get("run"))
+        ):
+            out[folder.name] = (
+                Status.INTERRUPTED.value,
+                "the last grading run did not finish for this student; grade again",
+            )
             continue
-        status = data.get("status") if data.get("status") in STATUSES else "graded"
         out[folder.name] = (status, "; ".join(map(str, data.get("details", []))))
+    if runs is not None:
+        for student in runs:
+            out.setdefault(
+                student,
+                (
+                    Status.INTERRUPTED.value,
+                    "the last grading run did not finish for this student; grade again",
+                ),
+            )
     return out
 
 
@@ -854,15 +1126,13 @@ def print_summary(summary: Summary, out=None) -> None:
             "  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary.phases.items()),
             file=out,
         )
-    if not summary.sandbox_user:
-        print(
-            "  note: not running as root, so student code ran as your own user "
-            "(limits and deadlines applied, no separate user)",
-            file=out,
-        )
+    print(f"  sandbox: {summary.sandbox}", file=out)
     for r in summary.results:
-        if r.status != "graded":
-            print(f"  {r.student}: {r.status} — {'; '.join(r.details)[:300]}", file=out)
+        if r.status is not Status.GRADED:
+            print(
+                f"  {r.student}: {r.status.value} — {'; '.join(r.details)[:300]}",
+                file=out,
+            )
     for s in summary.skipped:
         print(f"  skipped {s}", file=out)
     print(f"  grades: {summary.csv_path}", file=out)

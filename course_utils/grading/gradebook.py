@@ -199,10 +199,10 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
                 for gid, score in grades.auto_scores.items():
                     grade = gb.find_grade(gid, nb_name, set_id, result.student)
                     grade.auto_score = score
-                    grade.needs_manual_grade = (
-                        score is None
-                        or grade.manual_score is not None
-                        or gid in grades.needs_review
+                    # A person's score settles the cell: re-grading never asks
+                    # for it again (formgrader and the CSV agree).
+                    grade.needs_manual_grade = grade.manual_score is None and (
+                        score is None or gid in grades.needs_review
                     )
                 for gid, text in grades.comments.items():
                     try:
@@ -281,6 +281,10 @@ def read_rows(
                 scores[nb_name, gid] = score
                 pending += bool(grade.needs_manual_grade)
             status, details = statuses.get(student, ("graded", ""))
+            if status == "graded" and any(
+                nb.flagged for nb in gb.find_submission(set_id, student).notebooks
+            ):  # the gradebook says flagged: the CSV never says otherwise
+                status, details = "flagged for review", details or "flagged"
             total = round(sum(v for v in scores.values() if v is not None), 2)
             rows.append(Row(student, status, details, scores, total, pending))
     finally:

@@ -103,6 +103,8 @@ class Merged:
     trusted: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)
+    review: list[str] = field(default_factory=list)
+    matched_by_position: list[str] = field(default_factory=list)
 
 
 def _student_cell(cell, number: int):
@@ -112,6 +114,62 @@ def _student_cell(cell, number: int):
         new.outputs = []
         new.execution_count = None
     return new
+
+
+def _text(cell) -> str:
+    src = cell.get("source", "")
+    return ("".join(src) if isinstance(src, list) else src).strip()
+
+
+def match_lost_metadata(
+    released: nbformat.NotebookNode, submission: nbformat.NotebookNode
+) -> dict[int, str]:
+    """Submission cell index → grade id, for cells an editor stripped of metadata.
+
+    Locked cells are recognised by their unchanged source (anchors); an answer
+    cell whose id is missing from the submission takes the first cell of its
+    type without metadata that lies between the anchors around it in the
+    released notebook.
+    """
+    have = {grade_id(c) for c in submission.cells if grade_id(c)}
+    rel = [c for c in released.cells if grade_id(c)]
+    by_text: dict[tuple[str, str], str] = {}
+    for c in rel:
+        if not is_answer(c) and _text(c):
+            by_text.setdefault((c.cell_type, _text(c)), grade_id(c))
+    assigned: dict[int, str] = {}
+    where: dict[str, int] = {}
+    for k, c in enumerate(submission.cells):
+        gid = grade_id(c)
+        if gid:
+            where.setdefault(gid, k)
+            continue
+        found = by_text.get((c.cell_type, _text(c)))
+        if found and found not in have and found not in where:
+            assigned[k] = found
+            where[found] = k
+    for j, c in enumerate(rel):
+        gid = grade_id(c)
+        if not is_answer(c) or gid in where:
+            continue
+        before = next(
+            (where[grade_id(p)] for p in reversed(rel[:j]) if grade_id(p) in where), -1
+        )
+        after = next(
+            (where[grade_id(n)] for n in rel[j + 1 :] if grade_id(n) in where),
+            len(submission.cells),
+        )
+        for k in range(before + 1, after):
+            cand = submission.cells[k]
+            if (
+                k not in assigned
+                and not grade_id(cand)
+                and cand.cell_type == c.cell_type
+            ):
+                assigned[k] = gid
+                where[gid] = k
+                break
+    return assigned
 
 
 def merge(
@@ -169,9 +227,17 @@ def merge(
                     merged.notes.append(f"cell {grade_id(src_cells[i])!r} restored")
                 emit_source(i)
 
+    assigned = match_lost_metadata(released, submission)
+    for gid in sorted(set(assigned.values())):
+        if is_answer(src_cells[position[gid]]):
+            merged.matched_by_position.append(gid)
+            merged.notes.append(
+                f"answer cell {gid!r} had lost its metadata; matched by position "
+                "and content — marked for review"
+            )
     added = 0
-    for cell in submission.cells:
-        gid = grade_id(cell)
+    for k, cell in enumerate(submission.cells):
+        gid = grade_id(cell) or assigned.get(k)
         i = position.get(gid) if gid else None
         if i is not None and i not in emitted:
             emit_missing_before(i)
@@ -186,3 +252,103 @@ def merge(
             merged.untrusted.append((f"added cell {added}", new.source))
     emit_missing_before(len(src_cells))
     return merged
+
+
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    """A `checks.check`/`checks.check_value` call found in a test cell.
+
+    name: the check's record name; expr: the source of its second argument
+    (the student's function or answer, evaluated in their namespace by the
+    harness); kind: "arrays" or "value"; hidden: inside a hidden-tests block
+    (only those carry points); grade_id: the test cell.
+    """
+
+    name: str
+    expr: str
+    kind: str
+    hidden: bool
+    grade_id: str
+
+
+def _hidden_spans(source: str) -> list[tuple[int, int]]:
+    """Line ranges (1-based, inclusive) inside hidden-test blocks."""
+    spans, start = [], None
+    for number, line in enumerate(source.splitlines(), 1):
+        if line.strip() == HIDDEN_BEGIN:
+            start = number
+        elif line.strip() == HIDDEN_END and start is not None:
+            spans.append((start, number))
+            start = None
+    return spans
+
+
+def planned_checks(cell) -> list[PlannedCheck]:
+    """The checks a test cell's source calls, in order (read with `ast`, not run).
+
+    Raises:
+        ValueError: a check whose name is not a string literal, or without the
+            function/answer argument.
+    """
+    import ast
+
+    source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+    gid = grade_id(cell) or "?"
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ValueError(f"test cell {gid!r} does not parse: {exc}") from None
+    spans = _hidden_spans(source)
+    out = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("check", "check_value")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "checks"
+        ):
+            continue
+        args = node.args
+        if len(args) < 2 or not (
+            isinstance(args[0], ast.Constant) and isinstance(args[0].value, str)
+        ):
+            raise ValueError(
+                f"test cell {gid!r}: checks.{node.func.attr} needs a literal name "
+                "and the function or answer as its first two arguments"
+            )
+        hidden = any(a <= node.lineno <= b for a, b in spans)
+        kind = "arrays" if node.func.attr == "check" else "value"
+        out.append(PlannedCheck(args[0].value, ast.unparse(args[1]), kind, hidden, gid))
+    return sorted(out, key=lambda c: (c.hidden, c.name))
+
+
+def absent_modules(nb) -> list[str]:
+    """The modules the grading sandbox leaves out for this notebook.
+
+    Declared in the solution notebook's metadata::
+
+        "course_grading": {"absent_modules": ["course_utils.saliency", ...]}
+
+    Default: every module of `checks.DEFAULT_FORBID` except those the older
+    ``allow_imports`` key allows.
+    """
+    from .checks import DEFAULT_FORBID
+
+    settings = nb.metadata.get("course_grading", {}) or {}
+    declared = settings.get("absent_modules")
+    if declared is not None:
+        if not isinstance(declared, list) or not all(
+            isinstance(m, str) and m for m in declared
+        ):
+            raise ValueError(
+                "metadata course_grading.absent_modules must be a list of module "
+                f"names, got {declared!r}"
+            )
+        return list(declared)
+    allowed = set(settings.get("allow_imports", []) or [])
+    return [m for m in DEFAULT_FORBID if m not in allowed]

@@ -1,4 +1,7 @@
-"""Kernels for untrusted code: resource limits, another user, and a hard stop.
+"""Forked kernels with limits for `course check` on a student's own machine.
+
+Grading does not use this module: it runs every submission in an OS sandbox
+(`isolate`). What follows keeps a self-check fast and bounded.
 
 `ForkServer` starts one warm helper process (this module run as a script) that
 has imported IPython, torch, numpy and course_utils once; every kernel is a
@@ -328,6 +331,22 @@ def _serve() -> None:
 
 
 # ------------------------------------------------------- the grader's side
+
+
+def server_env(work: Path) -> dict[str, str]:
+    """The fork server's environment: threads pinned, nothing else inherited."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": str(work),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "MPLCONFIGDIR": str(work / "mpl"),
+    }
 
 
 class ForkServer:

@@ -11,15 +11,17 @@ changes the recorded outputs, which then fail to match, or leaves evidence
 (replaced helpers, calls into reference implementations) that flags the
 submission for review.
 
-Scoring: a test cell's points are shared equally among the cases its checks
-record (a short answer is one case); a case scores when the student's output
-matches the reference within the check's tolerance.
+Scoring: a test cell's points are shared equally among the cases of its
+*hidden* checks (a short answer is one case); a case scores when the
+student's output matches the reference within the check's tolerance. Visible
+checks are compared too, for feedback only. Every case ends in one
+`CaseStatus`; nothing here reads message text.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +92,24 @@ def load_record(path: Path, name: str, max_bytes: int = MAX_RECORD_BYTES) -> Rec
     return Record(meta, arrays)
 
 
+class CaseStatus(enum.Enum):
+    """How one case of a check ended."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # ran, but the output does not match
+    RAISED = "raised"  # the student's code raised, or returned the wrong type
+    MISSING = "missing"  # no record: the harness did not reach this check
+    MALFORMED = "malformed"  # a record that is not what the harness writes
+
+
 @dataclass
 class Check:
-    """A reference check: which test cell it belongs to and what it expects."""
+    """A reference check: its test cell, whether it is hidden, what it expects."""
 
     name: str
     grade_id: str
     record: Record
+    hidden: bool = True
 
     @property
     def units(self) -> int:
@@ -105,16 +118,46 @@ class Check:
             return 1
         return len(self.record.meta["cases"])
 
+    def labels(self) -> list[str]:
+        if self.record.meta["kind"] == "value":
+            return [self.name]
+        return [
+            c.get("label", f"case {i}") for i, c in enumerate(self.record.meta["cases"])
+        ]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    check: str
+    label: str
+    status: CaseStatus
+    why: str = ""
+    hidden: bool = True
+
 
 @dataclass
 class CellVerdict:
-    """Score and explanation of one auto-graded test cell."""
+    """Score and explanation of one auto-graded test cell (hidden cases score)."""
 
     grade_id: str
     max_points: float
-    passed: int = 0
-    total: int = 0
-    lines: list[str] = field(default_factory=list)
+    cases: list[CaseResult] = field(default_factory=list)
+
+    def _hidden(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.hidden]
+
+    @property
+    def passed(self) -> int:
+        return sum(c.status is CaseStatus.PASSED for c in self._hidden())
+
+    @property
+    def total(self) -> int:
+        return len(self._hidden())
+
+    @property
+    def complete(self) -> bool:
+        """Every hidden case has a result (the harness reached it)."""
+        return all(c.status is not CaseStatus.MISSING for c in self._hidden())
 
     @property
     def score(self) -> float:
@@ -122,26 +165,50 @@ class CellVerdict:
             return 0.0
         return round(self.max_points * self.passed / self.total, 2)
 
+    @property
+    def lines(self) -> list[str]:
+        """Feedback: visible cases (✓/✗ with the reason), then the hidden tally."""
+        out = []
+        for c in self.cases:
+            if not c.hidden:
+                mark = "✓" if c.status is CaseStatus.PASSED else "✗"
+                out.append(
+                    f"{mark} visible {c.check}: {c.label}"
+                    + (f" — {c.why}" if c.why else "")
+                )
+        hidden = self._hidden()
+        if hidden:
+            out.append(f"hidden tests: {self.passed}/{self.total} cases pass")
+            out += [
+                f"  ✗ {c.check}: {c.label} — {c.why}"
+                for c in hidden
+                if c.status is not CaseStatus.PASSED
+            ]
+        return out
+
 
 @dataclass
 class Verdict:
-    """The verdict on one notebook: per-cell scores and review flags."""
+    """The verdict on one notebook: per-cell scores and review notes."""
 
     cells: dict[str, CellVerdict]
-    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def score(self, grade_id: str) -> float:
         return self.cells[grade_id].score
 
 
 def reference_checks(
-    cell_records: dict[str, list[str]], files: dict[str, Path]
+    cell_records: dict[str, list[str]],
+    files: dict[str, Path],
+    hidden: dict[str, bool] | None = None,
 ) -> dict[str, Check]:
     """The checks the solution recorded, keyed by name.
 
     Args:
         cell_records: for each test cell's grade id, the records it wrote.
         files: record name → file, from the reference run.
+        hidden: check name → whether it sits in a hidden-tests block.
     Raises:
         RecordError: a record is malformed or two cells wrote the same name.
     """
@@ -150,37 +217,22 @@ def reference_checks(
         for name in names:
             if name in out:
                 raise RecordError(f"check {name!r} is recorded by two cells")
-            out[name] = Check(name, gid, load_record(files[name], name))
+            out[name] = Check(
+                name,
+                gid,
+                load_record(files[name], name),
+                (hidden or {}).get(name, True),
+            )
     return out
 
 
-def _runtime_flags(meta: dict) -> list[str]:
-    flags = []
-    hits = meta.get("tripwire") or []
-    if hits:
-        flags.append(
-            f"called a reference implementation: {', '.join(map(str, hits[:5]))}"
-        )
-    if meta.get("profiler_disabled"):
-        flags.append("replaced the profiler hook the grader watches calls with")
-    tampered = meta.get("tampered") or []
-    if tampered:
-        flags.append(f"replaced {', '.join(map(str, tampered[:8]))}")
-    banned = meta.get("banned_modules") or []
-    if banned:
-        flags.append(f"imported {', '.join(map(str, banned))}")
-    return flags
-
-
-def _compare_case(check: Check, record: Record, i: int) -> tuple[bool, str]:
+def _compare_case(check: Check, record: Record, i: int) -> tuple[CaseStatus, str]:
     ref = check.record
-    case = record.meta["cases"][i]
-    label = ref.meta["cases"][i].get("label", f"case {i}")
-    error = case.get("error")
+    error = record.meta["cases"][i].get("error")
     if error:
-        return False, f"{label}: raised {str(error)[:200]}"
+        return CaseStatus.RAISED, f"raised {str(error)[:200]}"
     if i not in record.arrays:
-        return False, f"{label}: no output recorded"
+        return CaseStatus.RAISED, "no output"
     cmp = ref.meta.get("compare", {})
     ok, why = checks.compare_arrays(
         record.arrays[i],
@@ -189,23 +241,26 @@ def _compare_case(check: Check, record: Record, i: int) -> tuple[bool, str]:
         float(cmp.get("rtol", 1e-3)),
         float(cmp.get("atol", 1e-5)),
     )
-    return ok, "" if ok else f"{label}: {why}"
+    return (CaseStatus.PASSED, "") if ok else (CaseStatus.FAILED, why)
 
 
-def _compare_value(check: Check, record: Record) -> tuple[bool, str]:
+def _compare_value(check: Check, record: Record) -> tuple[CaseStatus, str]:
     ref = check.record.meta
     if record.meta.get("error"):
-        return False, f"answer has the wrong form: {str(record.meta['error'])[:200]}"
+        return (
+            CaseStatus.RAISED,
+            f"answer has the wrong form: {str(record.meta['error'])[:200]}",
+        )
     value, expected = record.meta.get("value"), ref.get("value")
     kind = ref.get("value_kind", "choice")
     try:
         value = checks.normalize_value(value, kind)
     except (TypeError, ValueError) as exc:
-        return False, f"answer has the wrong form: {exc}"
-    if kind == "number" and not math.isfinite(float(value)):
-        return False, "answer is not a finite number"
+        return CaseStatus.RAISED, f"answer has the wrong form: {exc}"
     ok, _ = checks.compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
-    return ok, "" if ok else f"answer {value!r} is not the expected one"
+    if ok:
+        return CaseStatus.PASSED, ""
+    return CaseStatus.FAILED, f"answer {value!r} is not the expected one"
 
 
 def verify(
@@ -213,21 +268,29 @@ def verify(
     student_files: dict[str, Path],
     max_points: dict[str, float],
 ) -> Verdict:
-    """Compare a submission's records with the reference.
+    """Compare a submission's records (from the harness) with the reference.
 
     Args:
         reference: from `reference_checks`.
-        student_files: record name → file copied out of the student's kernel.
+        student_files: record name → file copied out of the sandbox.
         max_points: points of every auto-graded test cell, by grade id.
     """
     cells = {gid: CellVerdict(gid, pts) for gid, pts in max_points.items()}
-    flags: list[str] = []
+    notes: list[str] = []
     for name, check in reference.items():
         cell = cells.setdefault(check.grade_id, CellVerdict(check.grade_id, 0.0))
-        cell.total += check.units
+        labels = check.labels()
+
+        def add(status, why="", i=None, _c=check, _cell=cell, _labels=labels):
+            for k, label in enumerate(_labels):
+                if i is None or k == i:
+                    _cell.cases.append(
+                        CaseResult(_c.name, label, status, why, _c.hidden)
+                    )
+
         path = student_files.get(name)
         if path is None:
-            cell.lines.append(f"{name}: no result (the cell did not run to this check)")
+            add(CaseStatus.MISSING, "not run (an earlier cell stopped the kernel)")
             continue
         try:
             record = load_record(path, name)
@@ -238,21 +301,16 @@ def verify(
                 and len(record.meta["cases"]) != check.units
             ):
                 raise RecordError(f"record {name} lists the wrong number of cases")
-        except RecordError as exc:
-            cell.lines.append(f"{name}: {exc}")
-            flags.append(f"malformed record: {exc}")
+        except (RecordError, RecursionError, KeyError, TypeError) as exc:
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+            add(CaseStatus.MALFORMED, why)
+            notes.append(f"malformed record {name}: {why}")
             continue
-        for flag in _runtime_flags(record.meta):
-            if flag not in flags:
-                flags.append(flag)
         if record.meta["kind"] == "value":
-            ok, why = _compare_value(check, record)
-            cell.passed += ok
-            cell.lines.append(f"{name}: {'correct' if ok else why}")
+            status, why = _compare_value(check, record)
+            add(status, why)
             continue
-        results = [_compare_case(check, record, i) for i in range(check.units)]
-        passed = sum(ok for ok, _ in results)
-        cell.passed += passed
-        cell.lines.append(f"{name}: {passed}/{check.units} cases match the reference")
-        cell.lines += [f"  {why}" for ok, why in results if not ok]
-    return Verdict(cells, flags)
+        for i in range(check.units):
+            status, why = _compare_case(check, record, i)
+            add(status, why, i)
+    return Verdict(cells, notes)

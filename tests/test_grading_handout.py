@@ -1,0 +1,82 @@
+"""`course handout DIR`: the student repository holds no answer.
+
+Built from this repository: no solutions/, no grading fixtures or grading
+tests, no module a set declares absent from its grading sandbox (nor what
+imports one), and no line of any solution block or hidden test anywhere.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from course_utils import cli
+from course_utils.grading import notebooks as nbs
+from course_utils.grading.course import Course
+from course_utils.grading.handout import handout, scan, secrets_of
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE = Course.load(ROOT)
+
+
+@pytest.fixture(scope="module")
+def student_repo(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("handout") / "repo"
+    return handout(COURSE, dest), dest
+
+
+def test_the_handout_has_no_instructor_files(student_repo):
+    report, dest = student_repo
+    assert report.written and (dest / "README.md").is_file()
+    assert (dest / "exercises").is_dir()
+    for gone in (
+        "solutions",
+        "tests/grading_cases",
+        "tests/test_exercises.py",
+        "gradebook.db",
+        "course_utils/saliency",
+        "course_utils/reference.py",
+    ):
+        assert not (dest / gone).exists(), gone
+    assert not list(dest.glob("tests/test_grading_*.py"))
+
+
+def test_no_course_module_a_set_keeps_out_of_its_sandbox_ships(student_repo):
+    report, dest = student_repo
+    absent = set()
+    for set_id in COURSE.sets():
+        for path in COURSE.source_notebooks(set_id):
+            absent.update(nbs.absent_modules(nbs.read_notebook(path)))
+    # Captum is a public library students install; the course's own modules stay out.
+    assert set(report.absent_modules) == {m for m in absent if m != "captum"}
+    for module in absent:
+        if module.startswith("course_utils."):
+            rel = Path(*module.split("."))
+            assert not (dest / rel).exists() and not (dest / f"{rel}.py").exists()
+    for rel, why in report.left_out.items():
+        if why.startswith("imports "):
+            assert not (dest / rel).exists()
+
+
+def test_no_solution_line_or_hidden_test_is_in_the_handout(student_repo):
+    _, dest = student_repo
+    assert len(secrets_of(COURSE)) > 20
+    assert scan(COURSE, dest) == []
+
+
+def test_the_scan_finds_a_planted_answer(tmp_path):
+    hidden = [(w, t) for w, t in secrets_of(COURSE) if "hidden" in t and "\n" not in t]
+    where, line = hidden[0]
+    (tmp_path / "notes.txt").write_text(f"copied:\n    {line}\n")
+    found = scan(COURSE, tmp_path)
+    assert f"notes.txt: {where}: {line[:60]}" in found
+
+
+def test_handout_command_refuses_an_existing_folder(tmp_path, capsys):
+    code = cli.main(["handout", str(tmp_path), "--root", str(ROOT)])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_after_the_deadline_a_sets_modules_ship(tmp_path):
+    report = handout(COURSE, tmp_path / "late", after_deadline=COURSE.sets())
+    assert report.absent_modules == []
+    assert (tmp_path / "late" / "course_utils" / "saliency").is_dir()
