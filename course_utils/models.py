@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import data
-from .saliency.core import eval_mode
+from .modes import eval_mode
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 

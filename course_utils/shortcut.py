@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import data, models
-from .saliency.core import eval_mode
+from .modes import eval_mode
 
 NAME = "small_cnn_shortcut"
 TAG_CLASS = 3

@@ -29,6 +29,15 @@ def test_shared_layer_and_models_stay_light(module):
         assert heavy not in loaded, f"{module} pulls in {heavy}"
 
 
+@pytest.mark.parametrize("module", ["course_utils.models", "course_utils.shortcut"])
+def test_models_load_without_the_saliency_methods(module):
+    """The grading sandbox leaves course_utils.saliency out; the models a case
+    passes to a student's function must still load there (eval mode comes from
+    course_utils.modes)."""
+    loaded = _modules_after(f"import {module}")
+    assert "course_utils.saliency" not in loaded
+
+
 def test_cli_offers_grading_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--help"])

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from .checks import check_int, check_model
 
 # Rows per model call for batched methods (IG steps, noisy copies, occluded
@@ -47,36 +48,6 @@ DEFAULT_BATCH_SIZE = 256
 DEFAULT_BATCH_VALUES = DEFAULT_BATCH_SIZE * 28 * 28
 
 # ------------------------------------------------- model state and hooks
-
-
-def _collect_training(module: nn.Module, out: list) -> None:
-    """Append every module in train mode (a plain recursion, cheaper than modules())."""
-    if module.training:
-        out.append(module)
-    for child in module._modules.values():
-        if child is not None:
-            _collect_training(child, out)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block; each module's own `training` flag restored after.
-
-    Only the modules that were training are switched (and switched back, in a
-    `finally`, so also when the body raises; the exception propagates
-    unchanged). Parameters are never touched: gradients are taken with
-    respect to the input only (`torch.autograd.grad`), so their
-    `requires_grad` flags stay as they are and `.grad` never accumulates.
-    """
-    training: list[nn.Module] = []
-    _collect_training(model, training)
-    try:
-        for m in training:
-            m.training = False
-        yield model
-    finally:
-        for m in training:
-            m.training = True
 
 
 @contextmanager
