@@ -119,6 +119,29 @@ class ResNetSmall(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class LinearPlusProduct(nn.Module):
+    """A table model whose Shapley values are known in closed form (ps5).
+
+    logit_k(x) = w_k · x + c_k · x₀ · x₁ for x of shape (N, D) → (N, K).
+    Shapley values against a baseline b: φᵢ = w_k,i (xᵢ − bᵢ), plus the
+    product's share, c_k/2 · (x₀ − b₀)(x₁ + b₁) on feature 0 and
+    c_k/2 · (x₁ − b₁)(x₀ + b₀) on feature 1 (they add up to
+    c_k (x₀x₁ − b₀b₁)). It lives here, not in a test cell, so a grading case
+    that holds one can be loaded in the sandbox.
+
+    Args:
+        w: (K, D) linear weights.
+        c: (K,) product weights.
+    """
+
+    def __init__(self, w: torch.Tensor, c: torch.Tensor):
+        super().__init__()
+        self.w, self.c = nn.Parameter(w), nn.Parameter(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w.T + self.c * (x[:, :1] * x[:, 1:2])
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a shipped checkpoint is built: architecture and training settings."""

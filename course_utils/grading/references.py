@@ -40,9 +40,21 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 
 
+def linear_plus_product_shapley(model, x, target, baseline) -> torch.Tensor:
+    """Closed-form Shapley values of `models.LinearPlusProduct` (see its docstring):
+    (N, D) for x (N, D), one target per row or one for all, baseline (D,)."""
+    t = torch.as_tensor(target).expand(len(x))
+    w, c, b = model.w.detach()[t], model.c.detach()[t], baseline
+    phi = w * (x - b)
+    phi[:, 0] += c / 2 * (x[:, 0] - b[0]) * (x[:, 1] + b[1])
+    phi[:, 1] += c / 2 * (x[:, 1] - b[1]) * (x[:, 0] + b[0])
+    return phi
+
+
 REFERENCES = {
     "path_points": path_points,
     "noise_sigma": noise_sigma,
     "smoothgrad_from_noise": smoothgrad_from_noise,
     "spearman": spearman,
+    "linear_plus_product_shapley": linear_plus_product_shapley,
 }
