@@ -215,16 +215,23 @@ def repeat_rows(idx, repeats: int):
     return idx if isinstance(idx, int) else idx.repeat_interleave(repeats)
 
 
-def select(logits: object, idx, hi: int) -> torch.Tensor:
-    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K."""
+def select(logits: object, idx, hi: int, rows: int | None = None) -> torch.Tensor:
+    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K.
+
+    `rows`: the number of inputs the model was called on; the logits must have
+    that many rows (checked also for an int target, whose `idx` carries no
+    count). Without it only a tensor idx's length is compared.
+    """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
         raise ValueError(
             f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
         )
-    if not isinstance(idx, int) and logits.shape[0] != idx.shape[0]:
+    if rows is None and not isinstance(idx, int):
+        rows = idx.shape[0]
+    if rows is not None and logits.shape[0] != rows:
         raise ValueError(
-            f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
+            f"model returned {logits.shape[0]} rows for {rows} inputs; "
             "model must map (N, C, H, W) to (N, K)"
         )
     k = logits.shape[1]
@@ -394,7 +401,14 @@ def removing_hooks() -> Iterator[list]:
 
 @contextmanager
 def capture_output(module: nn.Module) -> Iterator[dict]:
-    """Record `module`'s output tensor (under key "output") on each forward."""
+    """Record `module`'s output tensor (under key "output") on each forward.
+
+    The output is kept as it was produced: the rest of the model gets a clone
+    (as Captum's layer methods do), so an in-place op downstream (ResNet's
+    `out += identity`, an in-place ReLU after BatchNorm, `F.relu(...,
+    inplace=True)`) changes the clone, not the recorded value, and the
+    gradient with respect to the recorded tensor is ∂f/∂A for A as produced.
+    """
     store: dict = {}
 
     def hook(_module, _inputs, output):
@@ -403,6 +417,7 @@ def capture_output(module: nn.Module) -> Iterator[dict]:
                 f"layer must output a single tensor, got {type(output).__name__}"
             )
         store["output"] = output
+        return output.clone()
 
     with removing_hooks() as handles:
         handles.append(module.register_forward_hook(hook))
@@ -436,7 +451,7 @@ def input_gradient(
     leaf = as_leaf(x)
     with torch.enable_grad():
         logits = model(leaf)
-        out = select(logits, idx, hi)
+        out = select(logits, idx, hi, rows=leaf.shape[0])
         (grad,) = torch.autograd.grad(out.sum(), leaf)
     return grad, logits.detach()
 

@@ -67,6 +67,13 @@ def grad_cam(
         upsample: resize to x's (H, W) bilinearly (default True).
     Returns:
         (N, 1, H, W) if upsample else (N, 1, h, w); detached, on x's device.
+    Raises:
+        ValueError: naming the layer, if it is not called, or its output does
+            not depend on x or does not feed the logits.
+
+    A is kept as the layer produced it: the rest of the model runs on a copy
+    (`capture_output`), so in-place ops downstream (ResNet's `out +=
+    identity`, in-place ReLUs) do not alter it.
 
     Captum: `LayerGradCam(model, module).attribute(x, target=target,
     relu_attributions=relu)`, then `LayerAttribution.interpolate(attr, (H,
@@ -81,9 +88,10 @@ def grad_cam(
     with eval_mode(model), capture_output(module) as store:
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx, hi)
+            out = select(model(leaf), idx, hi, rows=leaf.shape[0])
             act = _captured(store, layer)
-            (grad,) = torch.autograd.grad(out.sum(), act)
+            (grad,) = torch.autograd.grad(out.sum(), act, allow_unused=True)
+    _check_used(grad, layer)
     cam = cam_from(act.detach(), grad, relu)
     return upsample_cam(cam, x.shape[2:]) if upsample else cam
 
@@ -95,3 +103,13 @@ def _captured(store: dict, layer) -> torch.Tensor:
     if not act.requires_grad:
         raise ValueError(f"layer {layer!r} output does not depend on the input x")
     return act
+
+
+def _check_used(grad, layer) -> None:
+    """ValueError if the layer's output did not feed the model's output."""
+    if grad is None:
+        raise ValueError(
+            f"layer {layer!r} runs in the forward pass but its output does not "
+            "feed the model's output (no gradient reaches it); pick a layer on "
+            "the path to the logits"
+        )

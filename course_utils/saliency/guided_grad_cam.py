@@ -16,7 +16,7 @@ from ._common import (
     resolve_target,
     select,
 )
-from .grad_cam import _captured, cam_from, upsample_cam
+from .grad_cam import _captured, _check_used, cam_from, upsample_cam
 from .guided_backprop import relu_rule
 
 
@@ -32,8 +32,8 @@ def guided_grad_cam(
     Gradient-based Localization", ICCV 2017 (section 3.2).
 
     Args:
-        model: maps (N, C, H, W) inputs to (N, K) logits, with out-of-place
-            nn.ReLU modules (see `guided_backprop`).
+        model: maps (N, C, H, W) inputs to (N, K) logits, with nn.ReLU
+            modules, in-place or not (see `guided_backprop`).
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
         layer: Grad-CAM's layer (dotted name or module); None (default) =
@@ -41,7 +41,7 @@ def guided_grad_cam(
     Returns:
         (N, C, H, W) attributions, detached, on x's device.
     Raises:
-        ValueError: naming `model`, if it has an in-place nn.ReLU.
+        ValueError: naming the layer, if its output does not feed the logits.
 
     One forward pass serves both maps: the ReLUs' backward rule is switched
     from the true gradient (for Grad-CAM's ∂f/∂A) to the guided one (for the
@@ -62,9 +62,12 @@ def guided_grad_cam(
     ):
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx, hi).sum()
+            out = select(model(leaf), idx, hi, rows=leaf.shape[0]).sum()
             act = _captured(store, layer)
-            (grad,) = torch.autograd.grad(out, act, retain_graph=True)
+            (grad,) = torch.autograd.grad(
+                out, act, retain_graph=True, allow_unused=True
+            )
+            _check_used(grad, layer)
             switch["rule"] = "guided"
             (guided,) = torch.autograd.grad(out, leaf)
     cam = cam_from(act.detach(), grad, relu=True)

@@ -200,14 +200,17 @@ def integrated_gradients(
             block_idx = idx if isinstance(idx, int) else idx[rows].repeat(n_block)
             grad, _ = input_gradient(model, points, block_idx, hi)
             # Σ_k w_k ∇f(point_k): one matrix product over the block's steps.
-            summed = weights[steps][None] @ grad.view(n_block, -1)
-            total[rows] += summed.view(total[rows].shape)
+            # reshape, not view: a channels_last input or model gives
+            # channels_last gradients, which are not contiguous.
+            summed = weights[steps][None] @ grad.reshape(n_block, -1)
+            total[rows] += summed.reshape(total[rows].shape)
         attr = total * diff
         if not return_delta:
             return attr
         with torch.inference_mode():
             ends = torch.cat([x, base])
             both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-            out = select(both, idx if isinstance(idx, int) else idx.repeat(2), hi)
+            both_idx = idx if isinstance(idx, int) else idx.repeat(2)
+            out = select(both, both_idx, hi, rows=2 * n)
     delta = attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])
     return attr, delta.clone()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
-
 import torch
 from torch import nn
 
@@ -75,28 +73,21 @@ def window_matrix(
 
     Window (a, b) covers rows a·stride … a·stride + patch − 1 and columns
     b·stride … b·stride + patch − 1, clipped to the image; j = a·n_cols + b.
+    M = rows ⊗ cols of the two `axis_indicators`; it is for reading and
+    small tests only: `occlusion` never builds it (it has n_windows × H·W
+    entries, 9.8 GB for stride 1 at 224×224) and folds the drops back with
+    the two 1-D indicators instead.
     """
-
-    def axis(size: int) -> torch.Tensor:
-        starts = torch.arange(_windows(size, patch, stride), device=device) * stride
-        pos = torch.arange(size, device=device)
-        return ((pos >= starts[:, None]) & (pos < starts[:, None] + patch)).to(dtype)
-
-    rows, cols = axis(height), axis(width)
+    rows = axis_indicators(height, patch, stride, device).to(dtype)
+    cols = axis_indicators(width, patch, stride, device).to(dtype)
     return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(-1, height * width)
 
 
-@lru_cache(maxsize=32)
-def _window_tensors(height, width, patch, stride, device, dtype):
-    """(M, masks, 1/count) for a window setting, cached (callers must not modify).
-
-    M is `window_matrix`; masks (1 + n_windows, 1, H, W) bool, whose row 0
-    occludes nothing (it evaluates the clean input); 1/count (H·W,) the
-    reciprocal of the number of windows covering each pixel.
-    """
-    member = window_matrix(height, width, patch, stride, device, dtype)
-    masks = torch.cat([member.new_zeros(1, height * width), member]).bool()
-    return member, masks.view(-1, 1, height, width), 1 / member.sum(0)
+def axis_indicators(size: int, patch: int, stride: int, device=None) -> torch.Tensor:
+    """(n_windows along the axis, size) bool: [a, i] = pixel i ∈ the a-th window."""
+    starts = torch.arange(_windows(size, patch, stride), device=device) * stride
+    pos = torch.arange(size, device=device)
+    return (pos >= starts[:, None]) & (pos < starts[:, None] + patch)
 
 
 def _stack_blocks(blocks: list, n_outer: int, n_rows: int) -> torch.Tensor:
@@ -163,23 +154,41 @@ def occlusion(
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    member, masks, inv_count = _window_tensors(
-        height, width, patch, stride, x.device, x.dtype
-    )
+    # Windows are separable: window j = (a, b) is rows_ind[a] ⊗ cols_ind[b].
+    # A leading all-False row in each makes grid index 0 (a = b = 0) the
+    # clean input; grid index g ≥ 1 is window g − 1.
+    rows_ind = axis_indicators(height, patch, stride, x.device)
+    cols_ind = axis_indicators(width, patch, stride, x.device)
+    n_a, n_b = rows_ind.shape[0], cols_ind.shape[0]
+    rows_pad = torch.cat([rows_ind.new_zeros(1, height), rows_ind])
+    cols_pad = torch.cat([cols_ind.new_zeros(1, width), cols_ind])
+    n_grid = 1 + n_a * n_b
     scores = []
     with eval_mode(model), torch.inference_mode():
         # Window-major like Captum; a block of w windows × r rows is one
-        # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W) rows.
-        for windows, rows in grid_chunks(masks.shape[0], n, batch_size):
-            copies = torch.where(masks[windows, None], base[rows], x[rows])
+        # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W)
+        # rows; the masks are built per block (O(batch × image) memory).
+        for windows, rows in grid_chunks(n_grid, n, batch_size):
+            j = torch.arange(windows.start, windows.stop, device=x.device) - 1
+            a = torch.where(j >= 0, j // n_b + 1, 0)
+            b = torch.where(j >= 0, j % n_b + 1, 0)
+            masks = rows_pad[a][:, :, None] & cols_pad[b][:, None, :]
+            copies = torch.where(masks[:, None, None], base[rows], x[rows])
             logits = model(copies.flatten(0, 1))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
             block_idx = (
                 idx if isinstance(idx, int) else idx[rows].repeat(copies.shape[0])
             )
-            scores.append(select(logits, block_idx, hi).view(copies.shape[0], -1))
-        scores = _stack_blocks(scores, masks.shape[0], n)
-        drops = scores[:1] - scores[1:]  # (windows, N)
-        attr = (drops.T @ member) * inv_count
-    return attr.view(n, 1, height, width).expand(n, c, height, width).clone()
+            picked = select(
+                logits, block_idx, hi, rows=copies.shape[0] * copies.shape[1]
+            )
+            scores.append(picked.view(copies.shape[0], -1))
+        scores = _stack_blocks(scores, n_grid, n)
+        drops = (scores[:1] - scores[1:]).T.reshape(n, n_a, n_b)
+        # Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row,
+        # divided by the number of windows covering p (also separable).
+        r, c_ = rows_ind.to(x.dtype), cols_ind.to(x.dtype)
+        attr = r.T @ drops @ c_  # (N, H, W)
+        attr = attr / (r.sum(0)[:, None] * c_.sum(0)[None, :])
+    return attr[:, None].expand(n, c, height, width).clone()
