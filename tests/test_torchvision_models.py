@@ -98,7 +98,7 @@ def assert_unchanged(before, model, x):
 
 @pytest.mark.parametrize("method", list(sal.METHODS))
 def test_matches_captum(net, x, method):
-    name, model = net
+    _, model = net
     ours = call(sal, method, model, x)
     theirs = call(ref, method, model, x)
     scale = theirs.abs().max()
