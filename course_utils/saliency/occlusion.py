@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import nn
@@ -91,6 +92,33 @@ def axis_indicators(size: int, patch: int, stride: int, device=None) -> torch.Te
     return (pos >= starts[:, None]) & (pos < starts[:, None] + patch)
 
 
+@lru_cache(maxsize=16)
+def _separable_windows(height, width, patch, stride, device, dtype):
+    """The 1-D pieces of a window setting, cached (small; callers must not modify).
+
+    Windows are separable: window j = (a, b) covers rows_ind[a] ⊗ cols_ind[b]
+    (`axis_indicators`). Returns rows_pad (1 + n_a, H) and cols_pad
+    (1 + n_b, W) bool, the indicators with a leading all-False row; grid_a,
+    grid_b (1 + n_a·n_b,) int64, the padded row/column indicator of each grid
+    entry: entry 0 (a = b = 0, nothing occluded) is the clean input, entry
+    g ≥ 1 is window g − 1; and 1/count (H, W), the reciprocal of the number
+    of windows covering each pixel. Memory O(n_windows + H·W), never
+    windows × pixels (9.8 GB for stride 1 at 224×224).
+    """
+    rows_ind = axis_indicators(height, patch, stride, device)
+    cols_ind = axis_indicators(width, patch, stride, device)
+    n_a, n_b = rows_ind.shape[0], cols_ind.shape[0]
+    rows_pad = torch.cat([rows_ind.new_zeros(1, height), rows_ind])
+    cols_pad = torch.cat([cols_ind.new_zeros(1, width), cols_ind])
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    grid_a = torch.cat(
+        [zero, torch.arange(1, n_a + 1, device=device).repeat_interleave(n_b)]
+    )
+    grid_b = torch.cat([zero, torch.arange(1, n_b + 1, device=device).repeat(n_a)])
+    count = rows_ind.sum(0).to(dtype)[:, None] * cols_ind.sum(0).to(dtype)[None, :]
+    return rows_pad, cols_pad, grid_a, grid_b, 1 / count
+
+
 def _stack_blocks(blocks: list, n_outer: int, n_rows: int) -> torch.Tensor:
     """Reassemble grid_chunks' (outer × rows) score blocks into (n_outer, n_rows)."""
     if all(b.shape[1] == n_rows for b in blocks):
@@ -155,24 +183,17 @@ def occlusion(
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    # Windows are separable: window j = (a, b) is rows_ind[a] ⊗ cols_ind[b].
-    # A leading all-False row in each makes grid index 0 (a = b = 0) the
-    # clean input; grid index g ≥ 1 is window g − 1.
-    rows_ind = axis_indicators(height, patch, stride, x.device)
-    cols_ind = axis_indicators(width, patch, stride, x.device)
-    n_a, n_b = rows_ind.shape[0], cols_ind.shape[0]
-    rows_pad = torch.cat([rows_ind.new_zeros(1, height), rows_ind])
-    cols_pad = torch.cat([cols_ind.new_zeros(1, width), cols_ind])
-    n_grid = 1 + n_a * n_b
+    rows_pad, cols_pad, grid_a, grid_b, inv_count = _separable_windows(
+        height, width, patch, stride, x.device, x.dtype
+    )
+    n_grid = grid_a.shape[0]
     scores = []
     with eval_mode(model), torch.inference_mode():
         # Window-major like Captum; a block of w windows × r rows is one
         # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W)
         # rows; the masks are built per block (O(batch × image) memory).
         for windows, rows in grid_chunks(n_grid, n, batch_size):
-            j = torch.arange(windows.start, windows.stop, device=x.device) - 1
-            a = torch.where(j >= 0, j // n_b + 1, 0)
-            b = torch.where(j >= 0, j % n_b + 1, 0)
+            a, b = grid_a[windows], grid_b[windows]
             masks = rows_pad[a][:, :, None] & cols_pad[b][:, None, :]
             copies = torch.where(masks[:, None, None], base[rows], x[rows])
             logits = model(copies.flatten(0, 1))
@@ -186,10 +207,11 @@ def occlusion(
             )
             scores.append(picked.view(copies.shape[0], -1))
         scores = _stack_blocks(scores, n_grid, n)
+        n_a, n_b = rows_pad.shape[0] - 1, cols_pad.shape[0] - 1
         drops = (scores[:1] - scores[1:]).T.reshape(n, n_a, n_b)
         # Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row,
         # divided by the number of windows covering p (also separable).
-        r, c_ = rows_ind.to(x.dtype), cols_ind.to(x.dtype)
-        attr = r.T @ drops @ c_  # (N, H, W)
-        attr = attr / (r.sum(0)[:, None] * c_.sum(0)[None, :])
+        r = rows_pad[1:].to(x.dtype)
+        c_ = cols_pad[1:].to(x.dtype)
+        attr = (r.T @ drops @ c_) * inv_count  # (N, H, W)
     return attr[:, None].expand(n, c, height, width).clone()
