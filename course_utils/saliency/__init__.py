@@ -32,8 +32,9 @@ x's shape.
 Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
 evaluations an occlusion setting costs), `default_layer(model)`,
 `get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE` (rows per model
-call for digits) and `default_batch_size(x)` (rows per call for inputs like
-x, fewer for larger images).
+call for digits) and `default_batch_size(x, model)` (rows per call for inputs
+like x on that model, sized by one row's activation memory; see
+`saliency.batching`).
 """
 
 from ._common import DEFAULT_BATCH_SIZE, default_batch_size, default_layer, get_layer

@@ -99,18 +99,31 @@ def check_int(value: object, name: str, low: int, high: int | None = None) -> in
     return value
 
 
-def default_batch_size(x: torch.Tensor) -> int:
-    """Rows per model call for inputs like x: DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1.
+def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:
+    """Rows per model call for inputs like x (on `model`, when given).
 
-    256 for 1×28×28 digits, 16 for 3×64×64 images.
+    With the model: sized by what one row costs on it, its activation memory
+    (`batching.rows_per_call`, measured once per model and input shape):
+    256 for SmallCNN on 1×28×28 digits, 32 for ResNetSmall, 4 for ResNet-18
+    on 3×224×224. Without: the input-size fallback
+    DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1 (256 for digits, 16 for 3×64×64).
     """
+    if model is not None:
+        from .batching import rows_per_call
+
+        return rows_per_call(model, x)
     return max(1, DEFAULT_BATCH_VALUES // max(1, x[0].numel()))
 
 
-def check_batch_size(batch_size: object, x: torch.Tensor | None = None) -> int:
-    """None → `default_batch_size(x)` (DEFAULT_BATCH_SIZE without x); else int ≥ 1."""
+def check_batch_size(
+    batch_size: object, x: torch.Tensor | None = None, model: nn.Module | None = None
+) -> int:
+    """None → `default_batch_size(x, model)` (DEFAULT_BATCH_SIZE without x).
+
+    Otherwise an int ≥ 1.
+    """
     if batch_size is None:
-        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x)
+        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x, model)
     return check_int(batch_size, "batch_size", 1)
 
 
@@ -250,9 +263,14 @@ def select(logits: object, idx, hi: int, rows: int | None = None) -> torch.Tenso
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
-    """Slices start:stop covering range(n) in pieces of at most batch_size."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
+    """Slices start:stop covering range(n) in pieces of at most batch_size.
+
+    The fewest pieces, of (nearly) equal size (`batching.balanced`): 8 rows
+    with batch_size 5 run as 4 + 4, not 5 + 3.
+    """
+    from .batching import balanced
+
+    yield from balanced(n, batch_size)
 
 
 def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
@@ -262,15 +280,17 @@ def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
     input row) pairs. With batch_size ≥ n_rows each block holds whole outer
     entries (⌊batch_size / n_rows⌋ of them, all rows), so it is built by
     broadcasting, without gathers; otherwise one outer entry and at most
-    batch_size rows. Every block has at most batch_size cells.
+    batch_size rows. Every block has at most batch_size cells, and blocks are
+    balanced (`chunks`): 50 steps of one row with batch_size 8 run as
+    8 + 7 × 6, not 8 × 6 + 2.
     """
     if batch_size >= n_rows:
-        per = batch_size // n_rows
-        for start in range(0, n_outer, per):
-            yield slice(start, min(start + per, n_outer)), slice(0, n_rows)
+        for outer in chunks(n_outer, batch_size // n_rows):
+            yield outer, slice(0, n_rows)
     else:
+        row_blocks = list(chunks(n_rows, batch_size))
         for outer in range(n_outer):
-            for rows in chunks(n_rows, batch_size):
+            for rows in row_blocks:
                 yield slice(outer, outer + 1), rows
 
 

@@ -148,8 +148,10 @@ def integrated_gradients(
             "riemann_trapezoid".
         batch_size: most rows per model call; the N·n_steps path points run
             in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
-            of batch_size rows of one step). Default `default_batch_size(x)`:
-            256 rows for 1×28×28 digits, 16 for 3×64×64 images.
+            of batch_size rows of one step). Default `default_batch_size(x, model)`:
+            sized by one row's activation memory on the model (256 rows for
+            SmallCNN on digits, 4 for ResNet-18 at 3×224×224; chunks
+            balanced).
         return_delta: also return the completeness gap per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device; with return_delta,
@@ -179,7 +181,7 @@ def integrated_gradients(
             "n_steps must be an int ≥ 2 for method='riemann_trapezoid' (the rule "
             f"needs both ends); use ≥ 1 with the other rules, got {n_steps}"
         )
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     n = x.shape[0]
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model, extra=BASELINES)

@@ -162,8 +162,9 @@ def occlusion(
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋
             whole windows (or batch_size rows of one window when N is
-            larger). Default `default_batch_size(x)`: 256 rows for 1×28×28
-            digits, 16 for 3×64×64 images. See `forward_passes_occlusion` for
+            larger). Default `default_batch_size(x, model)`: sized by one row's
+            activation memory on the model (256 rows for SmallCNN on digits,
+            4 for ResNet-18 at 3×224×224). See `forward_passes_occlusion` for
             the count.
     Returns:
         (N, C, H, W) drops (equal across channels), detached, on x's device.
@@ -179,7 +180,7 @@ def occlusion(
     n, c, height, width = x.shape
     patch, stride = _check_patch_stride(patch, stride, height, width)
     output = check_choice(output, "output", OUTPUTS)
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
