@@ -119,13 +119,6 @@ def _separable_windows(height, width, patch, stride, device, dtype):
     return rows_pad, cols_pad, grid_a, grid_b, 1 / count
 
 
-def _stack_blocks(blocks: list, n_outer: int, n_rows: int) -> torch.Tensor:
-    """Reassemble grid_chunks' (outer × rows) score blocks into (n_outer, n_rows)."""
-    if all(b.shape[1] == n_rows for b in blocks):
-        return torch.cat(blocks)
-    return torch.cat(blocks, dim=1).view(n_outer, n_rows)
-
-
 def occlusion(
     model: nn.Module,
     x: torch.Tensor,
@@ -188,7 +181,9 @@ def occlusion(
         height, width, patch, stride, x.device, x.dtype
     )
     n_grid = grid_a.shape[0]
-    scores = []
+    # One (windows + 1, N) buffer filled block by block: no per-block tensors
+    # kept alive (each would pin its logits; thousands of them at stride 1).
+    scores = x.new_empty(n_grid, n)
     with eval_mode(model), torch.inference_mode():
         # Window-major like Captum; a block of w windows × r rows is one
         # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W)
@@ -206,8 +201,7 @@ def occlusion(
             picked = select(
                 logits, block_idx, hi, rows=copies.shape[0] * copies.shape[1]
             )
-            scores.append(picked.view(copies.shape[0], -1))
-        scores = _stack_blocks(scores, n_grid, n)
+            scores[windows, rows] = picked.view(copies.shape[0], -1)
         n_a, n_b = rows_pad.shape[0] - 1, cols_pad.shape[0] - 1
         drops = (scores[:1] - scores[1:]).T.reshape(n, n_a, n_b)
         # Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row,
