@@ -367,6 +367,7 @@ class _Explorer:
         try:
             self.update()
         except (ValueError, TypeError) as err:
+            self.view.remove_class("sal-busy")
             self.status.value = (
                 f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
             )
