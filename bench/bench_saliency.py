@@ -559,7 +559,7 @@ def _forked(fn, repeats: int) -> dict:
     return json.loads(data)
 
 
-def bench_large(repeats: int, only=None) -> list:
+def bench_large(repeats: int, only=None, rounds: int = 2) -> list:
     """The ResNet-18 3×224×224 table (batch 1 and 8), each cell a forked process."""
     missed = []
     for batch, (n_steps, n_samples, patch) in LARGE_SETTINGS.items():
@@ -587,7 +587,18 @@ def bench_large(repeats: int, only=None) -> list:
             if only and method not in only:
                 continue
             variants = table[method]
-            res = {v: _forked(fn, repeats) for v, fn in variants.items()}
+            # rounds: every variant once per round, interleaved, medians
+            runs = {v: [] for v in variants}
+            for _ in range(rounds):
+                for v, fn in variants.items():
+                    runs[v].append(_forked(fn, repeats))
+            res = {
+                v: {
+                    "s": statistics.median(r["s"] for r in rs),
+                    "mb": max(r["mb"] for r in rs),
+                }
+                for v, rs in runs.items()
+            }
             best = [v for v in variants if "=" in v]
             best_v = min(best, key=lambda v: res[v]["s"]) if best else None
             ours, cap, floor = res["ours"], res["cap"], res["floor"]
@@ -655,6 +666,12 @@ def main():
     parser.add_argument(
         "--repeats", type=int, default=2, help="for --large: timed runs of calls < 5 s"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="for --large: interleaved rounds of all variants (median of rounds)",
+    )
     parser.add_argument("--stride1", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stride1:
@@ -662,7 +679,7 @@ def main():
         return
     if args.large:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        missed = bench_large(args.repeats, args.only)
+        missed = bench_large(args.repeats, args.only, args.rounds)
         print(
             "\ngoals missed in this run:" if missed else "\nall goals met in this run"
         )
