@@ -104,7 +104,7 @@ def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:
 
     With the model: sized by what one row costs on it, its activation memory
     (`batching.rows_per_call`, measured once per model and input shape):
-    256 for SmallCNN on 1×28×28 digits, 32 for ResNetSmall, 4 for ResNet-18
+    256 for SmallCNN on 1×28×28 digits, 64 for ResNetSmall, 4 for ResNet-18
     on 3×224×224. Without: the input-size fallback
     DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1 (256 for digits, 16 for 3×64×64).
     """
