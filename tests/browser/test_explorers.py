@@ -58,7 +58,7 @@ SPECS = {
 }
 
 
-def _drag(ex: "Explorer", css: str, dx: float) -> None:
+def _drag(ex: Explorer, css: str, dx: float) -> None:
     """Drag the slider's handle by dx pixels and release it."""
     box = ex.handle(css).bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
