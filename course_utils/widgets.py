@@ -13,7 +13,14 @@ Each explorer is a small class with
 One change → one recompute. Controls that constrain each other (occlusion's
 stride ≤ patch, IG's trapezoid rule needing n_steps ≥ 2) are adjusted inside a
 guard while the explorer updates, so the dependent slider's own change event
-does not trigger a second computation. ``n_updates`` counts computations.
+does not trigger a second computation. ``n_updates`` counts updates.
+
+Results are cached per (digit, target, settings), and dropped when the
+model's parameters change (their version counters): moving a slider back or
+browsing ← → to a digit seen before redraws without recomputing
+(``timings["cached"]``). A setting expected to take longer than
+``BUSY_AFTER_S`` (0.3 s, estimated from the seconds per model evaluation of
+earlier computes) first shows "computing… (~t s)" in the status read-out.
 
 The chart is shown in an ``ipywidgets.Output`` as a Vega-Lite 5 display bundle
 (`plotting.mimebundle`), which JupyterLab draws offline with its built-in
@@ -32,8 +39,10 @@ per control "sal-<name>" with "_" → "-" ("sal-patch", "sal-stride",
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import html
+import itertools
 import numbers
 import time
 from collections.abc import Sequence
@@ -107,6 +116,19 @@ def _check_labels(labels: object, n: int) -> list | None:
     return labels
 
 
+def _model_version(model: nn.Module) -> int:
+    """Changes when any parameter or buffer is updated in place (training).
+
+    The sum of the tensors' version counters (each in-place write bumps its
+    tensor's) and their ids (a replaced tensor is a new object): part of the
+    explorers' cache key, so a model trained further is recomputed.
+    """
+    total = 0
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        total += t._version + id(t)
+    return total
+
+
 def _html(label: str, value: str) -> str:
     return (
         f'<span class="sal-label">{html.escape(label)}</span>: '
@@ -122,6 +144,8 @@ class _Explorer:
     """Shared machinery: browsing, target choice, prediction, guard, display."""
 
     css = "sal-explorer"
+    CACHE_SIZE = 256  # results kept (one digit's map is a few kB)
+    BUSY_AFTER_S = 0.3  # show "computing…" when a compute should take longer
 
     def __init__(
         self,
@@ -158,6 +182,10 @@ class _Explorer:
         self.n_updates = 0
         self.timings: dict[str, float] = {}
         self._busy = False
+        # Results by (digit, target, settings, model version): moving back to
+        # a setting or digit seen before redraws without recomputing.
+        self._results: collections.OrderedDict = collections.OrderedDict()
+        self._sec_per_eval: float | None = None  # learned from past computes
 
         self.controls: dict[str, widgets.Widget] = {}
         self.controls["index"] = widgets.IntSlider(
@@ -235,6 +263,20 @@ class _Explorer:
     def _sync(self) -> None:
         """Adjust dependent controls (runs with change events suppressed)."""
 
+    def _settings(self) -> tuple:
+        """The method's control values (part of the result cache's key)."""
+        return ()
+
+    def _evals(self, x: torch.Tensor) -> float:
+        """Model evaluations the current settings cost (for the busy estimate)."""
+        return 1.0
+
+    def _state(self):
+        """Extra results of `_compute` to cache with its return value."""
+
+    def _restore(self, state) -> None:
+        """Put back what `_state` returned (a cache hit skips `_compute`)."""
+
     def _compute(self, x: torch.Tensor, target: int):
         raise NotImplementedError
 
@@ -295,6 +337,7 @@ class _Explorer:
         try:
             self.update()
         except (ValueError, TypeError) as err:
+            self.view.remove_class("sal-busy")
             self.status.value = (
                 f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
             )
@@ -313,24 +356,62 @@ class _Explorer:
             i, target = self.index, self.target
             x = self.images[i : i + 1]
             t0 = time.perf_counter()
-            result = self._compute(x, target)
+            key = (i, target, self._settings(), _model_version(self.model))
+            cached = key in self._results
+            if cached:
+                self._results.move_to_end(key)
+                result, state = self._results[key]
+                self._restore(state)
+            else:
+                self._show_busy(x)
+                result = self._compute(x, target)
+                self._results[key] = (result, self._state())
+                if len(self._results) > self.CACHE_SIZE:
+                    self._results.popitem(last=False)
             t1 = time.perf_counter()
+            if not cached:
+                evals = max(self._evals(x), 1e-9)
+                self._sec_per_eval = (t1 - t0) / evals
             chart, spec = self._draw(x, target, result)
             bundle = plotting.mimebundle(spec)
             t2 = time.perf_counter()
             self.result, self.chart = result, chart
             self.n_updates += 1
+            # Read-outs first, the chart last: the chart's arrival is the
+            # update's final change on the page.
+            self._show_prediction(i, target)
+            self.status.value = ""
+            self.view.remove_class("sal-busy")
             self._out.outputs = (
                 {"output_type": "display_data", "data": bundle, "metadata": {}},
             )
-            self._show_prediction(i, target)
-            self.status.value = ""
             self.timings = {
                 "compute": t1 - t0,
                 "chart": t2 - t1,
                 "total": time.perf_counter() - t0,
+                "cached": cached,
             }
         return self.result
+
+    def _show_busy(self, x: torch.Tensor) -> None:
+        """Show "computing…" first when the setting is expected to be slow.
+
+        The estimate is the seconds per model evaluation measured on earlier
+        computes times `_evals` for the new setting; above BUSY_AFTER_S the
+        status read-out says "computing… (~t s)" and the view gets the CSS
+        class "sal-busy" until the new chart is shown. (Widget changes are
+        sent to the page as they are made, so the message arrives before the
+        computation starts.)
+        """
+        if self._sec_per_eval is None or not hasattr(self, "view"):
+            return
+        expected = self._sec_per_eval * self._evals(x)
+        if expected > self.BUSY_AFTER_S:
+            self.status.value = (
+                '<span class="sal-computing" style="color:#555">'
+                f"computing… (~{expected:.1f} s)</span>"
+            )
+            self.view.add_class("sal-busy")
 
     def _show_prediction(self, i: int, target: int) -> None:
         probs = self._probabilities(i)
@@ -453,6 +534,10 @@ class OcclusionExplorer(_Explorer):
     def _settings(self):
         return int(self.controls["patch"].value), int(self.controls["stride"].value)
 
+    def _evals(self, x):
+        patch, stride = self._settings()
+        return float(sal.forward_passes_occlusion(tuple(x.shape[1:]), patch, stride))
+
     def _compute(self, x, target):
         patch, stride = self._settings()
         return sal.occlusion(
@@ -549,6 +634,15 @@ class IGExplorer(_Explorer):
     def _settings(self):
         c = self.controls
         return int(c["n_steps"].value), c["baseline"].value, c["method"].value
+
+    def _evals(self, x):
+        return float(self._settings()[0] + 2)  # the path, then f(x) and f(x₀)
+
+    def _state(self):
+        return self.delta, self._gap_of
+
+    def _restore(self, state):
+        self.delta, self._gap_of = state
 
     def _compute(self, x, target):
         n_steps, baseline, method = self._settings()
@@ -683,6 +777,9 @@ class SmoothGradExplorer(_Explorer):
             c["explain"].value,
         )
 
+    def _evals(self, x):
+        return float(self._settings()[1])
+
     def _compute(self, x, target):
         noise_level, n_samples, kind, explain = self._settings()
         return sal.smoothgrad(
@@ -728,6 +825,8 @@ class MethodBrowser(_Explorer):
         size: width of each map in pixels. Default 84.
 
     ``result`` is a dict {method name: (1, C, H, W) or (1, 1, H, W) tensor}.
+    Maps are cached per digit and target (like every explorer's results), so
+    ← → back to a digit seen before redraws at once.
     """
 
     css = "sal-methods"
@@ -751,6 +850,19 @@ class MethodBrowser(_Explorer):
         self.methods = list(methods)
         self.seed = int(seed)
         super().__init__(model, images, labels, size=size, **kwargs)
+
+    def _settings(self):
+        return tuple(self.methods), self.seed
+
+    def _evals(self, x):
+        # gradient-like methods cost one evaluation; the batched ones their
+        # defaults (occlusion's forward passes cost about half a gradient)
+        batched = {
+            "integrated_gradients": 50.0,
+            "smoothgrad": 50.0,
+            "occlusion": 0.5 * sal.forward_passes_occlusion(tuple(x.shape[1:]), 4),
+        }
+        return sum(batched.get(name, 1.0) for name in self.methods)
 
     def _compute(self, x, target):
         maps = {}

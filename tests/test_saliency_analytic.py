@@ -411,7 +411,8 @@ class CallLog(nn.Module):
 @pytest.mark.parametrize("batch_size", [2, 7, None])
 def test_batched_methods_respect_batch_size(x, batch_size):
     model = CallLog(2 * 5 * 6)
-    limit = batch_size or sal.default_batch_size(x)
+    # The default is sized on the model (one 1-row forward, then cached).
+    limit = batch_size or sal.default_batch_size(x, model)
     n = x.shape[0]
     runs = [
         (

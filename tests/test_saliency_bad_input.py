@@ -243,15 +243,15 @@ def test_default_layer_needs_a_conv():
 
 
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvnet", "guided_grad_cam"])
-def test_in_place_relu_is_refused(x, name):
+def test_in_place_relu_works_like_out_of_place(x, name):
+    """In-place nn.ReLUs are handled (no longer refused); hooks are removed."""
+    torch.manual_seed(0)
     model = Net(inplace=True).eval()
-    with pytest.raises(
-        ValueError,
-        match=r"model must use out-of-place nn.ReLU modules "
-        r"\(inplace=False\).*\['relu'\]",
-    ):
-        sal.METHODS[name](model, x, 0)
-    assert not model.relu._forward_hooks
+    got = sal.METHODS[name](model, x, 0)
+    assert not model.relu._forward_hooks and not model.relu._forward_pre_hooks
+    assert model.relu.inplace
+    model.relu.inplace = False
+    torch.testing.assert_close(got, sal.METHODS[name](model, x, 0))
 
 
 def test_forward_passes_occlusion_arguments():

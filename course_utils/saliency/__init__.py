@@ -42,8 +42,9 @@ ValueError naming the requirement there). For such networks
 Other helpers: `forward_passes_occlusion(image_shape, patch, stride)` (model
 evaluations an occlusion setting costs), `default_layer(model)`,
 `get_layer(model, name_or_module)`, `DEFAULT_BATCH_SIZE` (rows per model
-call for digits) and `default_batch_size(x)` (rows per call for inputs like
-x, fewer for larger images).
+call for digits) and `default_batch_size(x, model)` (rows per call for inputs
+like x on that model, sized by one row's activation memory; see
+`saliency.batching`).
 
 Option lists, importable by name: `BASELINE_NAMES` (every baseline name any
 method, metric or widget accepts, see `baselines`), `QUADRATURE_RULES` (IG's
@@ -51,8 +52,9 @@ rules) and `SMOOTHGRAD_KINDS`.
 
 Shared layer (public): `core` (eval mode, input gradient, select, hooks,
 chunking, layers), `checks` (argument and target checks), `baselines` (every
-baseline by name). Each method module opens with `<name>_textbook`, the plain
-loop to hold against the formula, and then the batched version.
+baseline by name), `batching` (rows per call by cost). Each method module opens
+with `<name>_textbook`, the plain loop to hold against the formula, and then the
+batched version.
 """
 
 from .baselines import BASELINE_NAMES

@@ -68,7 +68,14 @@ def removing_hooks() -> Iterator[list]:
 
 @contextmanager
 def capture_output(module: nn.Module) -> Iterator[dict]:
-    """Record `module`'s output tensor (under key "output") on each forward."""
+    """Record `module`'s output tensor (under key "output") on each forward.
+
+    The output is kept as it was produced: the rest of the model gets a clone
+    (as Captum's layer methods do), so an in-place op downstream (ResNet's
+    `out += identity`, an in-place ReLU after BatchNorm, `F.relu(...,
+    inplace=True)`) changes the clone, not the recorded value, and the
+    gradient with respect to the recorded tensor is ∂f/∂A for A as produced.
+    """
     store: dict = {}
 
     def hook(_module, _inputs, output):
@@ -77,6 +84,7 @@ def capture_output(module: nn.Module) -> Iterator[dict]:
                 f"layer must output a single tensor, got {type(output).__name__}"
             )
         store["output"] = output
+        return output.clone()
 
     with removing_hooks() as handles:
         handles.append(module.register_forward_hook(hook))
@@ -95,6 +103,20 @@ def captured(store: dict, layer) -> torch.Tensor:
     if not act.requires_grad:
         raise ValueError(f"layer {layer!r} output does not depend on the input x")
     return act
+
+
+def check_used(grad, layer) -> None:
+    """ValueError if the layer's output did not feed the model's output.
+
+    `grad` is `torch.autograd.grad(..., allow_unused=True)`'s result for the
+    captured activation: None when no path leads from it to the logits.
+    """
+    if grad is None:
+        raise ValueError(
+            f"layer {layer!r} runs in the forward pass but its output does not "
+            "feed the model's output (no gradient reaches it); pick a layer on "
+            "the path to the logits"
+        )
 
 
 # ------------------------------------------------------------ gradients
@@ -124,7 +146,7 @@ def input_gradient(
     leaf = as_leaf(x)
     with torch.enable_grad():
         logits = model(leaf)
-        out = select(logits, idx, hi)
+        out = select(logits, idx, hi, rows=leaf.shape[0])
         (grad,) = torch.autograd.grad(out.sum(), leaf)
     return grad, logits.detach()
 
@@ -142,16 +164,23 @@ def repeat_rows(idx, repeats: int):
     return idx if isinstance(idx, int) else idx.repeat_interleave(repeats)
 
 
-def select(logits: object, idx, hi: int) -> torch.Tensor:
-    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K."""
+def select(logits: object, idx, hi: int, rows: int | None = None) -> torch.Tensor:
+    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K.
+
+    `rows`: the number of inputs the model was called on; the logits must have
+    that many rows (checked also for an int target, whose `idx` carries no
+    count). Without it only a tensor idx's length is compared.
+    """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
         raise ValueError(
             f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
         )
-    if not isinstance(idx, int) and logits.shape[0] != idx.shape[0]:
+    if rows is None and not isinstance(idx, int):
+        rows = idx.shape[0]
+    if rows is not None and logits.shape[0] != rows:
         raise ValueError(
-            f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
+            f"model returned {logits.shape[0]} rows for {rows} inputs; "
             "model must map (N, C, H, W) to (N, K)"
         )
     k = logits.shape[1]
@@ -169,25 +198,43 @@ def select(logits: object, idx, hi: int) -> torch.Tensor:
 # ----------------------------------------------------------------- batching
 
 
-def default_batch_size(x: torch.Tensor) -> int:
-    """Rows per model call for inputs like x: DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1.
+def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:
+    """Rows per model call for inputs like x (on `model`, when given).
 
-    256 for 1×28×28 digits, 16 for 3×64×64 images.
+    With the model: sized by what one row costs on it, its activation memory
+    (`batching.rows_per_call`, measured once per model and input shape):
+    256 for SmallCNN on 1×28×28 digits, 64 for ResNetSmall, 4 for ResNet-18
+    on 3×224×224. Without: the input-size fallback
+    DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1 (256 for digits, 16 for 3×64×64).
     """
+    if model is not None:
+        from .batching import rows_per_call
+
+        return rows_per_call(model, x)
     return max(1, DEFAULT_BATCH_VALUES // max(1, x[0].numel()))
 
 
-def check_batch_size(batch_size: object, x: torch.Tensor | None = None) -> int:
-    """None → `default_batch_size(x)` (DEFAULT_BATCH_SIZE without x); else int ≥ 1."""
+def check_batch_size(
+    batch_size: object, x: torch.Tensor | None = None, model: nn.Module | None = None
+) -> int:
+    """None → `default_batch_size(x, model)` (DEFAULT_BATCH_SIZE without x).
+
+    Otherwise an int ≥ 1.
+    """
     if batch_size is None:
-        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x)
+        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x, model)
     return check_int(batch_size, "batch_size", 1)
 
 
 def chunks(n: int, batch_size: int) -> Iterator[slice]:
-    """Slices start:stop covering range(n) in pieces of at most batch_size."""
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
+    """Slices start:stop covering range(n) in pieces of at most batch_size.
+
+    The fewest pieces, of (nearly) equal size (`batching.balanced`): 8 rows
+    with batch_size 5 run as 4 + 4, not 5 + 3.
+    """
+    from .batching import balanced
+
+    yield from balanced(n, batch_size)
 
 
 def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
@@ -197,15 +244,17 @@ def grid_chunks(n_outer: int, n_rows: int, batch_size: int) -> Iterator[tuple]:
     input row) pairs. With batch_size ≥ n_rows each block holds whole outer
     entries (⌊batch_size / n_rows⌋ of them, all rows), so it is built by
     broadcasting, without gathers; otherwise one outer entry and at most
-    batch_size rows. Every block has at most batch_size cells.
+    batch_size rows. Every block has at most batch_size cells, and blocks are
+    balanced (`chunks`): 50 steps of one row with batch_size 8 run as
+    8 + 7 × 6, not 8 × 6 + 2.
     """
     if batch_size >= n_rows:
-        per = batch_size // n_rows
-        for start in range(0, n_outer, per):
-            yield slice(start, min(start + per, n_outer)), slice(0, n_rows)
+        for outer in chunks(n_outer, batch_size // n_rows):
+            yield outer, slice(0, n_rows)
     else:
+        row_blocks = list(chunks(n_rows, batch_size))
         for outer in range(n_outer):
-            for rows in chunks(n_rows, batch_size):
+            for rows in row_blocks:
                 yield slice(outer, outer + 1), rows
 
 

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from .checks import check_input, check_model, resolve_target
-from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
+from .core import (
+    as_leaf,
+    capture_output,
+    captured,
+    check_used,
+    eval_mode,
+    resolve_layer,
+    select,
+)
 
 
 def grad_cam_textbook(model, x, target, layer=None, relu=True, upsample=True):
@@ -75,6 +83,13 @@ def grad_cam(
         upsample: resize to x's (H, W) bilinearly (default True).
     Returns:
         (N, 1, H, W) if upsample else (N, 1, h, w); detached, on x's device.
+    Raises:
+        ValueError: naming the layer, if it is not called, or its output does
+            not depend on x or does not feed the logits.
+
+    A is kept as the layer produced it: the rest of the model runs on a copy
+    (`capture_output`), so in-place ops downstream (ResNet's `out +=
+    identity`, in-place ReLUs) do not alter it.
 
     Captum: `LayerGradCam(model, module).attribute(x, target=target,
     relu_attributions=relu)`, then `LayerAttribution.interpolate(attr, (H,
@@ -89,8 +104,9 @@ def grad_cam(
     with eval_mode(model), capture_output(module) as store:
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx, hi)
+            out = select(model(leaf), idx, hi, rows=leaf.shape[0])
             act = captured(store, layer)
-            (grad,) = torch.autograd.grad(out.sum(), act)
+            (grad,) = torch.autograd.grad(out.sum(), act, allow_unused=True)
+    check_used(grad, layer)
     cam = cam_from(act.detach(), grad, relu)
     return upsample_cam(cam, x.shape[2:]) if upsample else cam

@@ -62,19 +62,8 @@ def _relus(module: nn.Module, out: list) -> list:
 
 
 def check_relus(model: nn.Module) -> list[nn.Module]:
-    """The model's nn.ReLU modules; ValueError naming them if any is in-place."""
-    relus = _relus(model, [])
-    if any(m.inplace for m in relus):
-        inplace = [
-            name
-            for name, m in model.named_modules()
-            if isinstance(m, nn.ReLU) and m.inplace
-        ]
-        raise ValueError(
-            "model must use out-of-place nn.ReLU modules (inplace=False) for guided "
-            f"backprop / deconvnet; in-place ReLUs: {inplace}"
-        )
-    return relus
+    """The model's nn.ReLU modules, in-place ones included (see `relu_rule`)."""
+    return _relus(model, [])
 
 
 @contextmanager
@@ -92,28 +81,41 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
     before ReLU's own backward masks it; the rule is read from the yielded
     `switch["rule"]` when the backward pass runs, so guided Grad-CAM can take
     the plain gradient at its layer and then the guided one at the input from
-    one forward pass. "deconvnet": the forward hook swaps y for an
-    equal-valued output of `_DeconvReLU`. The forward values are unchanged.
-    Hooks are removed on exit, also when the body raises (the exception
-    propagates).
+    one forward pass. This works for in-place ReLUs too (y is then x itself,
+    rectified; the hook still sees the gradient at y, and ReLU's backward
+    masks it). "deconvnet": the forward hook swaps y for an equal-valued
+    output of `_DeconvReLU` computed from the ReLU's input as it was before
+    the ReLU ran; for an in-place ReLU a forward pre-hook hands the ReLU a
+    copy of its input (as Captum's hooks do), so the original stays
+    unrectified for `_DeconvReLU` and its gradient skips ReLU's mask. The
+    forward values are unchanged. Hooks are removed on exit, also when the
+    body raises (the exception propagates).
     """
     relus = check_relus(model)
     switch = {"rule": rule}
+    before: dict = {}  # in-place ReLU module → its input before this call
 
     def clamp_if_guided(grad):
         return grad.clamp(min=0) if switch["rule"] == "guided" else None
 
-    def hook(_module, inputs, output):
+    def keep_input(module, inputs):
+        before[module] = inputs[0]
+        return (inputs[0].clone(), *inputs[1:])
+
+    def hook(module, inputs, output):
         if rule == "deconvnet":
-            return _DeconvReLU.apply(inputs[0])
+            return _DeconvReLU.apply(before.pop(module, inputs[0]))
         if output.requires_grad:
             output.register_hook(clamp_if_guided)
         return None
 
     with removing_hooks() as handles:
         for module in relus:
+            if rule == "deconvnet" and module.inplace:
+                handles.append(module.register_forward_pre_hook(keep_input))
             handles.append(module.register_forward_hook(hook))
         yield switch
+        before.clear()
 
 
 def _modified_gradient(model, x, target, rule: str) -> torch.Tensor:
@@ -136,18 +138,20 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
 
     Args:
         model: maps (N, C, H, W) inputs to (N, K) logits; every ReLU must be
-            its own out-of-place `nn.ReLU` module. A ReLU applied as a
+            its own `nn.ReLU` module (in-place or not: torchvision's in-place
+            ReLUs work, and a module reused several times in one forward pass
+            is handled call by call). What cannot work: a ReLU applied as a
             function (`F.relu`, `torch.relu`, `x.clamp(min=0)`) cannot be
-            detected: it silently keeps the plain gradient.
+            detected and silently keeps the plain gradient, and other
+            activations (ReLU6, Hardswish, SiLU…) keep their own gradient,
+            as in Captum.
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
     Returns:
         (N, C, H, W) guided gradients, detached, on x's device.
-    Raises:
-        ValueError: naming `model`, if it has an in-place nn.ReLU.
 
     Captum: `GuidedBackprop(model).attribute(x, target=target)` (same rule,
-    applied with backward hooks; Captum does not refuse in-place ReLUs).
+    applied with backward hooks).
     """
     return _modified_gradient(model, x, target, "guided")
 
@@ -162,14 +166,15 @@ def deconvnet(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     ECCV 2014.
 
     Args:
-        model: as for `guided_backprop` (out-of-place nn.ReLU modules only;
+        model: as for `guided_backprop` (nn.ReLU modules, in-place or not;
             functional ReLUs cannot be detected and keep the plain gradient).
+            An in-place nn.ReLU is run on a copy of its input (as in Captum),
+            so a model that reads that input tensor again after the ReLU,
+            instead of the ReLU's return value, would see it unrectified.
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device.
-    Raises:
-        ValueError: naming `model`, if it has an in-place nn.ReLU.
 
     Captum: `Deconvolution(model).attribute(x, target=target)`.
     """

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from .checks import check_input, check_model, resolve_target
-from .core import as_leaf, capture_output, captured, eval_mode, resolve_layer, select
+from .core import (
+    as_leaf,
+    capture_output,
+    captured,
+    check_used,
+    eval_mode,
+    resolve_layer,
+    select,
+)
 from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
 from .guided_backprop import guided_backprop_textbook, relu_rule
 
@@ -29,8 +37,8 @@ def guided_grad_cam(
     Gradient-based Localization", ICCV 2017 (section 3.2).
 
     Args:
-        model: maps (N, C, H, W) inputs to (N, K) logits, with out-of-place
-            nn.ReLU modules (see `guided_backprop`).
+        model: maps (N, C, H, W) inputs to (N, K) logits, with nn.ReLU
+            modules, in-place or not (see `guided_backprop`).
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
         layer: Grad-CAM's layer (dotted name or module); None (default) =
@@ -38,7 +46,7 @@ def guided_grad_cam(
     Returns:
         (N, C, H, W) attributions, detached, on x's device.
     Raises:
-        ValueError: naming `model`, if it has an in-place nn.ReLU.
+        ValueError: naming the layer, if its output does not feed the logits.
 
     One forward pass serves both maps: the ReLUs' backward rule is switched
     from the true gradient (for Grad-CAM's ∂f/∂A) to the guided one (for the
@@ -59,9 +67,12 @@ def guided_grad_cam(
     ):
         leaf = as_leaf(x)
         with torch.enable_grad():
-            out = select(model(leaf), idx, hi).sum()
+            out = select(model(leaf), idx, hi, rows=leaf.shape[0]).sum()
             act = captured(store, layer)
-            (grad,) = torch.autograd.grad(out, act, retain_graph=True)
+            (grad,) = torch.autograd.grad(
+                out, act, retain_graph=True, allow_unused=True
+            )
+            check_used(grad, layer)
             switch["rule"] = "guided"
             (guided,) = torch.autograd.grad(out, leaf)
     cam = cam_from(act.detach(), grad, relu=True)

@@ -131,8 +131,10 @@ def integrated_gradients(
             Default "riemann_trapezoid".
         batch_size: most rows per model call; the N·n_steps path points run
             in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
-            of batch_size rows of one step). Default `default_batch_size(x)`:
-            256 rows for 1×28×28 digits, 16 for 3×64×64 images.
+            of batch_size rows of one step). Default `default_batch_size(x, model)`:
+            sized by one row's activation memory on the model (256 rows for
+            SmallCNN on digits, 4 for ResNet-18 at 3×224×224; chunks
+            balanced).
         return_delta: also return the completeness gap per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device; with return_delta,
@@ -162,7 +164,7 @@ def integrated_gradients(
             "n_steps must be an int ≥ 2 for method='riemann_trapezoid' (the rule "
             f"needs both ends); use ≥ 1 with the other rules, got {n_steps}"
         )
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     n = x.shape[0]
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model)
@@ -183,14 +185,17 @@ def integrated_gradients(
             block_idx = idx if isinstance(idx, int) else idx[rows].repeat(n_block)
             grad, _ = input_gradient(model, points, block_idx, hi)
             # Σ_k w_k ∇f(point_k): one matrix product over the block's steps.
-            summed = weights[steps][None] @ grad.view(n_block, -1)
-            total[rows] += summed.view(total[rows].shape)
+            # reshape, not view: a channels_last input or model gives
+            # channels_last gradients, which are not contiguous.
+            summed = weights[steps][None] @ grad.reshape(n_block, -1)
+            total[rows] += summed.reshape(total[rows].shape)
         attr = total * diff
         if not return_delta:
             return attr
         with torch.inference_mode():
             ends = torch.cat([x, base])
             both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-            out = select(both, idx if isinstance(idx, int) else idx.repeat(2), hi)
+            both_idx = idx if isinstance(idx, int) else idx.repeat(2)
+            out = select(both, both_idx, hi, rows=2 * n)
     delta = attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])
     return attr, delta.clone()

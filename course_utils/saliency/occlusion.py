@@ -95,35 +95,48 @@ def window_matrix(
 
     Window (a, b) covers rows a·stride … a·stride + patch − 1 and columns
     b·stride … b·stride + patch − 1, clipped to the image; j = a·n_cols + b.
+    M = rows ⊗ cols of the two `axis_indicators`; it is for reading and
+    small tests only: `occlusion` never builds it (it has n_windows × H·W
+    entries, 9.8 GB for stride 1 at 224×224) and folds the drops back with
+    the two 1-D indicators instead.
     """
-
-    def axis(size: int) -> torch.Tensor:
-        starts = torch.arange(_windows(size, patch, stride), device=device) * stride
-        pos = torch.arange(size, device=device)
-        return ((pos >= starts[:, None]) & (pos < starts[:, None] + patch)).to(dtype)
-
-    rows, cols = axis(height), axis(width)
+    rows = axis_indicators(height, patch, stride, device).to(dtype)
+    cols = axis_indicators(width, patch, stride, device).to(dtype)
     return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(-1, height * width)
 
 
-@lru_cache(maxsize=32)
-def _window_tensors(height, width, patch, stride, device, dtype):
-    """(M, masks, 1/count) for a window setting, cached (callers must not modify).
+def axis_indicators(size: int, patch: int, stride: int, device=None) -> torch.Tensor:
+    """(n_windows along the axis, size) bool: [a, i] = pixel i ∈ the a-th window."""
+    starts = torch.arange(_windows(size, patch, stride), device=device) * stride
+    pos = torch.arange(size, device=device)
+    return (pos >= starts[:, None]) & (pos < starts[:, None] + patch)
 
-    M is `window_matrix`; masks (1 + n_windows, 1, H, W) bool, whose row 0
-    occludes nothing (it evaluates the clean input); 1/count (H·W,) the
-    reciprocal of the number of windows covering each pixel.
+
+@lru_cache(maxsize=16)
+def _separable_windows(height, width, patch, stride, device, dtype):
+    """The 1-D pieces of a window setting, cached (small; callers must not modify).
+
+    Windows are separable: window j = (a, b) covers rows_ind[a] ⊗ cols_ind[b]
+    (`axis_indicators`). Returns rows_pad (1 + n_a, H) and cols_pad
+    (1 + n_b, W) bool, the indicators with a leading all-False row; grid_a,
+    grid_b (1 + n_a·n_b,) int64, the padded row/column indicator of each grid
+    entry: entry 0 (a = b = 0, nothing occluded) is the clean input, entry
+    g ≥ 1 is window g − 1; and 1/count (H, W), the reciprocal of the number
+    of windows covering each pixel. Memory O(n_windows + H·W), never
+    windows × pixels (9.8 GB for stride 1 at 224×224).
     """
-    member = window_matrix(height, width, patch, stride, device, dtype)
-    masks = torch.cat([member.new_zeros(1, height * width), member]).bool()
-    return member, masks.view(-1, 1, height, width), 1 / member.sum(0)
-
-
-def _stack_blocks(blocks: list, n_outer: int, n_rows: int) -> torch.Tensor:
-    """Reassemble grid_chunks' (outer × rows) score blocks into (n_outer, n_rows)."""
-    if all(b.shape[1] == n_rows for b in blocks):
-        return torch.cat(blocks)
-    return torch.cat(blocks, dim=1).view(n_outer, n_rows)
+    rows_ind = axis_indicators(height, patch, stride, device)
+    cols_ind = axis_indicators(width, patch, stride, device)
+    n_a, n_b = rows_ind.shape[0], cols_ind.shape[0]
+    rows_pad = torch.cat([rows_ind.new_zeros(1, height), rows_ind])
+    cols_pad = torch.cat([cols_ind.new_zeros(1, width), cols_ind])
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    grid_a = torch.cat(
+        [zero, torch.arange(1, n_a + 1, device=device).repeat_interleave(n_b)]
+    )
+    grid_b = torch.cat([zero, torch.arange(1, n_b + 1, device=device).repeat(n_a)])
+    count = rows_ind.sum(0).to(dtype)[:, None] * cols_ind.sum(0).to(dtype)[None, :]
+    return rows_pad, cols_pad, grid_a, grid_b, 1 / count
 
 
 def occlusion(
@@ -163,8 +176,9 @@ def occlusion(
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋
             whole windows (or batch_size rows of one window when N is
-            larger). Default `default_batch_size(x)`: 256 rows for 1×28×28
-            digits, 16 for 3×64×64 images. See `forward_passes_occlusion` for
+            larger). Default `default_batch_size(x, model)`: sized by one row's
+            activation memory on the model (256 rows for SmallCNN on digits,
+            4 for ResNet-18 at 3×224×224). See `forward_passes_occlusion` for
             the count.
     Returns:
         (N, C, H, W) drops (equal across channels), detached, on x's device.
@@ -180,27 +194,40 @@ def occlusion(
     n, c, height, width = x.shape
     patch, stride = _check_patch_stride(patch, stride, height, width)
     output = check_choice(output, "output", OUTPUTS)
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     idx, hi = resolve_target(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    member, masks, inv_count = _window_tensors(
+    rows_pad, cols_pad, grid_a, grid_b, inv_count = _separable_windows(
         height, width, patch, stride, x.device, x.dtype
     )
-    scores = []
+    n_grid = grid_a.shape[0]
+    # One (windows + 1, N) buffer filled block by block: no per-block tensors
+    # kept alive (each would pin its logits; thousands of them at stride 1).
+    scores = x.new_empty(n_grid, n)
     with eval_mode(model), torch.inference_mode():
         # Window-major like Captum; a block of w windows × r rows is one
-        # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W) rows.
-        for windows, rows in grid_chunks(masks.shape[0], n, batch_size):
-            copies = torch.where(masks[windows, None], base[rows], x[rows])
+        # broadcast where() of (w, 1, 1, H, W) masks over the (r, C, H, W)
+        # rows; the masks are built per block (O(batch × image) memory).
+        for windows, rows in grid_chunks(n_grid, n, batch_size):
+            a, b = grid_a[windows], grid_b[windows]
+            masks = rows_pad[a][:, :, None] & cols_pad[b][:, None, :]
+            copies = torch.where(masks[:, None, None], base[rows], x[rows])
             logits = model(copies.flatten(0, 1))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
             block_idx = (
                 idx if isinstance(idx, int) else idx[rows].repeat(copies.shape[0])
             )
-            scores.append(select(logits, block_idx, hi).view(copies.shape[0], -1))
-        scores = _stack_blocks(scores, masks.shape[0], n)
-        drops = scores[:1] - scores[1:]  # (windows, N)
-        attr = (drops.T @ member) * inv_count
-    return attr.view(n, 1, height, width).expand(n, c, height, width).clone()
+            picked = select(
+                logits, block_idx, hi, rows=copies.shape[0] * copies.shape[1]
+            )
+            scores[windows, rows] = picked.view(copies.shape[0], -1)
+        n_a, n_b = rows_pad.shape[0] - 1, cols_pad.shape[0] - 1
+        drops = (scores[:1] - scores[1:]).T.reshape(n, n_a, n_b)
+        # Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row,
+        # divided by the number of windows covering p (also separable).
+        r = rows_pad[1:].to(x.dtype)
+        c_ = cols_pad[1:].to(x.dtype)
+        attr = (r.T @ drops @ c_) * inv_count  # (N, H, W)
+    return attr[:, None].expand(n, c, height, width).clone()

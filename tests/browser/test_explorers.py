@@ -29,10 +29,13 @@ import browser_lab as bl
 import pytest
 
 MOVES = 10
-# Goal from the issue: median ≤ 250 ms on 2 cores. Timings are reported (table,
-# latency.json), not asserted: wall-clock bounds make CI flaky on shared
-# machines. Set BROWSER_LATENCY_MS=250 to turn the goal into a failure.
-LATENCY_GOAL_MS = 250.0
+DRAGS = 4  # slider drags (mouse down, move, release) after the key presses
+# Goals from the issue: median ≤ 150 ms and worst ≤ 400 ms on 2 cores, per
+# interaction (key, click, drag). Timings are reported (table, latency.json),
+# not asserted: wall-clock bounds make CI flaky on shared machines. Set
+# BROWSER_LATENCY_MS=150 to turn the median goal into a failure.
+LATENCY_GOAL_MS = 150.0
+WORST_GOAL_MS = 400.0
 LATENCY_MS = float(os.environ.get("BROWSER_LATENCY_MS", "inf"))
 SCRATCH_NOTEBOOK = "explorers.ipynb"
 
@@ -53,6 +56,43 @@ SPECS = {
     ),
     "occlusion": Spec("05_", "OcclusionExplorer", "sal-occlusion", "sal-patch", False),
 }
+
+
+def _drag(ex: Explorer, css: str, dx: float) -> None:
+    """Drag the slider's handle by dx pixels and release it."""
+    box = ex.handle(css).bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page = ex.page
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.evaluate("() => { window.__sal.dragging = true; }")
+    page.mouse.move(cx + dx / 2, cy, steps=3)
+    page.mouse.move(cx + dx, cy, steps=3)
+    page.mouse.up()
+    page.evaluate("() => { window.__sal.dragging = false; }")
+
+
+def _row(explorer: str, interaction: str, control: str, times: list, splits=()):
+    """One latency row: median and worst against the goals."""
+    med, worst = statistics.median(times), max(times)
+    row = {
+        "explorer": explorer,
+        "interaction": interaction,
+        "control": control,
+        "moves": len(times),
+        "median_ms": med,
+        "worst_ms": worst,
+        "best_ms": min(times),
+        "times_ms": [round(t, 1) for t in times],
+        "goal_median_ms": LATENCY_GOAL_MS,
+        "goal_worst_ms": WORST_GOAL_MS,
+        "meets_goals": med <= LATENCY_GOAL_MS and worst <= WORST_GOAL_MS,
+    }
+    if splits:
+        row["kernel_median_ms"] = statistics.median(x["kernel"] for x in splits)
+        row["draw_median_ms"] = statistics.median(x["draw"] for x in splits)
+        row["canvases_per_update"] = statistics.median(x["canvases"] for x in splits)
+    return row
 
 
 def _notebook_for(spec: Spec) -> str:
@@ -89,6 +129,11 @@ JS_INSTALL = """
   }, true);
   document.addEventListener('click', () => {
     if (window.__sal.t0 === null) window.__sal.t0 = performance.now();
+  }, true);
+  // a drag counts from the release (continuous_update=False sends it then)
+  document.addEventListener('pointerup', () => {
+    if (window.__sal.t0 === null && window.__sal.dragging)
+      window.__sal.t0 = performance.now();
   }, true);
   // tdom: the chart's DOM first changes (the kernel's new output arrived);
   // canvases: how many canvases were drawn into charts since the last arm.
@@ -392,27 +437,33 @@ def test_explorer_in_browser(key, notebook, runs, artifacts, latency):
     change = _pixel_change(before, after)
     assert change > 0.005, f"heatmap did not change on screen ({change:.2%} of pixels)"
 
+    # --- drags: mouse down on the handle, move, release (value sent on release)
+    drag_times, drag_split, dragged = [], [], [values[-1]]
+    width = ex.page.locator(f"{ex.root} .{spec.slider} .noUi-target").first
+    span = width.bounding_box()["width"]
+    for k in range(DRAGS):
+        dx = (0.2 if k % 2 == 0 else -0.2) * span
+        if values[-1] > (slider["min"] + slider["max"]) / 2:
+            dx = -dx
+        drag_times.append(ex.act(lambda dx=dx: _drag(ex, spec.slider, dx)))
+        drag_split.append(ex.last)
+        dragged.append(ex.state()["sliders"][name]["now"])
+    assert all(a != b for a, b in itertools.pairwise(dragged)), f"drags: {dragged}"
+
     # --- the digit browser: → then ←
     t_next, t_prev, back_same, _ = _browse(ex, after, out, stem)
     t_next, t_prev = t_next[0], t_prev[0]
 
     med, worst = statistics.median(times), max(times)
-    latency(
-        {
-            "explorer": f"{spec.cls} ({notebook})",
-            "control": name,
-            "moves": len(times),
-            "median_ms": med,
-            "worst_ms": worst,
-            "best_ms": min(times),
-            "times_ms": [round(t, 1) for t in times],
-            "next_ms": t_next,
-            "prev_ms": t_prev,
-            "values": values,
-            "kernel_median_ms": statistics.median(x["kernel"] for x in split),
-            "draw_median_ms": statistics.median(x["draw"] for x in split),
-            "canvases_per_update": statistics.median(x["canvases"] for x in split),
-        }
+    explorer = f"{spec.cls} ({notebook})"
+    key_row = _row(explorer, "key", name, times, split)
+    key_row.update(next_ms=t_next, prev_ms=t_prev, values=values)
+    latency(key_row)
+    latency(_row(explorer, "drag", name, drag_times, drag_split))
+    latency(_row(explorer, "click", "→ / ←", [t_next, t_prev]))
+    print(
+        f"   drags of {spec.slider}: {dragged[0]} → {dragged[1:]}; "
+        f"{', '.join(f'{t:.0f}' for t in drag_times)} ms"
     )
     print(
         f"\n{spec.cls} in {notebook}: {name} {values[0]} → {values[-1]}; "
@@ -433,14 +484,19 @@ def test_explorer_in_browser(key, notebook, runs, artifacts, latency):
         f"   read-outs after:  {s1['patchSize'] or s1['delta'] or s1['noise']} | "
         f"{s1['forwardPasses'] or ''}"
     )
-    if med > LATENCY_GOAL_MS:
-        print(f"   NOTE: median {med:.0f} ms misses the {LATENCY_GOAL_MS:.0f} ms goal")
+    if med > LATENCY_GOAL_MS or worst > WORST_GOAL_MS:
+        print(
+            f"   NOTE: keys median {med:.0f} / worst {worst:.0f} ms miss the "
+            f"{LATENCY_GOAL_MS:.0f} / {WORST_GOAL_MS:.0f} ms goals"
+        )
     assert med <= LATENCY_MS, (
         f"median latency {med:.0f} ms > {LATENCY_MS:.0f} ms (times {times})"
     )
 
 
 def _methods_notebook() -> str:
+    if os.environ.get("BROWSER_EXPLORERS_SCRATCH") == "1":
+        return SCRATCH_NOTEBOOK
     for path in sorted(bl.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         if "MethodBrowser" in path.read_text(encoding="utf-8", errors="replace"):
             return path.name
@@ -471,20 +527,10 @@ def test_method_browser_in_browser(runs, artifacts, latency):
     ex.act = timed
     t_next, t_prev, back_same, _ = _browse(ex, shown, out, "methods", clicks=3)
     times = t_next + t_prev
-    latency(
-        {
-            "explorer": f"MethodBrowser ({METHODS_NB})",
-            "control": "→ / ←",
-            "moves": len(times),
-            "median_ms": statistics.median(times),
-            "worst_ms": max(times),
-            "best_ms": min(times),
-            "times_ms": [round(t, 1) for t in times],
-            "kernel_median_ms": statistics.median(x["kernel"] for x in splits),
-            "draw_median_ms": statistics.median(x["draw"] for x in splits),
-            "canvases_per_update": statistics.median(x["canvases"] for x in splits),
-        }
-    )
+    explorer = f"MethodBrowser ({METHODS_NB})"
+    # → → → visit new digits (computed); ← ← ← revisit them (cached)
+    latency(_row(explorer, "click", "→ new", t_next, splits[: len(t_next)]))
+    latency(_row(explorer, "click", "← seen", t_prev, splits[len(t_next) :]))
     print(
         f"\nMethodBrowser in {METHODS_NB}: → / ← {', '.join(f'{t:.0f}' for t in times)} ms"
         f" (median {statistics.median(times):.0f}); back to the first digit: "
