@@ -127,3 +127,13 @@ def test_hidden_tests_give_the_solution_full_marks(set_id, tmp_path):
         course.autograded / "perfect" / set_id / source.name, as_version=4
     )
     assert "verified outside your kernel" in str(graded.cells)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_header_gives_the_readme_self_check_command(source):
+    """The exercise header and the README tell a student the same command."""
+    readme = (ROOT / "README.md").read_text()
+    assert "`course check exercises/ps1_gradients/gradients.ipynb`" in readme
+    header = nbs.read_notebook(source).cells[0].source
+    command = f"`course check exercises/{source.parent.name}/{source.name}`"
+    assert command in header, f"{source.parent.name}: header lacks {command}"
