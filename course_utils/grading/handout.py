@@ -6,7 +6,7 @@ What students get is the course repository minus
   ``submitted/``, ``autograded/``, ``feedback/``, grade CSVs, ``.git``;
 * grading fixtures that hold answers: ``tests/grading_cases/`` and the tests
   of the grading and of the problem sets (``tests/test_grading_*.py``,
-  ``tests/test_exercises.py``);
+  ``tests/test_exercises.py``, ``tests/test_exercise_bug_bank.py``);
 * the reference implementation of every graded question: the course modules
   a set's solution notebook declares absent from the grading sandbox
   (``metadata.course_grading.absent_modules``; see `notebooks.absent_modules`)
@@ -38,6 +38,7 @@ from .course import Course
 ALWAYS_OUT = (
     "tests/grading_cases",
     "tests/test_exercises.py",
+    "tests/test_exercise_bug_bank.py",  # wrong answers next to the right ones
     ".git",
     "grades-*.csv",
     "gradebook.db*",
