@@ -120,13 +120,12 @@ class ResNetSmall(nn.Module):
 
 
 class LinearPlusProduct(nn.Module):
-    """A table model whose Shapley values are known in closed form (ps5).
+    """A table model with one interaction, for ps5's visible tests.
 
-    logit_k(x) = w_k · x + c_k · x₀ · x₁ for x of shape (N, D) → (N, K).
-    Shapley values against a baseline b: φᵢ = w_k,i (xᵢ − bᵢ), plus the
-    product's share, c_k/2 · (x₀ − b₀)(x₁ + b₁) on feature 0 and
-    c_k/2 · (x₁ − b₁)(x₀ + b₀) on feature 1 (they add up to
-    c_k (x₀x₁ − b₀b₁)). It lives here, not in a test cell, so a grading case
+    logit_k(x) = w_k · x + c_k · x₀ · x₁ for x of shape (N, D) → (N, K). Its
+    Shapley values have a closed form, which the grader keeps in
+    `grading.references` (the answer is not written here: this module ships
+    to students). It lives in `models`, not in a test cell, so a grading case
     that holds one can be loaded in the sandbox.
 
     Args:

@@ -197,7 +197,7 @@ def _worth(model, copies, idx, hi, output):
     logits = model(copies)
     if output == "prob":
         logits = torch.softmax(logits, dim=1)
-    return select(logits, idx, hi).double()
+    return select(logits, idx, hi, rows=copies.shape[0]).double()
 
 
 def _play(model, x_row, base_row, ids, member, idx, hi, output, batch_size):
@@ -238,7 +238,7 @@ def _patch_game(model, x, target, grid, baseline, output, batch_size) -> _PatchG
     check_images(x)
     ids = patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
     output = _check_output(output)
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     idx, hi = resolve_target(target, x.shape[0], x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     return _PatchGame(

@@ -231,7 +231,7 @@ def class_model(
                 )
                 leaf = as_leaf(torch.roll(x, (dy, dx), dims=(2, 3)))
                 with torch.enable_grad():
-                    out = select(model(leaf), idx, hi)
+                    out = select(model(leaf), idx, hi, rows=leaf.shape[0])
                     (grad,) = torch.autograd.grad(out.sum(), leaf)
                 scores[step] = out.detach().cpu()
                 grad = torch.roll(grad, (-dy, -dx), dims=(2, 3))
@@ -496,7 +496,7 @@ def top_activations(
     module = get_layer(model, layer)
     n = images.shape[0]
     k = check_int(k, "k", 1, n)
-    batch_size = check_batch_size(batch_size, images)
+    batch_size = check_batch_size(batch_size, images, model)
     with eval_mode(model):
         d = layer_channels(model, module, layer, images)
         unit = check_int(unit, "unit", 0, d - 1)
@@ -568,7 +568,7 @@ def unit_projection(
     check_input(x)
     rule = check_choice(rule, "rule", tuple(PROJECTION_RULES))
     module = get_layer(model, layer)
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     n = x.shape[0]
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     with eval_mode(model):

@@ -332,3 +332,27 @@ def test_parameter_changes_sees_what_a_randomization_touched(mode):
     assert changes.shape == (2 * n,)
     assert (changes[: n - 2] == 0).all() and (changes[n - 2 : n] > 0).all()
     assert (changes[n:] == 0).all()  # the model passed in is untouched
+
+
+def test_a_withheld_reference_is_said_not_passed(mode):
+    """In a hand-out before the deadline the reference module is absent: the
+    visible check runs the student's function and says it could not compare
+    (never ✓, never a wrong-answer ✗)."""
+    mode("")
+
+    def absent(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'course_utils.saliency'",
+                                  name="course_utils.saliency")
+
+    with pytest.raises(checks.ReferenceWithheld, match="ships after the deadline"):
+        checks.check("gradient", gradient, CASES, reference=absent)
+    # a student's own error is still reported as a failure
+    with pytest.raises(checks.CheckFailed, match="raised") as info:
+        checks.check("gradient", lambda *a: 1 / 0, CASES, reference=absent)
+    assert not isinstance(info.value, checks.ReferenceWithheld)
+
+    def broken(*args, **kwargs):  # a missing module that is not withheld: a bug
+        raise ModuleNotFoundError("No module named 'nope'", name="nope")
+
+    with pytest.raises(ModuleNotFoundError):
+        checks.check("gradient", gradient, CASES, reference=broken)

@@ -97,6 +97,8 @@ def test_wrong_number_of_output_rows_with_an_int_target(method):
     model = WrongRows()
     x = torch.rand(4, 1, 8, 8)
     kwargs = {"layer": "conv"} if "cam" in method else {}
+    if method == "gradient_shap":  # baselines of x's shape (default: digits)
+        kwargs = {"baselines": torch.zeros(2, 1, 8, 8), "n_samples": 2}
     with pytest.raises(ValueError, match=r"model returned 1 rows for \d+ inputs"):
         sal.METHODS[method](model, x, 1, **kwargs)
 

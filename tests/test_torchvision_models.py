@@ -35,6 +35,12 @@ KWARGS = {
     "integrated_gradients": {"n_steps": 4, "batch_size": 4},
     "smoothgrad": {"n_samples": 2},
     "occlusion": {"patch": 16},
+    # expected gradients over a small baseline set of the nets' own input shape
+    # (its default baselines are 1×28×28 training digits)
+    "gradient_shap": {
+        "baselines": torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(3)),
+        "n_samples": 2,
+    },
 }
 # Grad-CAM layers with an in-place op right after them (plus the defaults).
 LAYERS = {"resnet18": "layer4.1.bn2", "densenet121": "features"}
@@ -99,8 +105,12 @@ def assert_unchanged(before, model, x):
 @pytest.mark.parametrize("method", list(sal.METHODS))
 def test_matches_captum(net, x, method):
     _, model = net
-    ours = call(sal, method, model, x)
-    theirs = call(ref, method, model, x)
+    if method == "gradient_shap":  # Captum's draws, replayed by ours one for one
+        theirs, draws = call(ref, method, model, x)
+        ours = call(sal, method, model, x, draws=draws)
+    else:
+        ours = call(sal, method, model, x)
+        theirs = call(ref, method, model, x)
     scale = theirs.abs().max()
     assert scale > 1e-4, "activations too small for a meaningful comparison"
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=2e-5 * float(scale))

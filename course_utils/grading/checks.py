@@ -91,6 +91,12 @@ class CheckFailed(AssertionError):
         return [f"{type(self).__name__}: {self}"]
 
 
+class ReferenceWithheld(CheckFailed):
+    """A visible test could not compare: the course module holding its reference
+    is not installed here (a hand-out before the set's deadline). Not a ✓, not a
+    wrong answer: `course check` shows it as "graded after submission"."""
+
+
 def mode() -> str:
     """The grading mode from COURSE_GRADING_MODE: "", "record" or "reference"."""
     value = os.environ.get(MODE_ENV, "")
@@ -688,6 +694,7 @@ def _check_plain(
     name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
 ) -> None:
     failures = []
+    withheld = None  # the reference's module, when it is not installed here
     for case in cases:
         built = case.build()
         mine, error, wire = _run(fn, built, forbid, transform)
@@ -702,8 +709,16 @@ def _check_plain(
             continue
         if reference is None:
             continue
+        if withheld is not None:
+            continue
         args, kwargs = _fresh(built)
-        out = reference(*args, **kwargs)
+        try:
+            out = reference(*args, **kwargs)
+        except ModuleNotFoundError as exc:
+            if not _withheld(exc):
+                raise
+            withheld = exc.name  # a hand-out before the deadline
+            continue
         expected = to_array(transform(out, built) if transform else out)
         ok, why = compare_arrays(mine, expected, compare, rtol, atol)
         found = [] if ok else [why]
@@ -721,6 +736,14 @@ def _check_plain(
         if hint:
             lines.append(f"Hint: {hint}")
         raise CheckFailed("\n".join(lines))
+    if withheld is not None:
+        # The course's reference ships after the deadline: say so; never a ✓
+        # for what was not compared.
+        raise ReferenceWithheld(
+            f"○ {name}: your function ran on {len(cases)} case(s) without error; "
+            f"the reference it is compared with ({withheld}) ships after the "
+            "deadline, so this is graded after submission"
+        )
     print(f"✓ {name}: {len(cases)} case(s) passed")
 
 
@@ -811,14 +834,27 @@ def reference_answer(name: str, /) -> Callable:
 
     Like `saliency`, so that a test cell computes its expected values without
     binding a reference implementation to a name in the student's namespace.
+    Imported on the first call only (the module is absent from the grading
+    sandbox and from a hand-out before the set's deadline).
     """
-    from . import references
 
-    if name not in references.REFERENCES:
-        raise ValueError(
-            f"name must be one of {sorted(references.REFERENCES)}, got {name!r}"
-        )
-    return references.REFERENCES[name]
+    def reference(*args, **kwargs):
+        from . import references
+
+        if name not in references.REFERENCES:
+            raise ValueError(
+                f"name must be one of {sorted(references.REFERENCES)}, got {name!r}"
+            )
+        return references.REFERENCES[name](*args, **kwargs)
+
+    reference.__name__ = f"references.{name}"
+    return reference
+
+
+def _withheld(exc: ModuleNotFoundError) -> bool:
+    """Whether a failed import is of a module a set withholds (course or Captum)."""
+    missing = exc.name or ""
+    return any(missing == m or missing.startswith(m + ".") for m in DEFAULT_FORBID)
 
 
 def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:

@@ -77,6 +77,7 @@ FORBIDDEN_IMPORTS = {
     "course_utils.reference": "reference",
     "course_utils.sanity": "reference",
     "course_utils.metrics": "reference",
+    "course_utils.shapley": "reference",
     "course_utils.grading": "tamper",
     "captum": "reference",
 }

@@ -26,7 +26,7 @@ def cam_textbook(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     idx, hi = resolve_target(target, x.shape[0], x.device)
     module = get_layer(model, layer_name)
     with eval_mode(model), capture_output(module) as store, torch.no_grad():
-        select(model(x), idx, hi)  # checks the targets against K
+        select(model(x), idx, hi, rows=x.shape[0])  # checks targets and rows
     act = store["output"]
     n, d, h, w = act.shape
     maps = torch.zeros(n, 1, h, w, dtype=act.dtype)
@@ -94,7 +94,7 @@ def cam(
             fc.register_forward_pre_hook(lambda _m, inputs: fc_in.update(x=inputs[0]))
         )
         with torch.no_grad():
-            select(model(x), idx, hi)
+            select(model(x), idx, hi, rows=x.shape[0])
     act = _check_pooled(store, fc_in, layer_name)
     n, d, h, w = act.shape
     rows = idx if not isinstance(idx, int) else torch.full((n,), idx, device=x.device)

@@ -1,27 +1,21 @@
 """The machinery every saliency method is built from, written once.
 
-* `eval_mode`: runs the model in eval mode and puts every module's own
-  `training` flag back afterwards, also when the body raises (parameters and
-  their `requires_grad` are never touched);
+* `eval_mode` (re-exported from `course_utils.modes`, its one home): runs the
+  model in eval mode and puts every module's own `training` flag back
+  afterwards, also when the body raises;
 * `input_gradient`: ∂ f_target / ∂x via `torch.autograd.grad`, the one
   backward pass most methods are built from; `as_leaf`, `select`;
-* `removing_hooks` / `capture_output` / `captured`: hooks live in context
-  managers that always remove them and never swallow the exception that left
-  the body;
+* `removing_hooks` / `capture_output` / `captured` / `check_used`: hooks live
+  in context managers that always remove them and never swallow the exception
+  that left the body;
 * batching: `DEFAULT_BATCH_SIZE`, `default_batch_size`, `check_batch_size`,
   `chunks`, `grid_chunks`, `rows_of`, `repeat_rows`;
 * `get_layer` / `default_layer` / `resolve_layer`: layers by dotted name or
   module (None: the default Grad-CAM layer).
 
-Why eval mode: a saliency map explains the deployed function. A model left in
-train mode would use batch statistics in BatchNorm (so a row's map would
-depend on the other rows, the IG steps and the noisy copies in its chunk) and
-would overwrite BatchNorm's running statistics, a side effect. Captum runs the
-model in whatever mode it is given; for eval-mode models (the shipped ones,
-`load_pretrained` returns eval mode) the two agree.
-
-Imports only torch (and the torch-only `checks`), so `models` and `shortcut`
-can use `eval_mode` without pulling in anything heavy.
+Eval mode (why: see `course_utils.modes`): Captum runs the model in whatever
+mode it is given; for eval-mode models (the shipped ones, `load_pretrained`
+returns eval mode) the two agree.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def gradient_shap(
         )
     if not 0 <= noise_level < float("inf"):
         raise ValueError(f"noise_level must be a finite number ≥ 0, got {noise_level}")
-    batch_size = check_batch_size(batch_size, x)
+    batch_size = check_batch_size(batch_size, x, model)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             "generator must be a torch.Generator or None, "
@@ -210,7 +210,10 @@ def gradient_shap(
             noisy = x[rows // n_samples] + draws.noise[part]
             base = dist[draws.index[part]]
             diff = noisy - base
-            points = base + draws.alpha[part].view(shape) * diff
+            alpha = draws.alpha[part].view(shape)
+            # x₀ + α(x̃ − x₀), written as Captum writes it (α x̃ + (1 − α) x₀) so
+            # that ReLU and max-pool ties break the same way in both
+            points = alpha * noisy + (1.0 - alpha) * base
             grad, _ = input_gradient(model, points, rows_of(targets, rows), hi)
             out[part] = diff * grad
     return out.view(n, n_samples, *x.shape[1:]).mean(1)
