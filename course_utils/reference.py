@@ -315,6 +315,26 @@ def guided_grad_cam(model, x, target, layer=None) -> torch.Tensor:
 # ------------------------------------------------- Shapley values (notebook 10)
 
 
+def _patch_ids(height: int, width: int, grid) -> torch.Tensor:
+    """Captum's feature_mask for a rows × cols grid, built here (not with ours)."""
+    rows, cols = (grid, grid) if isinstance(grid, int) else grid
+    r = torch.div(torch.arange(height) * rows, height, rounding_mode="floor")
+    c = torch.div(torch.arange(width) * cols, width, rounding_mode="floor")
+    return r[:, None] * cols + c[None, :]
+
+
+def _baseline_digits(baselines, x: torch.Tensor) -> torch.Tensor:
+    """GradientShap's `baselines`: "train" = the first 200 training digits."""
+    if isinstance(baselines, str):
+        if baselines != "train":
+            raise ValueError(f"baselines {baselines!r} has no Captum reference")
+        from . import data
+
+        baselines = data.load_split("train").x[:200]
+    dist = torch.as_tensor(baselines).detach()
+    return (dist[None] if dist.dim() == 3 else dist).to(x.device, x.dtype)
+
+
 def kernel_shap(
     model,
     x,
@@ -330,7 +350,7 @@ def kernel_shap(
     `torch.manual_seed(seed)` (inside `fork_rng`: the global state is untouched).
 
     f = model ("logit") or softmax ∘ model ("prob"); baseline names are resolved
-    by this module's own `_baseline`; feature_mask = `shapley.patch_ids(H, W, grid)`. Rows
+    by this module's own `_baseline`; feature_mask = its own `_patch_ids`. Rows
     run one after the other from the same seeded stream, as
     `shapley.kernel_shap(..., generator=None)` after `torch.manual_seed(seed)`
     draws them (Captum's coalition sampler is the same code path; its
@@ -342,7 +362,7 @@ def kernel_shap(
     from . import shapley
 
     x, target = _prepare(model, x, target)
-    ids = shapley.patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
+    ids = _patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
     base = _baseline(baseline, x, model).expand_as(x)
     targets = [target] * x.shape[0] if isinstance(target, int) else list(target)
 
@@ -393,10 +413,10 @@ def gradient_shap(
     import numpy as np
     from captum.attr import GradientShap
 
-    from .saliency.gradient_shap import GradientShapDraws, resolve_distribution
+    from .saliency.gradient_shap import GradientShapDraws
 
     x, target = _prepare(model, x, target)
-    dist = resolve_distribution(baselines, x)
+    dist = _baseline_digits(baselines, x)
     sigmas = [_sigma(row.detach(), noise_level) for row in x]
     if any(sigma != sigmas[0] for sigma in sigmas):
         raise ValueError(
