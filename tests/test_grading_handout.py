@@ -80,3 +80,20 @@ def test_after_the_deadline_a_sets_modules_ship(tmp_path):
     report = handout(COURSE, tmp_path / "late", after_deadline=COURSE.sets())
     assert report.absent_modules == []
     assert (tmp_path / "late" / "course_utils" / "saliency").is_dir()
+
+
+def test_modules_and_notebooks_ship_in_lecture_order_after_deadlines(tmp_path):
+    """After ps1–ps3 the saliency notebooks ship, after every set all of them;
+    answers of closed sets are not reported as leaks, open sets' still are."""
+    sets = COURSE.sets()
+    early = sets[:3]
+    report, dest = handout(COURSE, tmp_path / "early", early), tmp_path / "early"
+    shipped = {p.name[:2] for p in (dest / "notebooks").glob("*.ipynb")}
+    assert {"00", "01", "02", "03"} <= shipped and "10" not in shipped
+    assert "course_utils.saliency" not in report.absent_modules
+    assert (dest / "course_utils" / "saliency").is_dir()
+    assert scan(COURSE, dest, early) == []
+    assert scan(COURSE, dest, ()) != []  # ps1–ps3 answers are in course_utils.saliency
+    handout(COURSE, tmp_path / "late", sets)
+    assert len(list((tmp_path / "late" / "notebooks").glob("*.ipynb"))) == 11
+    assert scan(COURSE, tmp_path / "late", sets) == []

@@ -221,7 +221,7 @@ def handout_command(args) -> int:
     except (ValueError, RuntimeError) as exc:
         return _fail("handout", exc)
     print(format_report(report))
-    found = scan(course, report.dest)
+    found = scan(course, report.dest, args.after_deadline)
     for line in found[:20]:
         print(f"  LEAK {line}", file=sys.stderr)
     return 1 if found else 0

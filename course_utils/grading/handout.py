@@ -235,10 +235,11 @@ def _package_of(rel: str) -> str | None:
     return module if rel.endswith("__init__.py") else module.rpartition(".")[0]
 
 
-def secrets_of(course: Course) -> list[tuple[str, str]]:
+def secrets_of(course: Course, after_deadline=()) -> list[tuple[str, str]]:
     """(where, text) to look for: every solution block and hidden-test block of
-    the solutions, whole, and each of their lines long enough to be telling
-    (≥ 24 characters) that the released exercises do not show anyway."""
+    the solutions of the sets still open (not in `after_deadline`, whose
+    answers may ship), whole, and each of their lines long enough to be
+    telling (≥ 24 characters) that the released exercises do not show anyway."""
     public = ""
     if course.release.is_dir():
         public = (
@@ -250,6 +251,8 @@ def secrets_of(course: Course) -> list[tuple[str, str]]:
         )
     out = []
     for set_id in course.sets():
+        if set_id in after_deadline:
+            continue
         for path in course.source_notebooks(set_id):
             nb = nbs.read_notebook(path)
             for cell in nb.cells:
@@ -278,9 +281,9 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def scan(course: Course, tree: Path) -> list[str]:
-    """Solution or hidden-test text found in any file under `tree`."""
-    needles = secrets_of(course)
+def scan(course: Course, tree: Path, after_deadline=()) -> list[str]:
+    """Solution or hidden-test text of a set still open, in any file under `tree`."""
+    needles = secrets_of(course, after_deadline)
     found = []
     for path in sorted(Path(tree).rglob("*")):
         if not path.is_file():
