@@ -159,3 +159,24 @@ def target_tensor(target: object, n: int, device: torch.device) -> torch.Tensor:
     if isinstance(idx, int):
         return torch.full((n,), idx, dtype=torch.long, device=device)
     return idx
+
+
+def check_noise_level(noise_level: object) -> float:
+    """σ as a fraction of the input range: a finite real number ≥ 0."""
+    if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real):
+        raise TypeError(
+            f"noise_level must be a number ≥ 0, got {type(noise_level).__name__}"
+        )
+    if not 0 <= noise_level < float("inf"):
+        raise ValueError(f"noise_level must be a finite number ≥ 0, got {noise_level}")
+    return float(noise_level)
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    """A torch.Generator for the draws, or None (torch's global generator)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "generator must be a torch.Generator or None, "
+            f"got {type(generator).__name__}"
+        )
+    return generator

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..modes import eval_mode
+from ..modes import eval_mode  # noqa: F401  (re-exported; its one home is modes.py)
 from .checks import check_int, check_model
 
 # Rows per model call for batched methods (IG steps, noisy copies, occluded

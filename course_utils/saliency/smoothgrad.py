@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
-from .checks import check_choice, check_input, check_int, check_model, resolve_target
+from .checks import (
+    check_choice,
+    check_generator,
+    check_input,
+    check_int,
+    check_model,
+    check_noise_level,
+    resolve_target,
+)
 from .core import (
     check_batch_size,
     chunks,
@@ -164,19 +170,10 @@ def smoothgrad(
             f"sal.gradient, got {type(explain).__name__}"
         )
     n_samples = check_int(n_samples, "n_samples", 1)
-    if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real):
-        raise TypeError(
-            f"noise_level must be a number ≥ 0, got {type(noise_level).__name__}"
-        )
-    if not noise_level >= 0 or noise_level == float("inf"):
-        raise ValueError(f"noise_level must be a finite number ≥ 0, got {noise_level}")
+    check_noise_level(noise_level)
     kind = check_choice(kind, "kind", KINDS)
     batch_size = check_batch_size(batch_size, x, model)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            "generator must be a torch.Generator or None, "
-            f"got {type(generator).__name__}"
-        )
+    check_generator(generator)
     n = x.shape[0]
     idx, hi = resolve_target(target, n, x.device)
     noisy = noisy_copies(x, n_samples, float(noise_level), generator)
