@@ -66,7 +66,7 @@ EXPECTED = {
     "os_exit": ("crashed", 0, 0),
     "ipython_exit": ("crashed", 0, 0),
     "memory_bomb": ("crashed", 2, 1),  # MemoryError; the kernel survives
-    "fork_memory": ("crashed", 2, 1),  # 12 × 640 MiB children: the cgroup cap
+    "fork_memory": ("crashed", 2, 1),  # 30 × 256 MiB children: the cgroup cap
     "unreadable": ("crashed", 0, 0),
     "no_notebook": ("crashed", 0, 0),
     # tampering in the kernel changes nothing outside it
