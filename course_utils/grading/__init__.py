@@ -112,6 +112,7 @@ def grade_command(args) -> int:
         cell_timeout=args.timeout,
         notebook_timeout=args.notebook_timeout,
         memory_gib=args.memory,
+        address_space_gib=args.address_space,
         interrupt_grace=args.grace,
         sandbox_uid=args.sandbox_uid,
         csv_path=args.csv,
@@ -162,6 +163,14 @@ def _configure_grade(p) -> None:
         type=float,
         default=6.0,
         help="memory cap of a submission's whole process tree in GiB (default 6)",
+    )
+    p.add_argument(
+        "--address-space",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="address space each process may reserve, in GiB (default: --memory); "
+        "past it an allocation raises MemoryError",
     )
     p.add_argument(
         "--unsafe-no-sandbox",

@@ -740,7 +740,7 @@ class _Plain:
 
         def limit():  # runs in the child before exec
             for which, value in (
-                (resource.RLIMIT_AS, limits.memory_bytes),
+                (resource.RLIMIT_AS, limits.address_space),
                 (resource.RLIMIT_FSIZE, limits.file_bytes),
                 (resource.RLIMIT_CORE, 0),
             ):

@@ -102,6 +102,9 @@ class GradeOptions:
         notebook_timeout: seconds for a whole notebook (its kernel is killed).
         interrupt_grace: seconds a kernel gets to recover from an interrupt.
         memory_gib: memory cap of a submission's whole process tree (GiB).
+        address_space_gib: address space each of its processes may reserve
+            (RLIMIT_AS, GiB; default: memory_gib). Past it, an allocation
+            raises MemoryError in the kernel instead of killing a process.
         pids: processes and threads a submission may have at once.
         cpus: CPU cores a submission may use (cgroup quota).
         sandbox_uid: first uid of the sandbox users (one per worker) when the
@@ -119,6 +122,7 @@ class GradeOptions:
     notebook_timeout: float = 600.0
     interrupt_grace: float = 5.0
     memory_gib: float = 6.0
+    address_space_gib: float | None = None
     pids: int = 128
     cpus: float = 1.0
     sandbox_uid: int = DEFAULT_SANDBOX_UID
@@ -143,6 +147,11 @@ class GradeOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        space = self.address_space_gib
+        if space is not None and (not isinstance(space, (int, float)) or not space > 0):
+            raise ValueError(
+                f"address_space_gib must be a number > 0 or None, got {space!r}"
+            )
         if not isinstance(self.pids, int) or self.pids < 16:
             raise ValueError(f"pids must be an int ≥ 16, got {self.pids!r}")
         if (
@@ -675,10 +684,11 @@ async def _grade_notebook(
     details += result.notes
     details += [f"note (not scored): {f}" for f in findings]
     if run.memory_error:
-        details.append(
-            "ran out of memory (limit "
-            f"{ctx.settings.sandbox.memory_bytes / GiB:g} GiB for all its processes)"
-        )
+        box = ctx.settings.sandbox
+        limit = f"limit {box.memory_bytes / GiB:g} GiB for all its processes"
+        if box.address_space != box.memory_bytes:
+            limit += f", {box.address_space / GiB:g} GiB of address space per process"
+        details.append(f"ran out of memory ({limit})")
     status = outcome(run, result, flags)
     grades = gbook.NotebookGrades(flagged=bool(flags))
     scores: dict[str, float | None] = {}
@@ -955,6 +965,9 @@ def grade(
     course.autograded.mkdir(exist_ok=True)
     limits = SandboxLimits(
         memory_bytes=int(options.memory_gib * GiB),
+        address_space_bytes=(
+            int(options.address_space_gib * GiB) if options.address_space_gib else None
+        ),
         pids=options.pids,
         cpus=options.cpus,
     )
@@ -972,7 +985,10 @@ def grade(
                 mode="reference",
                 cell_timeout=max(options.cell_timeout, 120.0),
                 notebook_timeout=max(options.notebook_timeout, 1200.0),
-                sandbox=SandboxLimits(memory_bytes=max(limits.memory_bytes, 4 * GiB)),
+                sandbox=SandboxLimits(
+                    memory_bytes=max(limits.memory_bytes, 4 * GiB),
+                    address_space_bytes=max(limits.address_space, 6 * GiB),
+                ),
             )
             full_view = make_full_view(work, limits)
             for spec in specs:

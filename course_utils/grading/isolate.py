@@ -437,8 +437,11 @@ class SandboxLimits:
     """Limits of one submission's whole process tree.
 
     Args:
-        memory_bytes: cgroup memory cap (all processes, no swap); also the
-            RLIMIT_AS of each process where no cgroup is available.
+        memory_bytes: cgroup memory cap (all processes together, no swap).
+        address_space_bytes: RLIMIT_AS of each process (None: memory_bytes),
+            so one process that reserves too much gets a MemoryError it can
+            recover from. It is separate from the cap because torch alone
+            reserves about 3.5 GiB of address space while using 0.7 GiB.
         pids: cgroup pids.max (processes and threads).
         cpus: cgroup CPU quota in cores.
         tmpfs_bytes: size of the only writable place, /tmp.
@@ -446,10 +449,16 @@ class SandboxLimits:
     """
 
     memory_bytes: int = 6 * GiB
+    address_space_bytes: int | None = None
     pids: int = 128
     cpus: float = 1.0
     tmpfs_bytes: int = 256 * MiB
     file_bytes: int = 64 * MiB
+
+    @property
+    def address_space(self) -> int:
+        """RLIMIT_AS of each process: `address_space_bytes`, else `memory_bytes`."""
+        return self.address_space_bytes or self.memory_bytes
 
 
 class Sandbox:
@@ -518,7 +527,7 @@ class Sandbox:
                 *inner,
             ]
         fsize = limits.file_bytes
-        memory = f"ulimit -v {limits.memory_bytes // 1024}; "
+        memory = f"ulimit -v {limits.address_space // 1024}; "
         join = "".join(
             f'echo $$ > "{p}" || exit 97; '
             for p in (self.cgroup.procs_files if self.cgroup else [])
