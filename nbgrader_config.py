@@ -45,3 +45,14 @@ c.Execute.timeout = 60
 # does not exist" banner.
 c.Exchange.root = os.path.join(ROOT, ".exchange")
 os.makedirs(c.Exchange.root, exist_ok=True)
+
+# formgrader renders LaTeX with MathJax from this Jupyter server
+# (jupyter-server-mathjax), not from a CDN: the course works offline. Our
+# formgrade template (course_utils/grading/templates/formgrade) comes first and
+# extends nbgrader's, which the second entry makes reachable as
+# 'formgrade/index.html.j2'.
+from nbgrader.server_extensions.formgrader import handlers as _formgrader  # noqa: E402
+
+_TEMPLATES = os.path.join(ROOT, "course_utils", "grading", "templates")
+c.HTMLExporter.extra_template_basedirs = [_TEMPLATES, _formgrader.template_path]
+c.HTMLExporter.extra_template_paths = [_formgrader.template_path]
