@@ -264,7 +264,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
     Pixels shifted in from outside are black (0). x: (N, C, H, W) → same shape.
     """
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     padded = nn.functional.pad(x, (max_shift,) * 4)
     dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator)
     rows = torch.arange(h)[None, :] + dy[:, None]  # (N, H)

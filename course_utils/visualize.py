@@ -30,6 +30,7 @@ from torch import fx, nn
 
 # The shared saliency layer.
 from .saliency.baselines import grey
+from .saliency.cam import feature_maps
 from .saliency.checks import (
     check_choice,
     check_input,
@@ -46,7 +47,6 @@ from .saliency.core import (
     get_layer,
     select,
 )
-from .saliency.cam import feature_maps
 from .saliency.guided_backprop import relu_rule
 
 __all__ = [

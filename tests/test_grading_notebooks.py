@@ -11,6 +11,7 @@ from course_utils.grading import notebooks as nbs
 from course_utils.grading.course import Course, generate
 
 CASES = Path(__file__).parent / "grading_cases"
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CASES))
 import build
 
@@ -122,3 +123,23 @@ def test_a_set_declares_what_its_sandbox_leaves_out(tiny):
     bad.metadata["course_grading"] = {"absent_modules": "captum"}
     with pytest.raises(ValueError, match="absent_modules must be a list"):
         nbs.absent_modules(bad)
+    bad.metadata["course_grading"] = {"absent_modules": ["course_utils.models"]}
+    with pytest.raises(ValueError, match="only modules that compute answers"):
+        nbs.absent_modules(bad)
+
+
+def test_one_list_of_the_modules_that_compute_answers():
+    from course_utils.grading import checks, static, withheld
+
+    assert checks.DEFAULT_FORBID is withheld.REFERENCE_MODULES
+    for module in withheld.REFERENCE_MODULES:
+        assert static.FORBIDDEN_IMPORTS[module] == "reference"
+        assert checks._withheld(ModuleNotFoundError(name=module + ".x"))
+    assert not checks._withheld(ModuleNotFoundError(name="course_utils.models"))
+    blank = nbformat.v4.new_notebook()
+    assert nbs.absent_modules(blank) == list(withheld.REFERENCE_MODULES)
+    # every set withholds a part of that list, checked when its metadata is read
+    for path in sorted((ROOT / "solutions").glob("*/*.ipynb")):
+        assert set(nbs.absent_modules(nbs.read_notebook(path))) <= set(
+            withheld.REFERENCE_MODULES
+        ), path

@@ -60,22 +60,15 @@ import torch
 from torch import nn
 
 from . import hints
+from .withheld import REFERENCE_MODULES, matching
 
 MODE_ENV = "COURSE_GRADING_MODE"
 RECORD_DIR_ENV = "COURSE_GRADING_RECORD_DIR"
 MODES = ("", "record", "reference")
 
 # Modules whose code a student's answer must not run: the reference
-# implementations the answers are graded against.
-DEFAULT_FORBID = (
-    "course_utils.saliency",
-    "course_utils.reference",
-    "course_utils.sanity",
-    "course_utils.metrics",
-    "course_utils.grading.references",
-    "course_utils.shapley",
-    "captum",
-)
+# implementations the answers are graded against (one list: withheld.py).
+DEFAULT_FORBID = REFERENCE_MODULES
 VALUE_KINDS = ("number", "bool", "choice")
 COMPARE_MODES = ("allclose", "exact", "nonzero_pattern")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -853,8 +846,7 @@ def reference_answer(name: str, /) -> Callable:
 
 def _withheld(exc: ModuleNotFoundError) -> bool:
     """Whether a failed import is of a module a set withholds (course or Captum)."""
-    missing = exc.name or ""
-    return any(missing == m or missing.startswith(m + ".") for m in DEFAULT_FORBID)
+    return matching(exc.name or "") is not None
 
 
 def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:

@@ -334,10 +334,10 @@ def absent_modules(nb) -> list[str]:
 
         "course_grading": {"absent_modules": ["course_utils.saliency", ...]}
 
-    Default: every module of `checks.DEFAULT_FORBID` except those the older
-    ``allow_imports`` key allows.
+    Default: every module of `withheld.REFERENCE_MODULES` except those the
+    older ``allow_imports`` key allows.
     """
-    from .checks import DEFAULT_FORBID
+    from .withheld import REFERENCE_MODULES, matching
 
     settings = nb.metadata.get("course_grading", {}) or {}
     declared = settings.get("absent_modules")
@@ -349,6 +349,13 @@ def absent_modules(nb) -> list[str]:
                 "metadata course_grading.absent_modules must be a list of module "
                 f"names, got {declared!r}"
             )
+        unknown = [m for m in declared if matching(m) is None]
+        if unknown:
+            raise ValueError(
+                "metadata course_grading.absent_modules may name only modules that "
+                f"compute answers ({', '.join(REFERENCE_MODULES)}, or modules inside "
+                f"them), got {unknown}"
+            )
         return list(declared)
     allowed = set(settings.get("allow_imports", []) or [])
-    return [m for m in DEFAULT_FORBID if m not in allowed]
+    return [m for m in REFERENCE_MODULES if m not in allowed]

@@ -29,6 +29,8 @@ import ast
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .withheld import REFERENCE_MODULES, matching
+
 ALLOWED_IMPORT_ROOTS = frozenset(
     {
         "torch",
@@ -72,14 +74,10 @@ ALLOWED_IMPORTS = frozenset(
         "course_utils.widgets",
     }
 )
+# What computes the answers (withheld.py), then the grader's own package.
 FORBIDDEN_IMPORTS = {
-    "course_utils.saliency": "reference",
-    "course_utils.reference": "reference",
-    "course_utils.sanity": "reference",
-    "course_utils.metrics": "reference",
-    "course_utils.shapley": "reference",
+    **dict.fromkeys(REFERENCE_MODULES, "reference"),
     "course_utils.grading": "tamper",
-    "captum": "reference",
 }
 # The test helpers a notebook's setup cell imports; answers may call them (e.g. to
 # re-run a visible check) but not touch their private parts.
@@ -280,10 +278,7 @@ def import_bindings(tree: ast.AST) -> dict[str, str]:
 
 
 def _matches(module: str, prefixes: Iterable[str]) -> str | None:
-    for p in prefixes:
-        if module == p or module.startswith(p + "."):
-            return p
-    return None
+    return matching(module, prefixes)
 
 
 class _Scanner(ast.NodeVisitor):
@@ -514,4 +509,3 @@ def scan_sources(
                 seen.add((f.where, f.line, f.category))
                 findings.append(f)
     return findings
-

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_formgrader_mathjax import formgrade_page  # noqa: E402
+from test_formgrader_mathjax import formgrade_page
 
 JS_TYPESET = """
 () => {

@@ -1,0 +1,44 @@
+"""The modules that compute the answers: one list for every part of grading.
+
+These are the reference implementations the exercises are graded against —
+the course's own methods and Captum. The one list is used four ways:
+
+* `notebooks.absent_modules`: a set's default for what the grading sandbox and
+  the hand-out leave out (a solution notebook may declare its own list in
+  ``metadata.course_grading.absent_modules``);
+* `checks.check(..., forbid=)`: the call detector's default in a self-check;
+* `checks` again: a failed import of one of them means "withheld", not "broken";
+* `static`: the review notes an answer that imports one of them.
+
+The module is a constant and a matcher, so the sandbox can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+REFERENCE_MODULES: tuple[str, ...] = (
+    "course_utils.saliency",
+    "course_utils.reference",
+    "course_utils.sanity",
+    "course_utils.metrics",
+    "course_utils.grading.references",
+    "course_utils.shapley",
+    "captum",
+)
+
+
+def matching(module: str, prefixes: Iterable[str] = REFERENCE_MODULES) -> str | None:
+    """The prefix (a module or a package of them) that `module` is, or is inside of.
+
+    >>> matching("captum.attr")
+    'captum'
+    >>> matching("course_utils.saliency.gradient")
+    'course_utils.saliency'
+    >>> matching("course_utils.saliency_tools") is None
+    True
+    """
+    for prefix in prefixes:
+        if module == prefix or module.startswith(prefix + "."):
+            return prefix
+    return None
