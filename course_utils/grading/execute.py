@@ -660,6 +660,120 @@ async def run_notebook(
     )
 
 
+class _LaunchedHandle:
+    """A kernel started as a plain child process by jupyter_client's launcher
+    (self-check where there is no fork: Windows)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        try:
+            return self.proc.wait(wait) if wait else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+    def interrupt(self) -> None:
+        if not self.alive():
+            return
+        if os.name == "nt":
+            from jupyter_client.win_interrupt import send_interrupt
+
+            send_interrupt(self.proc.win32_interrupt_event)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        if os.name == "nt":
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+        else:  # its whole session: whatever the notebook started, too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+
+    def oom_killed(self) -> bool:
+        return False
+
+
+def _launch(conn: str, env: dict[str, str], cwd: Path, log_path: Path):
+    """ipykernel on `conn` as a child process (its own session or process
+    group, so it can be interrupted), output to `log_path`."""
+    from jupyter_client.launcher import launch_kernel
+
+    with open(log_path, "wb") as log:  # the child keeps its own copy
+        return launch_kernel(
+            [sys.executable, "-m", "ipykernel_launcher", "-f", conn,
+             "--HistoryManager.enabled=False"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=str(cwd),
+        )  # fmt: skip
+
+
+async def run_notebook_launched(
+    nb: nbformat.NotebookNode, settings: RunSettings, private_dir: Path
+) -> RunResult:
+    """Execute `nb`'s code cells in place in a kernel launched as a child process.
+
+    `course check` on a machine without `fork` (Windows): the same cells, the
+    same per-cell and per-notebook deadlines and the same report as
+    `run_notebook`, but the kernel pays its imports, has no resource limits and
+    runs as the student (it is the student's own machine and code). It talks
+    TCP on loopback and keeps the student's environment, with HOME, TMPDIR and
+    the Jupyter/IPython folders in a scratch directory.
+    """
+    from jupyter_client.connect import write_connection_file
+
+    start = time.monotonic()
+    private_dir.mkdir(parents=True, exist_ok=True)
+    log_path = private_dir / "kernel.log"
+    scratch = Path(tempfile.mkdtemp(prefix="cg-", dir=private_dir))
+    for sub in ("home", "tmp", "records", "home/.ipython", "home/runtime"):
+        (scratch / sub).mkdir(exist_ok=True)
+    status, detail, timeouts = "crashed", "", 0
+    cells = [
+        CellResult(i, "not run") for i, c in enumerate(nb.cells) if c.cell_type == "code"
+    ]
+    conn, _ = write_connection_file(
+        str(scratch / "kernel.json"), ip="127.0.0.1", key=secrets.token_hex(32).encode()
+    )
+    env = {**os.environ, **kernel_env(scratch, settings.mode, scratch / "records")}
+    env["PATH"] = os.environ.get("PATH", "")  # the student's own PATH (Windows too)
+    env.pop("PYTHONSTARTUP", None)
+    handle = kc = None
+    try:
+        handle = _LaunchedHandle(_launch(conn, env, scratch / "tmp", log_path))
+        kc = _Client(connection_file=conn)
+        kc.load_connection_file()
+        kc.alive_check = handle.alive
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=settings.startup_timeout)
+        except RuntimeError as exc:
+            detail = (
+                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            )
+        else:
+            status, detail, timeouts, cells, _ = await _run_cells(
+                nb, kc, handle, settings, set(), []
+            )
+    finally:
+        if kc is not None:
+            kc.stop_channels()
+        if handle is not None:
+            handle.kill()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return _result(status, detail, cells, [], start, log_path, timeouts, [], False)
+
+
 KERNEL_BOOT = """\
 import os, sys
 for d in ("{tmp}/home/.ipython", "{tmp}/home/runtime", "{tmp}/home/.matplotlib",

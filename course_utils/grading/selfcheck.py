@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from . import notebooks as nbs
-from .execute import RunSettings, run_notebook
+from .execute import RunSettings, run_notebook, run_notebook_launched
 from .sandbox import ForkServer, Limits, server_env
 from .static import Policy, scan_sources
 
@@ -35,11 +36,15 @@ def _form_only(source: str) -> bool:
     return "checks.validate(" in visible and "checks.check(" not in visible
 
 
+KERNELS = ("auto", "fork", "process")
+
+
 def self_check(
     path: str | Path,
     cell_timeout: float = 120.0,
     out=None,
     server: ForkServer | None = None,
+    kernel: str = "auto",
 ) -> int:
     """Run the notebook's visible tests and report; returns the exit code.
 
@@ -48,10 +53,17 @@ def self_check(
         cell_timeout: seconds per cell.
         out: where the report goes (default sys.stdout).
         server: a running fork server to reuse (tests); default: start one.
+        kernel: "fork" (a kernel forked from a warm helper, with limits: fast),
+            "process" (a kernel launched as a child process: Windows, where
+            there is no fork) or "auto" (fork where the OS has it).
     Returns:
         0 when every visible test passes and nothing would be flagged, else 1.
     """
     out = out or sys.stdout
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "auto":
+        kernel = "fork" if hasattr(os, "fork") else "process"
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"NOTEBOOK {path} does not exist")
@@ -72,14 +84,17 @@ def self_check(
     run_nb = nbs.clean(copy.deepcopy(nb))
     work = Path(tempfile.mkdtemp(prefix="course-check-"))
     print(f"Checking {path} (a copy runs; your file is not changed) …", file=out)
-    own_server = server is None
+    own_server = server is None and kernel == "fork"
     try:
-        if own_server:
-            server = ForkServer(server_env(work), work / "forkserver.log")
         settings = RunSettings(
             mode="", cell_timeout=cell_timeout, interrupt_grace=5.0, limits=Limits()
         )
-        run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
+        if kernel == "process":
+            run = asyncio.run(run_notebook_launched(run_nb, settings, work / "run"))
+        else:
+            if own_server:
+                server = ForkServer(server_env(work), work / "forkserver.log")
+            run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
     finally:
         if own_server and server is not None:
             server.close()
