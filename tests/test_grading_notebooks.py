@@ -143,3 +143,23 @@ def test_one_list_of_the_modules_that_compute_answers():
         assert set(nbs.absent_modules(nbs.read_notebook(path))) <= set(
             withheld.REFERENCE_MODULES
         ), path
+
+
+def test_the_kernel_boots_with_what_the_instructors_cells_import():
+    from course_utils.grading.execute import BOOT_MODULES, boot_modules
+
+    locked = nbformat.v4.new_code_cell(
+        "%matplotlib inline\nimport torch.nn as nn\nfrom course_utils import data, models"
+    )
+    locked.metadata["nbgrader"] = {"grade_id": "setup", "locked": True}
+    answer = nbformat.v4.new_code_cell("import scipy.stats\nfrom pandas import *")
+    answer.metadata["nbgrader"] = {"grade_id": "a1", "solution": True}
+    lost = nbformat.v4.new_code_cell("import antigravity")  # metadata lost: the student's
+    nb = nbformat.v4.new_notebook(cells=[locked, answer, lost])
+    names = boot_modules(nb)
+    assert names[: len(BOOT_MODULES)] == list(BOOT_MODULES)
+    assert {"torch.nn", "course_utils", "course_utils.data", "course_utils.models"} <= set(
+        names
+    )
+    assert not {"scipy.stats", "pandas", "antigravity", "matplotlib.pyplot"} & set(names)
+    assert len(names) == len(set(names))

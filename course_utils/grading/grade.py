@@ -43,6 +43,7 @@ import copy
 import enum
 import html
 import json
+import math
 import os
 import pwd
 import re
@@ -591,6 +592,7 @@ class _Context:
     settings: RunSettings
     work: Path
     unsafe: bool = False
+    cpusets: dict[int, str] = field(default_factory=dict)  # sandbox uid → its CPUs
 
 
 def _failed(
@@ -675,6 +677,7 @@ async def _grade_notebook(
         skip=skip,
         harness=spec.harness(),
         name=f"s{abs(hash((student, spec.name))) % 10**12}-{os.getpid()}",
+        cpuset=ctx.cpusets.get(uid) if uid is not None else None,
     )
     result = verify(spec.checks, run.records, tests)
     details = list(merged.notes)
@@ -901,6 +904,25 @@ async def _grade_all(
         bar.close()
 
 
+def worker_cpusets(uids: list[int | None], cpus: float) -> dict[int, str]:
+    """Each worker's own CPUs (sandbox uid → "2" or "2-3"), when the workers,
+    each given ceil(cpus) CPUs, fit on the CPUs this process may use; else {}
+    (no pinning: the quota alone shares the CPUs)."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return {}
+    per = max(1, math.ceil(cpus))
+    real = [u for u in uids if u is not None]
+    if not real or len(real) * per > len(allowed):
+        return {}
+    out = {}
+    for k, uid in enumerate(real):
+        mine = allowed[k * per : (k + 1) * per]
+        out[uid] = ",".join(str(c) for c in mine)
+    return out
+
+
 def check_isolation(options: GradeOptions) -> isolate.Isolation | None:
     """The sandbox to grade in; None with --unsafe-no-sandbox where there is none.
 
@@ -1010,7 +1032,15 @@ def grade(
                 interrupt_grace=options.interrupt_grace,
                 sandbox=limits,
             )
-            ctx = _Context(course, set_id, specs, settings, work, unsafe)
+            ctx = _Context(
+                course,
+                set_id,
+                specs,
+                settings,
+                work,
+                unsafe,
+                cpusets=worker_cpusets(uids, options.cpus) if not unsafe else {},
+            )
             results = asyncio.run(_grade_all(ctx, students, uids, options.progress))
             mark("grading")
             try:

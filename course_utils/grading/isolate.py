@@ -62,9 +62,20 @@ class Cgroup:
         memory_bytes: memory of all processes together (swap disallowed).
         pids: the most processes and threads at once.
         cpus: CPU time as a number of cores (CFS quota).
+        cpuset: the CPUs its processes may run on ("1", "2-3"), or None: any.
+            A grader pins each worker to its own CPUs, so a submission that
+            keeps its quota busy (spinners) does not preempt its neighbours.
+            Left out quietly where the cpuset controller is not available.
     """
 
-    def __init__(self, name: str, memory_bytes: int, pids: int, cpus: float):
+    def __init__(
+        self,
+        name: str,
+        memory_bytes: int,
+        pids: int,
+        cpus: float,
+        cpuset: str | None = None,
+    ):
         self.version = cgroup_version()
         if self.version is None:
             raise RuntimeError("no writable cgroup hierarchy with memory and pids")
@@ -75,6 +86,8 @@ class Cgroup:
             top = base / parent
             top.mkdir(exist_ok=True)
             _write(top / "cgroup.subtree_control", "+memory +pids +cpu", quiet=True)
+            if cpuset:
+                _write(top / "cgroup.subtree_control", "+cpuset", quiet=True)
             path = top / name
             path.mkdir()
             self.dirs = [path]
@@ -82,6 +95,8 @@ class Cgroup:
             _write(path / "memory.swap.max", "0", quiet=True)
             _write(path / "pids.max", str(pids))
             _write(path / "cpu.max", f"{int(cpus * 100_000)} 100000", quiet=True)
+            if cpuset:
+                _write(path / "cpuset.cpus", cpuset, quiet=True)
         else:
             for ctrl in V1_CONTROLLERS:
                 top = _v1_base(ctrl) / parent
@@ -96,6 +111,8 @@ class Cgroup:
             _write(pid_dir / "pids.max", str(pids))
             _write(cpu / "cpu.cfs_period_us", "100000", quiet=True)
             _write(cpu / "cpu.cfs_quota_us", str(int(cpus * 100_000)), quiet=True)
+            if cpuset:  # a fourth group, where the controller is there
+                _v1_cpuset(parent, name, cpuset, self.dirs)
 
     @property
     def procs_files(self) -> list[Path]:
@@ -158,6 +175,34 @@ class Cgroup:
                 path.parent.rmdir()
             except OSError:
                 pass
+
+
+def _v1_cpuset(parent: str, name: str, cpus: str, dirs: list[Path]) -> bool:
+    """A v1 cpuset group PARENT/NAME on `cpus` (appended to dirs); False where
+    the controller is missing or refuses. v1 groups start with no CPUs and no
+    memory nodes: the parent copies its own, the child narrows the CPUs."""
+    mount = CGROUP_ROOT / "cpuset"
+    base = _v1_base("cpuset") if mount.is_dir() else None
+    if base is None or not os.access(base, os.W_OK):
+        return False
+    top = base / parent
+    path = top / name
+    try:
+        top.mkdir(exist_ok=True)
+        for key in ("cpuset.cpus", "cpuset.mems"):
+            if not _read(top / key).strip():
+                _write(top / key, _read(base / key).strip() or "0")
+        path.mkdir()
+    except OSError:
+        return False
+    try:
+        _write(path / "cpuset.mems", _read(top / "cpuset.mems").strip())
+        _write(path / "cpuset.cpus", cpus)
+    except OSError:
+        path.rmdir()
+        return False
+    dirs.append(path)
+    return True
 
 
 def _read(path: Path) -> str:
@@ -474,6 +519,7 @@ class Sandbox:
         isolation: `detect()`'s answer (None: detect).
         log: the host file that gets stdout and stderr.
         name: the cgroup's name.
+        cpuset: the CPUs it may run on (see `Cgroup`), None: any.
     """
 
     def __init__(
@@ -487,6 +533,7 @@ class Sandbox:
         name: str,
         uid: int | None = None,
         isolation: Isolation | None = None,
+        cpuset: str | None = None,
     ):
         self.isolation = isolation or detect()
         if not self.isolation.usable:
@@ -494,7 +541,9 @@ class Sandbox:
         self.started = time.monotonic()
         self.cgroup = None
         if self.isolation.cgroup:
-            self.cgroup = Cgroup(name, limits.memory_bytes, limits.pids, limits.cpus)
+            self.cgroup = Cgroup(
+                name, limits.memory_bytes, limits.pids, limits.cpus, cpuset
+            )
         data_fds: list[int] = []
         args = [self.isolation.bwrap, *_namespace_flags(self.isolation.root)]
         args += ["--die-with-parent", "--new-session"]
