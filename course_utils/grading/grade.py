@@ -688,9 +688,13 @@ async def _grade_notebook(
     details += [f"note (not scored): {f}" for f in findings]
     if run.memory_error:
         box = ctx.settings.sandbox
-        limit = f"limit {box.memory_bytes / GiB:g} GiB for all its processes"
-        if box.address_space != box.memory_bytes:
-            limit += f", {box.address_space / GiB:g} GiB of address space per process"
+        space = f"{box.address_space / GiB:g} GiB of address space per process"
+        if ctx.unsafe or not isolate.detect().cgroup:
+            limit = f"limit {space}; no cgroup here"
+        else:
+            limit = f"limit {box.memory_bytes / GiB:g} GiB for all its processes"
+            if box.address_space != box.memory_bytes:
+                limit += f", {space}"
         details.append(f"ran out of memory ({limit})")
     status = outcome(run, result, flags)
     grades = gbook.NotebookGrades(flagged=bool(flags))
