@@ -51,8 +51,15 @@ os.makedirs(c.Exchange.root, exist_ok=True)
 # formgrade template (course_utils/grading/templates/formgrade) comes first and
 # extends nbgrader's, which the second entry makes reachable as
 # 'formgrade/index.html.j2'.
-from nbgrader.server_extensions.formgrader import handlers as _formgrader  # noqa: E402
+try:  # nbgrader's own templates folder, found as its generate_feedback finds it
+    import nbgrader as _nbgrader
 
-_TEMPLATES = os.path.join(ROOT, "course_utils", "grading", "templates")
-c.HTMLExporter.extra_template_basedirs = [_TEMPLATES, _formgrader.template_path]
-c.HTMLExporter.extra_template_paths = [_formgrader.template_path]
+    _NBGRADER_TEMPLATES = os.path.join(
+        os.path.dirname(_nbgrader.__file__), "server_extensions", "formgrader", "templates"
+    )
+except ImportError:  # nbgrader missing: nothing here renders a formgrader page
+    _NBGRADER_TEMPLATES = None
+if _NBGRADER_TEMPLATES and os.path.isdir(_NBGRADER_TEMPLATES):
+    _TEMPLATES = os.path.join(ROOT, "course_utils", "grading", "templates")
+    c.HTMLExporter.extra_template_basedirs = [_TEMPLATES, _NBGRADER_TEMPLATES]
+    c.HTMLExporter.extra_template_paths = [_NBGRADER_TEMPLATES]

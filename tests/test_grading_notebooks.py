@@ -155,11 +155,18 @@ def test_the_kernel_boots_with_what_the_instructors_cells_import():
     answer = nbformat.v4.new_code_cell("import scipy.stats\nfrom pandas import *")
     answer.metadata["nbgrader"] = {"grade_id": "a1", "solution": True}
     lost = nbformat.v4.new_code_cell("import antigravity")  # metadata lost: the student's
-    nb = nbformat.v4.new_notebook(cells=[locked, answer, lost])
+    test = nbformat.v4.new_code_cell(
+        "checks.check('q', f, cases, None)\n### BEGIN HIDDEN TESTS\n"
+        "from course_utils.shapley import exact\n### END HIDDEN TESTS"
+    )
+    test.metadata["nbgrader"] = {"grade_id": "t1", "grade": True, "points": 1}
+    nb = nbformat.v4.new_notebook(cells=[locked, answer, lost, test])
     names = boot_modules(nb)
     assert names[: len(BOOT_MODULES)] == list(BOOT_MODULES)
     assert {"torch.nn", "course_utils", "course_utils.data", "course_utils.models"} <= set(
         names
     )
     assert not {"scipy.stats", "pandas", "antigravity", "matplotlib.pyplot"} & set(names)
+    # the hidden tests never run in the kernel: nothing of them is named at boot
+    assert not [n for n in names if "shapley" in n]
     assert len(names) == len(set(names))

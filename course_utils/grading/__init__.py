@@ -14,8 +14,9 @@ bubblewrap namespaces, cgroups), `execute` (running a notebook under
 deadlines), `harness` (the grader's cells after the student's), `verify` (the
 verdict, outside the student's kernel), `gradebook` (atomic gradebook writes,
 CSV), `grade`, `release`, `handout`, `selfcheck`, `static` (notes on student
-code), `sandbox` (forked kernels for `course check`), `course` (paths and
-nbgrader's generator).
+code), `withheld` (the one list of modules that compute answers), `sandbox`
+(forked kernels for `course check`), `course` (paths and nbgrader's
+generator).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def grade_command(args) -> int:
 
 
 def _configure_grade(p) -> None:
-    from .grade import DEFAULT_SANDBOX_UID
+    from .isolate import DEFAULT_SANDBOX_UID
 
     p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)")
     p.add_argument(

@@ -728,8 +728,10 @@ async def run_notebook_launched(
     same per-cell and per-notebook deadlines and the same report as
     `run_notebook`, but the kernel pays its imports, has no resource limits and
     runs as the student (it is the student's own machine and code). It talks
-    TCP on loopback and keeps the student's environment, with HOME, TMPDIR and
-    the Jupyter/IPython folders in a scratch directory.
+    TCP on loopback and keeps the student's environment, with HOME, TMPDIR
+    (TEMP, TMP) and the Jupyter/IPython folders in a scratch directory. At the
+    end the kernel is killed; on POSIX with its whole session, on Windows the
+    kernel process alone (what it started itself may outlive it there).
     """
     from jupyter_client.connect import write_connection_file
 
@@ -748,6 +750,7 @@ async def run_notebook_launched(
     )
     env = {**os.environ, **kernel_env(scratch, settings.mode, scratch / "records")}
     env["PATH"] = os.environ.get("PATH", "")  # the student's own PATH (Windows too)
+    env["TEMP"] = env["TMP"] = env["TMPDIR"]  # what Windows' tempfile reads
     env.pop("PYTHONSTARTUP", None)
     handle = kc = None
     try:
@@ -771,7 +774,7 @@ async def run_notebook_launched(
             kc.stop_channels()
         if handle is not None:
             handle.kill()
-    shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return _result(status, detail, cells, [], start, log_path, timeouts, [], False)
 
 
@@ -817,9 +820,11 @@ BOOT_MODULES = (
 def boot_modules(nb: nbformat.NotebookNode) -> list[str]:
     """What a sandboxed kernel imports before the notebook's first cell: the
     `BOOT_MODULES` and every module the instructor's code cells import
-    (``import a.b`` → a.b; ``from a import b`` → a and a.b, when b is a module;
-    answer cells and cells without nbgrader metadata are the student's and
-    are not read). Only these: importing the course's whole stack
+    (``import a.b`` → a.b; ``from a import b`` → a and a.b, when b is a module).
+    Answer cells and cells without nbgrader metadata are the student's, and
+    test cells never run in the kernel (the harness does their work): none of
+    them is read, so the boot command names nothing of the hidden tests. Only
+    these: importing the course's whole stack
     (scipy.stats, matplotlib.pyplot: 1.4 s) for a set that does not use it
     would cost every submission."""
     from . import notebooks as nbs
@@ -827,7 +832,12 @@ def boot_modules(nb: nbformat.NotebookNode) -> list[str]:
 
     names = list(BOOT_MODULES)
     for cell in nb.cells:
-        if cell.cell_type != "code" or nbs.is_answer(cell) or not nbs.meta(cell):
+        if (
+            cell.cell_type != "code"
+            or nbs.is_answer(cell)
+            or not nbs.meta(cell)
+            or nbs.is_autograded_test(cell)
+        ):
             continue
         tree = _parse(cell.source)
         for node in ast.walk(tree) if tree is not None else ():

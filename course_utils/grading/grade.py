@@ -45,7 +45,6 @@ import html
 import json
 import math
 import os
-import pwd
 import re
 import shutil
 import sys
@@ -62,7 +61,7 @@ from . import harness, isolate
 from . import notebooks as nbs
 from .course import Course, generate
 from .execute import Harness, RunResult, RunSettings, run_isolated
-from .isolate import GiB, SandboxLimits, SandboxView
+from .isolate import DEFAULT_SANDBOX_UID, GiB, SandboxLimits, SandboxView
 from .static import Finding, Policy, scan_sources
 from .verify import Check, RecordError, Verdict, reference_checks, verify
 
@@ -87,7 +86,6 @@ SEVERITY = (
     Status.CRASHED,
     Status.GRADED,
 )
-DEFAULT_SANDBOX_UID = 61000
 REPORT_NAME = "grading.json"
 RUNS_NAME = ".course-grade-runs.json"
 UNSAFE_NOTE = "UNSAFE: graded without a sandbox (--unsafe-no-sandbox)"
@@ -254,6 +252,8 @@ def sandbox_uids(options: GradeOptions, workers: int) -> list[int | None]:
     """One sandbox user per worker when root; None (user namespaces) otherwise."""
     if os.name != "posix" or os.geteuid() != 0:
         return [None] * workers
+    import pwd  # POSIX only: `course check` imports this module's CLI on Windows
+
     out = []
     for k in range(workers):
         uid = options.sandbox_uid + k
@@ -909,7 +909,7 @@ async def _grade_all(
 
 
 def worker_cpusets(uids: list[int | None], cpus: float) -> dict[int, str]:
-    """Each worker's own CPUs (sandbox uid → "2" or "2-3"), when the workers,
+    """Each worker's own CPUs (sandbox uid → "2" or "2,3"), when the workers,
     each given ceil(cpus) CPUs, fit on the CPUs this process may use; else {}
     (no pinning: the quota alone shares the CPUs)."""
     try:

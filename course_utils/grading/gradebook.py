@@ -16,7 +16,6 @@ only auto scores, auto comments, the review marks and the flag are written.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
 import shutil
@@ -66,6 +65,8 @@ def locked(gradebook: Path) -> Iterator[None]:
     Raises:
         RuntimeError: another `course grade` holds it.
     """
+    import fcntl  # POSIX only; grading runs on Linux, `course check` does not lock
+
     gradebook = Path(gradebook)
     gradebook.parent.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(

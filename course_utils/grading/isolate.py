@@ -35,6 +35,7 @@ run without one unless told ``--unsafe-no-sandbox``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,6 +48,8 @@ from pathlib import Path
 
 GiB = 2**30
 MiB = 2**20
+# First uid of the sandbox users (one per worker) when the grader runs as root.
+DEFAULT_SANDBOX_UID = 61000
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "pids", "cpu")
 
@@ -62,7 +65,7 @@ class Cgroup:
         memory_bytes: memory of all processes together (swap disallowed).
         pids: the most processes and threads at once.
         cpus: CPU time as a number of cores (CFS quota).
-        cpuset: the CPUs its processes may run on ("1", "2-3"), or None: any.
+        cpuset: the CPUs its processes may run on ("1", "2,3"), or None: any.
             A grader pins each worker to its own CPUs, so a submission that
             keeps its quota busy (spinners) does not preempt its neighbours.
             Left out quietly where the cpuset controller is not available.
@@ -193,13 +196,15 @@ def _v1_cpuset(parent: str, name: str, cpus: str, dirs: list[Path]) -> bool:
             if not _read(top / key).strip():
                 _write(top / key, _read(base / key).strip() or "0")
         path.mkdir()
+        try:
+            _write(path / "cpuset.mems", _read(top / "cpuset.mems").strip())
+            _write(path / "cpuset.cpus", cpus)
+        except OSError:
+            path.rmdir()
+            raise
     except OSError:
-        return False
-    try:
-        _write(path / "cpuset.mems", _read(top / "cpuset.mems").strip())
-        _write(path / "cpuset.cpus", cpus)
-    except OSError:
-        path.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()  # only when empty: other submissions' groups stay
         return False
     dirs.append(path)
     return True

@@ -78,3 +78,29 @@ def test_launched_kernel_interrupts_a_cell_past_its_deadline(released, tmp_path,
 def test_unknown_kernel_is_refused(tmp_path):
     with pytest.raises(ValueError, match="kernel must be one of"):
         self_check(tmp_path / "x.ipynb", kernel="thread")
+
+
+def test_course_check_starts_where_posix_modules_are_missing(released, tmp_path):
+    """Windows has no fork, pwd, grp, fcntl or resource: `course check` must
+    import and run without them (the kernel is launched, not forked)."""
+    import subprocess
+
+    path = tmp_path / "mine.ipynb"
+    nbformat.write(build.build(released, WRONG, {}), path)
+    script = (
+        "import os, sys\n"
+        "for name in ('pwd', 'grp', 'fcntl', 'resource'):\n"
+        "    sys.modules[name] = None  # import fails, as on Windows\n"
+        "del os.fork\n"
+        "from course_utils.cli import main\n"
+        f"sys.exit(main(['check', {str(path)!r}]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 1, out.stderr[-2000:]  # a wrong answer: exit code 1
+    assert "✗ q1_tests" in out.stdout and "○ q2_tests (1 pt): form ok" in out.stdout
