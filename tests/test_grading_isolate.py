@@ -76,9 +76,10 @@ def test_without_a_cpuset_it_may_use_every_cpu(tmp_path):
 
 
 def test_workers_get_cpus_of_their_own_when_they_fit():
-    from course_utils.grading.grade import worker_cpusets
+    from course_utils.grading.grade import _spread_over_cores, worker_cpusets
 
-    allowed = _cpus()
+    allowed = _spread_over_cores(_cpus())  # first threads of each core first
+    assert sorted(allowed) == _cpus()
     pins = worker_cpusets([64300, 64301][: len(allowed)], 1.0)
     assert sorted(pins.values()) == [str(c) for c in allowed[: len(pins)]]
     if len(allowed) >= 2:  # a worker with 2 cores' quota gets 2 CPUs of its own

@@ -908,12 +908,32 @@ async def _grade_all(
         bar.close()
 
 
+def _spread_over_cores(cpus: list[int]) -> list[int]:
+    """`cpus` ordered first threads of each physical core first, then second
+    threads (Linux topology), so workers pinned to the first ones do not share
+    a core with hyper-threading."""
+
+    def rank(cpu: int) -> tuple[int, int]:
+        path = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            return (0, cpu)
+        siblings: list[int] = []
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            siblings += range(int(lo), int(hi or lo) + 1)
+        return (siblings.index(cpu) if cpu in siblings else 0, cpu)
+
+    return sorted(cpus, key=rank)
+
+
 def worker_cpusets(uids: list[int | None], cpus: float) -> dict[int, str]:
     """Each worker's own CPUs (sandbox uid → "2" or "2,3"), when the workers,
     each given ceil(cpus) CPUs, fit on the CPUs this process may use; else {}
     (no pinning: the quota alone shares the CPUs)."""
     try:
-        allowed = sorted(os.sched_getaffinity(0))
+        allowed = _spread_over_cores(sorted(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return {}
     per = max(1, math.ceil(cpus))
