@@ -583,6 +583,30 @@ def _result(
     )
 
 
+async def _connect(conn, handle, settings: RunSettings) -> tuple[_Client, str | None]:
+    """A client on the kernel's connection file `conn`, its channels started
+    and the kernel asked to be ready within `settings.startup_timeout`.
+
+    Returns (client, None) when it answered, else (client, why it did not
+    start: the error and how the kernel exited). The caller stops the client's
+    channels; when this raises instead, it has stopped them itself.
+    """
+    kc = _Client(connection_file=str(conn))
+    kc.load_connection_file()
+    kc.alive_check = handle.alive
+    try:
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=settings.startup_timeout)
+        except RuntimeError as exc:
+            why = f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
+            return kc, why
+    except BaseException:
+        kc.stop_channels()
+        raise
+    return kc, None
+
+
 async def run_notebook(
     nb: nbformat.NotebookNode,
     server: ForkServer,
@@ -630,16 +654,9 @@ async def run_notebook(
             identity=identity,
         )
         handle = _ForkHandle(server, pid, identity)
-        kc = _Client(connection_file=str(conn))
-        kc.load_connection_file()
-        kc.alive_check = handle.alive
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=settings.startup_timeout)
-        except RuntimeError as exc:
-            detail = (
-                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
-            )
+        kc, failed = await _connect(conn, handle, settings)
+        if failed:
+            detail = failed
         else:
             status, detail, timeouts, cells, _ = await _run_cells(
                 nb, kc, handle, settings, set(), []
@@ -755,16 +772,9 @@ async def run_notebook_launched(
     handle = kc = None
     try:
         handle = _LaunchedHandle(_launch(conn, env, scratch / "tmp", log_path))
-        kc = _Client(connection_file=conn)
-        kc.load_connection_file()
-        kc.alive_check = handle.alive
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=settings.startup_timeout)
-        except RuntimeError as exc:
-            detail = (
-                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
-            )
+        kc, failed = await _connect(conn, handle, settings)
+        if failed:
+            detail = failed
         else:
             status, detail, timeouts, cells, _ = await _run_cells(
                 nb, kc, handle, settings, set(), []
@@ -1089,16 +1099,9 @@ async def run_isolated(
         handle = _SandboxHandle(box)
         host_conn = private_dir / "kernel.json"
         host_conn.write_text(json.dumps(_connection(box.host_path("/tmp/k"), key)))
-        kc = _Client(connection_file=str(host_conn))
-        kc.load_connection_file()
-        kc.alive_check = handle.alive
-        kc.start_channels()
-        try:
-            await kc.wait_for_ready(timeout=settings.startup_timeout)
-        except RuntimeError as exc:
-            detail = (
-                f"the kernel did not start: {exc}; {_describe_exit(handle.exit_code())}"
-            )
+        kc, failed = await _connect(host_conn, handle, settings)
+        if failed:
+            detail = failed
         else:
             ready = time.monotonic() - start
             delivered = {}
