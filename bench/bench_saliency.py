@@ -162,13 +162,58 @@ def rows_options(n):
     return sorted({max(1, r // n) for r in ROWS})
 
 
+def captum_calls(model, x, target, n_steps, n_samples, sigma, patch, baseline):
+    """Captum's IG, SmoothGrad and occlusion as makers of timed calls, set up as
+    ours are (trapezoid IG of `n_steps`, SmoothGrad of `n_samples` at `sigma`,
+    occlusion of probabilities with `patch` windows and strides over all
+    channels, `baseline` fill): each ``captum_*(**kw)`` returns a call with the
+    variant's extra keywords (internal_batch_size, nt_samples_batch_size,
+    perturbations_per_eval)."""
+    xg = x.clone().requires_grad_()
+    t_list = target.tolist()
+    c = x.shape[1]
+
+    def prob(inputs):
+        return torch.softmax(model(inputs), 1)
+
+    ig, nt = IntegratedGradients(model), NoiseTunnel(Saliency(model))
+    occ = Occlusion(prob)
+
+    def captum_ig(**kw):
+        return lambda: ig.attribute(
+            xg, target=t_list, n_steps=n_steps, method="riemann_trapezoid", **kw
+        )
+
+    def captum_sg(**kw):
+        return lambda: nt.attribute(
+            xg,
+            nt_type="smoothgrad",
+            nt_samples=n_samples,
+            stdevs=sigma,
+            target=t_list,
+            abs=False,
+            **kw,
+        )
+
+    def captum_occ(**kw):
+        return lambda: occ.attribute(
+            x,
+            sliding_window_shapes=(c, patch, patch),
+            strides=(c, patch, patch),
+            target=t_list,
+            baselines=baseline,
+            **kw,
+        )
+
+    return captum_ig, captum_sg, captum_occ
+
+
 def methods(model, x, target, layer):
     """name -> (ours, captum default, {captum best candidates}, floor)."""
     n = len(x)
     bs = sal.default_batch_size(x, model)
     t_list = target.tolist()
     xg = x.clone().requires_grad_()
-    c = x.shape[1]
     module = sal.get_layer(model, layer)
     layer_floor = LayerFloor(model, layer)
     ig_points = x.repeat(N_STEPS, 1, 1, 1)
@@ -185,41 +230,17 @@ def methods(model, x, target, layer):
     occ_points = x.repeat(n_occ // n, 1, 1, 1)
     sigma = float(NOISE * (x.max() - x.min()))
 
-    def prob(inputs):
-        return torch.softmax(model(inputs), 1)
-
-    ig = IntegratedGradients(model)
-    nt = NoiseTunnel(Saliency(model))
-    occ = Occlusion(prob)
     gc = LayerGradCam(model, module)
-
-    def captum_ig(**kw):
-        return lambda: ig.attribute(
-            xg, target=t_list, n_steps=N_STEPS, method="riemann_trapezoid", **kw
-        )
-
-    def captum_sg(**kw):
-        return lambda: nt.attribute(
-            xg,
-            nt_type="smoothgrad",
-            nt_samples=N_SAMPLES,
-            stdevs=sigma,
-            target=t_list,
-            abs=False,
-            **kw,
-        )
-
-    def captum_occ(**kw):
-        return lambda: occ.attribute(
-            x,
-            sliding_window_shapes=(c, PATCH, PATCH),
-            strides=(c, PATCH, PATCH),
-            target=t_list,
-            baselines=float(model.normalize.mean)
-            if hasattr(model, "normalize")
-            else 0.0,
-            **kw,
-        )
+    captum_ig, captum_sg, captum_occ = captum_calls(
+        model,
+        x,
+        target,
+        N_STEPS,
+        N_SAMPLES,
+        sigma,
+        PATCH,
+        baseline=float(model.normalize.mean) if hasattr(model, "normalize") else 0.0,
+    )
 
     def captum_gc():
         attr = gc.attribute(xg, target=t_list, relu_attributions=True)
@@ -402,37 +423,9 @@ def large_variants(batch: int) -> dict:
     bs = sal.default_batch_size(x, model)
     sigma = float(NOISE * (x.max() - x.min()))
 
-    def prob(inputs):
-        return torch.softmax(model(inputs), 1)
-
-    ig, nt = IntegratedGradients(model), NoiseTunnel(Saliency(model))
-    occ = Occlusion(prob)
-
-    def captum_ig(**kw):
-        return lambda: ig.attribute(
-            xg, target=t_list, n_steps=n_steps, method="riemann_trapezoid", **kw
-        )
-
-    def captum_sg(**kw):
-        return lambda: nt.attribute(
-            xg,
-            nt_type="smoothgrad",
-            nt_samples=n_samples,
-            stdevs=sigma,
-            target=t_list,
-            abs=False,
-            **kw,
-        )
-
-    def captum_occ(**kw):
-        return lambda: occ.attribute(
-            x,
-            sliding_window_shapes=(3, patch, patch),
-            strides=(3, patch, patch),
-            target=t_list,
-            baselines=0.0,
-            **kw,
-        )
+    captum_ig, captum_sg, captum_occ = captum_calls(
+        model, x, target, n_steps, n_samples, sigma, patch, baseline=0.0
+    )
 
     n_occ = sal.forward_passes_occlusion(tuple(x.shape), patch)
     layer_floor = LayerFloor(model, layer)
