@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release grade handout bench weights clean
+        release grade handout bench weights clean bubblewrap
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -34,9 +34,19 @@ setup:
 lab:
 	@$(BOOTSTRAP) lab
 
-# pytest over tests/, then nbval over notebooks/ and solutions/.
-test:
+# pytest over tests/, then nbval over notebooks/ and solutions/. The grading scenarios
+# run in the bubblewrap sandbox: installed first where it is missing (root, apt).
+test: bubblewrap
 	@$(BOOTSTRAP) test
+
+# bubblewrap, the grader's sandbox: apt-get install as root where missing; otherwise
+# say how (grading refuses without it, the grading scenarios are skipped).
+bubblewrap:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ echo "installing bubblewrap (the grading sandbox): apt-get install -y bubblewrap"; \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null || \
+		  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; }; }; } || \
+		echo "bubblewrap is not installed: grading tests will be skipped (sudo apt-get install bubblewrap)"
 
 # Re-solve requirements.lock for every platform from pyproject.toml (needs the index).
 lock:
@@ -83,10 +93,8 @@ release: setup
 
 # make grade SET=ps1_gradients [SUBMISSIONS=path/to/student/folders]
 # Student code runs in a bubblewrap sandbox: installed here when missing (as root).
-grade: setup
+grade: setup bubblewrap
 	@test -n "$(SET)" || { echo "usage: make grade SET=<problem set> [SUBMISSIONS=dir]"; exit 2; }
-	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		(apt-get install -y bubblewrap || (apt-get update && apt-get install -y bubblewrap)); } || true
 	$(BIN)/course grade $(SET) $(SUBMISSIONS)
 
 # make handout DIR=../student-repo [AFTER=ps1_gradients]: the repository students get

@@ -39,8 +39,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course_utils.grading import isolate
 from course_utils.grading import notebooks as nbs
+from course_utils.grading import sandbox
 from course_utils.grading.course import Course
 from course_utils.grading.grade import GradeOptions, grade
 from course_utils.grading.release import release
@@ -102,7 +102,7 @@ def startup_cost(repeats: int = 3) -> None:
 
     package = Path(course_utils.__file__).resolve().parent
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    view = isolate.SandboxView(isolate.filtered_package(package, work, []), [])
+    view = sandbox.SandboxView(sandbox.filtered_package(package, work, []), [])
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package.parent), "HOME": "/tmp"}
     uid = 64500 if os.geteuid() == 0 else None
     for label, code in (("python", "pass"), ("python + torch", "import torch")):
@@ -112,10 +112,10 @@ def startup_cost(repeats: int = 3) -> None:
             subprocess.run([sys.executable, "-c", code], env=env, check=True)
             plain.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            box = isolate.Sandbox(
+            box = sandbox.Sandbox(
                 [sys.executable, "-c", code],
                 view,
-                isolate.SandboxLimits(),
+                sandbox.SandboxLimits(),
                 env,
                 {},
                 work / "log",
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1:
         parser.error(f"--n must be ≥ 1, got {args.n}")
     root = Path(tempfile.mkdtemp(prefix="bench-grading-"))
-    print(f"sandbox: {isolate.detect().describe()}")
+    print(f"sandbox: {sandbox.detect().describe()}")
     startup_cost()
     try:
         course = make_course(args.set, args.n, root)

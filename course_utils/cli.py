@@ -3,28 +3,14 @@
     course train NAME [--epochs N] [--seed S]   rebuild weights/NAME.pt
     course info                                 versions, data, checkpoints
 
-Other subcommands (release, check, grade, export) come from
-`course_utils.grading.COMMANDS`, imported when `main` runs (grading does not
-import this module, so there is no import circle).
+The grading subcommands (release, check, grade, export, handout) come from
+`course_utils.grading.cli.COMMANDS`, imported when `main` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-# Extra subcommands registered with `command` (grading's come from its COMMANDS).
-COMMANDS: dict = {}
-
-
-def command(name: str, help: str):
-    """Register `fn(args)` as subcommand `name`; `fn.configure(parser)` adds args."""
-
-    def deco(fn):
-        COMMANDS[name] = (fn, help)
-        return fn
-
-    return deco
 
 
 def _train(args) -> int:
@@ -63,7 +49,7 @@ def _info(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import grading
+    from .grading.cli import COMMANDS
 
     parser = argparse.ArgumentParser(prog="course", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -75,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_train)
     p = sub.add_parser("info", help="versions, data and checkpoints")
     p.set_defaults(fn=_info)
-    for name, (fn, help_) in {**grading.COMMANDS, **COMMANDS}.items():
+    for name, (fn, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         if hasattr(fn, "configure"):
             fn.configure(p)

@@ -57,8 +57,8 @@ from torch import nn
 from . import plotting
 from . import saliency as sal
 from .saliency.baselines import BASELINE_LABELS
-from .saliency.checks import check_model
 from .saliency.core import eval_mode
+from .saliency.validate import check_model
 
 PREDICTED = "predicted"
 # The options come from the modules that own them (never copied here).

@@ -42,14 +42,14 @@ import torch
 from torch import nn
 
 from .saliency.baselines import resolve_baseline
-from .saliency.checks import (
+from .saliency.core import check_batch_size, chunks, eval_mode
+from .saliency.validate import (
     check_choice,
     check_input,
     check_int,
     check_model,
     target_tensor,
 )
-from .saliency.core import check_batch_size, chunks, eval_mode
 
 KINDS = ("deletion", "insertion")
 OUTPUTS = ("prob", "logit")

@@ -124,7 +124,7 @@ class LinearPlusProduct(nn.Module):
 
     logit_k(x) = w_k · x + c_k · x₀ · x₁ for x of shape (N, D) → (N, K). Its
     Shapley values have a closed form, which the grader keeps in
-    `grading.references` (the answer is not written here: this module ships
+    `grading.closed_form` (the answer is not written here: this module ships
     to students). It lives in `models`, not in a test cell, so a grading case
     that holds one can be loaded in the sandbox.
 

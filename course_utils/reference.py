@@ -10,7 +10,7 @@ Translations (and nothing else):
   (Captum uses whatever mode it is given); its flags are restored after
   (`saliency.core.eval_mode`).
 * targets: an int or one int per row, as Captum takes them (checked by
-  `saliency.checks`, so bad arguments fail with the same messages).
+  `saliency.validate`, so bad arguments fail with the same messages).
 * baselines: names are converted here, by this module's own code (`_baseline`),
   not by `saliency.baselines`, so a bug there cannot pass the parity tests
   unseen: "black"/"zero" 0, "grey" `model.normalize.mean`, "blur" a Gaussian
@@ -63,8 +63,8 @@ from captum.attr import (
 from torch import nn
 
 from . import saliency as sal
-from .saliency.checks import check_input, check_model, resolve_target
 from .saliency.core import eval_mode, resolve_layer
+from .saliency.validate import check_input, check_model, resolve_target
 
 # The course's definitions of the named baselines, written out again on purpose.
 BLUR_SIGMA = 3.0

@@ -52,9 +52,9 @@ from torch import nn
 
 # The saliency package's shared layer.
 from .saliency.baselines import resolve_baseline
-from .saliency.checks import check_choice, check_int, check_model, resolve_target
-from .saliency.checks import check_input as check_images
 from .saliency.core import check_batch_size, chunks, eval_mode, select
+from .saliency.validate import check_choice, check_int, check_model, resolve_target
+from .saliency.validate import check_input as check_images
 
 OUTPUTS = ("logit", "prob")
 MAX_PLAYERS = 20  # 2^20 ≈ 10^6 model evaluations per image; beyond is too slow

@@ -22,8 +22,8 @@ from torch import nn
 
 from . import plotting
 from . import visualize as vis
-from .saliency.checks import check_int
 from .saliency.core import get_layer
+from .saliency.validate import check_int
 
 __all__ = ["UnitBrowser"]
 

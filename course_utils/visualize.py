@@ -31,13 +31,6 @@ from torch import fx, nn
 # The shared saliency layer.
 from .saliency.baselines import grey
 from .saliency.cam import feature_maps
-from .saliency.checks import (
-    check_choice,
-    check_input,
-    check_int,
-    check_model,
-    resolve_target,
-)
 from .saliency.core import (
     as_leaf,
     capture_output,
@@ -48,6 +41,13 @@ from .saliency.core import (
     select,
 )
 from .saliency.guided_backprop import relu_rule
+from .saliency.validate import (
+    check_choice,
+    check_input,
+    check_int,
+    check_model,
+    resolve_target,
+)
 
 __all__ = [
     "PROJECTION_RULES",

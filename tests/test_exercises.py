@@ -20,8 +20,8 @@ import nbformat
 import pytest
 
 from course_utils import cli
-from course_utils.grading import isolate
 from course_utils.grading import notebooks as nbs
+from course_utils.grading import sandbox
 from course_utils.grading.course import Course
 from course_utils.grading.grade import GradeOptions, Status, grade
 from course_utils.grading.release import leaks
@@ -90,7 +90,7 @@ def test_each_set_has_every_kind_of_question(source):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not isolate.detect().usable, reason="no OS sandbox here")
+@pytest.mark.skipif(not sandbox.detect().usable, reason="no OS sandbox here")
 @pytest.mark.parametrize("set_id", SETS)
 def test_hidden_tests_give_the_solution_full_marks(set_id, tmp_path):
     root = tmp_path / "course"

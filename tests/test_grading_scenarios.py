@@ -32,7 +32,7 @@ import nbformat
 import pytest
 
 from course_utils.grading import gradebook as gbook
-from course_utils.grading import isolate
+from course_utils.grading import sandbox
 from course_utils.grading.course import Course
 from course_utils.grading.grade import GradeOptions, Status, export, grade
 from course_utils.grading.release import release
@@ -44,7 +44,7 @@ import build
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not isolate.detect().usable, reason=f"{isolate.detect().describe()}"
+        not sandbox.detect().usable, reason=f"{sandbox.detect().describe()}"
     ),
 ]
 
@@ -388,7 +388,7 @@ def test_csv_never_contradicts_the_gradebook_after_kill_9(first_run, course):
 
 def test_grading_refuses_without_a_sandbox(course, monkeypatch):
     monkeypatch.setattr(
-        isolate, "_DETECTED", isolate.Isolation(None, False, None, "test: none")
+        sandbox, "_DETECTED", sandbox.Isolation(None, False, None, "test: none")
     )
     with pytest.raises(RuntimeError, match="refusing to grade.*--unsafe-no-sandbox"):
         grade(course, "tiny", options=GradeOptions(**OPTIONS))
@@ -396,7 +396,7 @@ def test_grading_refuses_without_a_sandbox(course, monkeypatch):
 
 def test_unsafe_grading_stamps_every_row(course, monkeypatch, tmp_path):
     monkeypatch.setattr(
-        isolate, "_DETECTED", isolate.Isolation(None, False, None, "test: none")
+        sandbox, "_DETECTED", sandbox.Isolation(None, False, None, "test: none")
     )
     csv_path = tmp_path / "unsafe.csv"
     summary = grade(
@@ -416,7 +416,7 @@ def test_unsafe_grading_stamps_every_row(course, monkeypatch, tmp_path):
 
 
 def test_self_check_shows_hints_without_the_graders_traceback(course, tmp_path, capsys):
-    from course_utils.grading.sandbox import ForkServer, server_env
+    from course_utils.grading.forkserver import ForkServer, server_env
     from course_utils.grading.selfcheck import self_check
 
     released = nbformat.read(course.release / "tiny" / "tiny.ipynb", as_version=4)

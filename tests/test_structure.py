@@ -51,8 +51,8 @@ def test_shared_layer_is_public():
     """The shared pieces live in public modules; the old private alias is gone."""
     import importlib.util
 
-    from course_utils.saliency import baselines, checks, core
+    from course_utils.saliency import baselines, core, validate
 
     assert importlib.util.find_spec("course_utils.saliency._common") is None
-    assert callable(core.eval_mode) and callable(checks.target_tensor)
+    assert callable(core.eval_mode) and callable(validate.target_tensor)
     assert callable(baselines.resolve_baseline)

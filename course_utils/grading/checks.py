@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from . import hints
+from .atomic import atomic_write
 from .withheld import REFERENCE_MODULES, matching
 
 MODE_ENV = "COURSE_GRADING_MODE"
@@ -541,10 +542,8 @@ def _write_record(
     out = _record_dir() if out is None else Path(out)
     payload = {f"case_{i}": np.ascontiguousarray(a) for i, a in arrays.items()}
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    tmp = out / f".{name}.tmp"
-    with open(tmp, "wb") as fh:
+    with atomic_write(out / f"{name}.npz", "wb", chmod=0o644) as fh:
         np.savez(fh, **payload)
-    os.replace(tmp, out / f"{name}.npz")
 
 
 def _check_name(name: str) -> None:
@@ -823,7 +822,7 @@ def saliency(method: str, /, **fixed) -> Callable:
 
 
 def reference_answer(name: str, /) -> Callable:
-    """A reference answer from `course_utils.grading.references`, for `check`.
+    """A reference answer from `course_utils.grading.closed_form`, for `check`.
 
     Like `saliency`, so that a test cell computes its expected values without
     binding a reference implementation to a name in the student's namespace.
@@ -832,15 +831,15 @@ def reference_answer(name: str, /) -> Callable:
     """
 
     def reference(*args, **kwargs):
-        from . import references
+        from . import closed_form
 
-        if name not in references.REFERENCES:
+        if name not in closed_form.REFERENCES:
             raise ValueError(
-                f"name must be one of {sorted(references.REFERENCES)}, got {name!r}"
+                f"name must be one of {sorted(closed_form.REFERENCES)}, got {name!r}"
             )
-        return references.REFERENCES[name](*args, **kwargs)
+        return closed_form.REFERENCES[name](*args, **kwargs)
 
-    reference.__name__ = f"references.{name}"
+    reference.__name__ = f"closed_form.{name}"
     return reference
 
 

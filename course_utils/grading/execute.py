@@ -1,6 +1,6 @@
 """Run a notebook's cells in a kernel, one at a time, each with a deadline.
 
-`run_isolated` (grading) starts a kernel in a fresh OS sandbox (`isolate`),
+`run_isolated` (grading) starts a kernel in a fresh OS sandbox (`sandbox`),
 executes the notebook's code cells in order with nbclient — skipping the test
 cells — then the grader's harness cells, and returns what happened to each
 cell and the records the harness wrote. `run_notebook` (`course check`, on a
@@ -46,7 +46,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from . import checks
-from .sandbox import ForkServer, Identity, Limits
+from .forkserver import ForkServer, Identity, Limits
 
 RECORD_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.npz")
 CASES_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.cases\.pt")
@@ -88,7 +88,7 @@ class RunSettings:
 
     def __post_init__(self):
         if self.sandbox is None:
-            from .isolate import SandboxLimits
+            from .sandbox import SandboxLimits
 
             object.__setattr__(self, "sandbox", SandboxLimits())
 
@@ -386,7 +386,7 @@ class _ForkHandle:
 
 
 class _SandboxHandle:
-    """A kernel in an `isolate.Sandbox` (or run plainly with --unsafe-no-sandbox)."""
+    """A kernel in an `sandbox.Sandbox` (or run plainly with --unsafe-no-sandbox)."""
 
     def __init__(self, box):
         self.box = box
@@ -1025,7 +1025,7 @@ async def run_isolated(
         nb: the notebook; its cells get their outputs.
         settings: mode, deadlines and limits (`settings.sandbox`).
         private_dir: the grader's directory for this run (kernel log, records).
-        view: `isolate.SandboxView` (what the kernel sees).
+        view: `sandbox.SandboxView` (what the kernel sees).
         uid: the sandbox user (root only).
         unsafe: run without a sandbox (`--unsafe-no-sandbox`).
         skip: indices of code cells not to execute (test cells: the grader's).
@@ -1035,7 +1035,7 @@ async def run_isolated(
         name: a unique name (the cgroup's).
         cpuset: the CPUs the sandbox may use (its worker's), None: any.
     """
-    from . import isolate
+    from . import sandbox
 
     start = time.monotonic()
     private_dir.mkdir(parents=True, exist_ok=True)
@@ -1085,9 +1085,9 @@ async def run_isolated(
                 plain_tmp,
             )
         else:
-            box = isolate.Sandbox(
+            box = sandbox.Sandbox(
                 command,
-                view or isolate.SandboxView(),
+                view or sandbox.SandboxView(),
                 settings.sandbox,
                 env,
                 {inside_conn: conn},

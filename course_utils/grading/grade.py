@@ -8,7 +8,7 @@ student gets a row, whatever their folder holds:
    only answer cells and added cells come from the student; answer cells
    whose metadata an editor lost are matched by position and content and
    marked for review;
-2. it runs in an operating-system sandbox of its own (`isolate`): bubblewrap
+2. it runs in an operating-system sandbox of its own (`sandbox`): bubblewrap
    namespaces (no network, own pids, a read-only root holding only the
    environment and the course package *without the modules that compute the
    set's answers*, a size-capped private tmpfs as the only writable place)
@@ -57,11 +57,12 @@ from pathlib import Path
 import nbformat
 
 from . import gradebook as gbook
-from . import harness, isolate
+from . import harness, sandbox
 from . import notebooks as nbs
+from .atomic import atomic_write
 from .course import Course, generate
 from .execute import Harness, RunResult, RunSettings, run_isolated
-from .isolate import DEFAULT_SANDBOX_UID, GiB, SandboxLimits, SandboxView
+from .sandbox import DEFAULT_SANDBOX_UID, GiB, SandboxLimits, SandboxView
 from .static import Finding, Policy, scan_sources
 from .verify import Check, RecordError, Verdict, reference_checks, verify
 
@@ -569,19 +570,13 @@ def _annotate(
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path) as fh:
         json.dump(payload, fh, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
 
 
 def _write_notebook(path: Path, nb: nbformat.NotebookNode) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(path) as fh:
         nbformat.write(nb, fh)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -689,7 +684,7 @@ async def _grade_notebook(
     if run.memory_error:
         box = ctx.settings.sandbox
         space = f"{box.address_space / GiB:g} GiB of address space per process"
-        if ctx.unsafe or not isolate.detect().cgroup:
+        if ctx.unsafe or not sandbox.detect().cgroup:
             limit = f"limit {space}; no cgroup here"
         else:
             limit = f"limit {box.memory_bytes / GiB:g} GiB for all its processes"
@@ -861,7 +856,7 @@ def make_views(specs: list[NotebookSpec], work: Path, limits: SandboxLimits) -> 
         if key not in copies:
             dest = work / f"view-{len(copies)}"
             dest.mkdir(parents=True)
-            copies[key] = isolate.filtered_package(package, dest, list(key))
+            copies[key] = sandbox.filtered_package(package, dest, list(key))
         spec.view = SandboxView(copies[key], list(key), limits.tmpfs_bytes)
 
 
@@ -873,7 +868,7 @@ def make_full_view(work: Path, limits: SandboxLimits) -> SandboxView:
     dest = work / "view-full"
     dest.mkdir(parents=True, exist_ok=True)
     return SandboxView(
-        isolate.filtered_package(package, dest, []), [], limits.tmpfs_bytes
+        sandbox.filtered_package(package, dest, []), [], limits.tmpfs_bytes
     )
 
 
@@ -947,13 +942,13 @@ def worker_cpusets(uids: list[int | None], cpus: float) -> dict[int, str]:
     return out
 
 
-def check_isolation(options: GradeOptions) -> isolate.Isolation | None:
+def check_isolation(options: GradeOptions) -> sandbox.Isolation | None:
     """The sandbox to grade in; None with --unsafe-no-sandbox where there is none.
 
     Raises:
         RuntimeError: no sandbox here and --unsafe-no-sandbox not given.
     """
-    found = isolate.detect()
+    found = sandbox.detect()
     if found.usable:
         return found
     if options.unsafe_no_sandbox:

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write
 from .course import venv_on_path
 
 
@@ -332,10 +333,5 @@ def write_csv(
                 row.details,
             ]
         )
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_write(dest, newline="", chmod=0o600) as fh:
         fh.write(buf.getvalue())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, dest)

@@ -11,7 +11,6 @@ overwritten unless `--force`, which first saves it as NAME.ipynb.bak-TIMESTAMP.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import nbformat
 
 from . import notebooks as nbs
+from .atomic import atomic_write
 from .course import Course, generate
 
 SECRET_REGIONS = (
@@ -115,12 +115,8 @@ class ReleaseReport:
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
+    with atomic_write(dest, "wb", chmod=0o644) as fh, open(src, "rb") as source:
+        shutil.copyfileobj(source, fh)
 
 
 def release(

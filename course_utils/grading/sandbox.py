@@ -1,510 +1,701 @@
-"""Forked kernels with limits for `course check` on a student's own machine.
+"""An operating-system sandbox per submission: bubblewrap namespaces and a cgroup.
 
-Grading does not use this module: it runs every submission in an OS sandbox
-(`isolate`). What follows keeps a self-check fast and bounded.
+Every kernel that runs a student's notebook is started by `Sandbox.start` as
 
-`ForkServer` starts one warm helper process (this module run as a script) that
-has imported IPython, torch, numpy and course_utils once; every kernel is a
-`fork` of it, so a kernel is ready in a fraction of a second instead of paying
-torch's import on every submission. Before the forked child turns into an
-IPython kernel it
+    sh -c 'echo $$ > CGROUP/cgroup.procs; exec bwrap … setpriv … python -m ipykernel'
 
-* starts its own session (process group), so the grader can signal or kill
-  everything it started at once;
-* points stdin at /dev/null, stdout/stderr at a log file, and closes every
-  other inherited file descriptor (the helper's pipe to the grader included);
-* sets resource limits (`Limits`): address space (RLIMIT_AS, a memory cap),
-  CPU seconds, file size, open files, no core dumps and — when it runs as its
-  own user — number of processes;
-* when the grader runs as root, drops to an unprivileged user and group that
-  own nothing but the kernel's scratch directory (`Identity`): setgroups([]),
-  setgid, setuid, and checks that it cannot get root back;
-* dies with the helper (PR_SET_PDEATHSIG), and the helper with the grader;
-* replaces its environment (HOME, TMPDIR and friends inside the scratch
-  directory; no variables of the grader's);
-* then runs `ipykernel` on the connection file the grader wrote.
+so that, before the student's first instruction:
 
-The grader stops a kernel with SIGKILL to its process group and, with a
-sandbox user, to every process of that user (`kill(-1)` from a helper that has
-become that user), so nothing it forked survives.
+* the whole process tree is in its own cgroup (`Cgroup`: v2 when the unified
+  hierarchy has the controllers, else v1): a memory cap for all its processes
+  together (swap included), a number of processes, and one CPU at most, so
+  60 spinning background processes cost a classmate nothing;
+* it has its own mount, pid, network, IPC and UTS namespaces (bubblewrap):
+  no network at all, no process of the host visible, and when the kernel's
+  init dies (`--die-with-parent`, the grader's kill) everything in it dies;
+* its file system is a fresh root holding only, read-only: /usr (and /lib,
+  /bin …), Python, the virtual environment and a *filtered copy* of the course
+  package without the modules that compute the set's answers (`SandboxView`);
+  the only writable place is a private, size-capped tmpfs at /tmp. Solutions,
+  the gradebook, other students' folders and the instructor's files are not
+  mounted at all;
+* as root the kernel runs as an unprivileged sandbox user with no
+  capabilities and `no_new_privs` (setpriv inside the namespaces); without
+  root, bubblewrap uses a user namespace (the kernel cannot be more than the
+  grader's own user, and still sees nothing of the host).
 
-The forkserver protocol is JSON lines on the helper's stdin/stdout:
-``{"op": "spawn", "id": …}`` → ``{"op": "spawned", "id": …, "pid": …}``,
-``{"op": "killuid", "uid": …}``, and the helper reports ``{"op": "exit",
-"pid": …, "code": …}`` (negative: killed by that signal) for every child.
+The grader reaches the kernel only through what the kernel creates under /tmp
+(ZeroMQ ipc sockets, the records the grading harness writes), which it opens
+through ``/proc/PID/root`` as a held directory descriptor, never following a
+link the student could plant.
+
+`detect()` says which isolation this machine offers; `course grade` refuses to
+run without one unless told ``--unsafe-no-sandbox``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import select
+import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
 
-# Imported once by the fork server, so that every kernel starts warm.
-WARM_MODULES = (
-    "IPython",
-    "ipykernel.ipkernel",
-    "ipykernel.kernelapp",
-    "numpy",
-    "scipy.stats",
-    "course_utils.models",
-    "course_utils.data",
-    "course_utils.saliency",
-    "course_utils.grading.checks",
-)
 GiB = 2**30
 MiB = 2**20
-PR_SET_PDEATHSIG = 1
+# First uid of the sandbox users (one per worker) when the grader runs as root.
+DEFAULT_SANDBOX_UID = 61000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "pids", "cpu")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits of one kernel.
-
-    Args:
-        memory_bytes: RLIMIT_AS, the kernel's address space. torch alone maps
-            about 3.5 GiB of virtual memory (its CPU and CUDA libraries) while
-            using under 1 GiB; 6 GiB leaves the course's work ample room and
-            turns a memory bomb into a MemoryError (measured: see
-            bench/bench_grading.py).
-        cpu_seconds: RLIMIT_CPU over the kernel's life (SIGKILL when exceeded).
-        file_bytes: RLIMIT_FSIZE, the largest file it may write.
-        open_files: RLIMIT_NOFILE.
-        processes: RLIMIT_NPROC (threads count too); set only when the kernel
-            runs as its own user, since the limit is per user.
-    """
-
-    memory_bytes: int = 6 * GiB
-    cpu_seconds: int = 900
-    file_bytes: int = 64 * MiB
-    open_files: int = 512
-    processes: int = 256
+# ------------------------------------------------------------------ cgroups
 
 
-@dataclass(frozen=True)
-class Identity:
-    """The user and group a kernel runs as; None keeps the grader's own."""
-
-    uid: int | None = None
-    gid: int | None = None
-
-
-def can_switch_user() -> bool:
-    """Whether this process may run kernels as another user (it is root)."""
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-# ---------------------------------------------------------------- the helper
-
-
-def _prctl_pdeathsig() -> None:
-    """Get SIGKILL when the parent dies (Linux); a no-op elsewhere."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def _set_limits(limits: dict, own_user: bool) -> None:
-    import resource
-
-    def cap(which, value):
-        _soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(which, (value, value))
-
-    cap(resource.RLIMIT_AS, limits["memory_bytes"])
-    cap(resource.RLIMIT_CPU, limits["cpu_seconds"])
-    cap(resource.RLIMIT_FSIZE, limits["file_bytes"])
-    cap(resource.RLIMIT_NOFILE, limits["open_files"])
-    cap(resource.RLIMIT_CORE, 0)
-    if own_user:
-        cap(resource.RLIMIT_NPROC, limits["processes"])
-
-
-def _become_kernel(req: dict) -> None:
-    """In the forked child: isolate, limit, drop privileges, run ipykernel."""
-    code = 1
-    try:
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        log_fd = os.open(
-            req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600
-        )
-        null_fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null_fd, 0)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.closerange(3, 65536)
-        uid, gid = req.get("uid"), req.get("gid")
-        path_fds = _open_path_dirs() if uid is not None else {}
-        _set_limits(req["limits"], own_user=uid is not None)
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            try:
-                os.setuid(0)
-            except PermissionError:
-                pass
-            else:
-                raise RuntimeError("dropping privileges failed: could regain root")
-            _bridge_import_path(path_fds)
-        _prctl_pdeathsig()  # after setuid, which clears it
-        os.umask(0o077)
-        os.chdir(req["cwd"])
-        os.environ.clear()
-        os.environ.update(req["env"])
-        # The process becomes the kernel: these streams live as long as it does.
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-        sys.argv = ["ipykernel_launcher", "-f", req["connection_file"]]
-        from ipykernel.kernelapp import IPKernelApp
-
-        IPKernelApp.launch_instance(
-            argv=[
-                "-f",
-                req["connection_file"],
-                "--HistoryManager.enabled=False",
-            ]
-        )
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:  # noqa: BLE001 — report anything, then _exit below
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def _open_path_dirs() -> dict[str, int]:
-    """Directory fds for the import path, opened while still privileged."""
-    fds = {}
-    for entry in sys.path:
-        if entry and os.path.isdir(entry) and entry not in fds:
-            try:
-                fds[entry] = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
-            except OSError:
-                continue
-    return fds
-
-
-def _bridge_import_path(fds: dict[str, int]) -> None:
-    """Reach import dirs the sandbox user cannot traverse to through held fds.
-
-    A Python installed under a private home (pyenv in /root, mode 0700) is
-    unreadable once the kernel runs as another user, although its files are
-    world-readable. The fds opened before dropping privileges stay usable:
-    such entries of sys.path and of loaded packages' __path__ are rewritten
-    to /proc/self/fd/N/…, which reaches those directories (and only what is
-    below them and readable) without traversing the private parent.
-    """
-    bridge = {}
-    for path, fd in fds.items():
-        if os.access(path, os.R_OK | os.X_OK):
-            os.close(fd)
-        else:
-            bridge[path] = f"/proc/self/fd/{fd}"
-    if not bridge:
-        return
-    roots = sorted(bridge, key=len, reverse=True)
-
-    def rewrite(entry):
-        if not isinstance(entry, str):
-            return entry
-        for root in roots:
-            if entry == root or entry.startswith(root + os.sep):
-                return bridge[root] + entry[len(root) :]
-        return entry
-
-    sys.path[:] = [rewrite(e) for e in sys.path]
-    for module in list(sys.modules.values()):
-        paths = getattr(module, "__path__", None)
-        if isinstance(paths, list):
-            paths[:] = [rewrite(e) for e in paths]
-    sys.path_importer_cache.clear()
-    import importlib
-
-    importlib.invalidate_caches()
-
-
-def _kill_user(uid: int) -> None:
-    """In a forked child: become `uid` and SIGKILL every process of that user."""
-    try:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        os.kill(-1, signal.SIGKILL)  # kills this helper too
-    finally:
-        os._exit(0)
-
-
-def _serve() -> None:
-    """The helper's main loop (runs as `python -m course_utils.grading.sandbox`)."""
-    _prctl_pdeathsig()
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    # Nothing the imports print may reach the protocol pipe.
-    os.dup2(2, 1)
-    import importlib
-
-    import torch
-
-    torch.set_num_threads(1)
-    for name in WARM_MODULES:
-        importlib.import_module(name)
-    from course_utils import data
-
-    for split in ("train", "test"):
-        data.load_split(split)
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-
-    def send(msg: dict) -> None:
-        out.write(json.dumps(msg) + "\n")
-        out.flush()
-
-    def reap() -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            send({"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
-
-    send({"op": "ready", "pid": os.getpid()})
-    buffer = b""
-    while True:
-        try:
-            ready, _, _ = select.select([0, read_fd], [], [])
-        except InterruptedError:
-            continue
-        if read_fd in ready:
-            os.read(read_fd, 4096)
-            reap()
-        if 0 not in ready:
-            continue
-        chunk = os.read(0, 65536)
-        if not chunk:
-            return  # the grader closed the pipe
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            req = json.loads(line)
-            if req["op"] == "spawn":
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    _become_kernel(req)
-                send({"op": "spawned", "id": req["id"], "pid": pid})
-            elif req["op"] == "killuid":
-                if os.fork() == 0:
-                    _kill_user(int(req["uid"]))
-            elif req["op"] == "quit":
-                return
-        reap()
-
-
-# ------------------------------------------------------- the grader's side
-
-
-def server_env(work: Path) -> dict[str, str]:
-    """The fork server's environment: threads pinned, nothing else inherited."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": str(work),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "2",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "MPLCONFIGDIR": str(work / "mpl"),
-    }
-
-
-class ForkServer:
-    """The grader's handle on the warm helper that forks sandboxed kernels.
+class Cgroup:
+    """One submission's cgroup (v2 or v1), holding its whole process tree.
 
     Args:
-        env: the helper's environment (kernels get their own, see `spawn`).
-        log_path: where the helper's stderr goes.
-        startup_timeout: seconds to wait for its imports.
+        name: unique name below the grader's parent group.
+        memory_bytes: memory of all processes together (swap disallowed).
+        pids: the most processes and threads at once.
+        cpus: CPU time as a number of cores (CFS quota).
+        cpuset: the CPUs its processes may run on ("1", "2,3"), or None: any.
+            A grader pins each worker to its own CPUs, so a submission that
+            keeps its quota busy (spinners) does not preempt its neighbours.
+            Left out quietly where the cpuset controller is not available.
     """
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, startup_timeout: float = 180.0
+        self,
+        name: str,
+        memory_bytes: int,
+        pids: int,
+        cpus: float,
+        cpuset: str | None = None,
     ):
-        self._log = open(log_path, "ab")  # noqa: SIM115 — closed in close()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "course_utils.grading.sandbox"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
+        self.version = cgroup_version()
+        if self.version is None:
+            raise RuntimeError("no writable cgroup hierarchy with memory and pids")
+        self.dirs: list[Path] = []
+        parent = f"course-grade-{os.getpid()}"
+        if self.version == 2:
+            base = _v2_base()
+            top = base / parent
+            top.mkdir(exist_ok=True)
+            _write(top / "cgroup.subtree_control", "+memory +pids +cpu", quiet=True)
+            if cpuset:
+                _write(top / "cgroup.subtree_control", "+cpuset", quiet=True)
+            path = top / name
+            path.mkdir()
+            self.dirs = [path]
+            _write(path / "memory.max", str(memory_bytes))
+            _write(path / "memory.swap.max", "0", quiet=True)
+            _write(path / "pids.max", str(pids))
+            _write(path / "cpu.max", f"{int(cpus * 100_000)} 100000", quiet=True)
+            if cpuset:
+                _write(path / "cpuset.cpus", cpuset, quiet=True)
+        else:
+            for ctrl in V1_CONTROLLERS:
+                top = _v1_base(ctrl) / parent
+                top.mkdir(exist_ok=True)
+                path = top / name
+                path.mkdir()
+                self.dirs.append(path)
+            mem, pid_dir, cpu = self.dirs
+            _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+            _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes), quiet=True)
+            _write(mem / "memory.swappiness", "0", quiet=True)
+            _write(pid_dir / "pids.max", str(pids))
+            _write(cpu / "cpu.cfs_period_us", "100000", quiet=True)
+            _write(cpu / "cpu.cfs_quota_us", str(int(cpus * 100_000)), quiet=True)
+            if cpuset:  # a fourth group, where the controller is there
+                _v1_cpuset(parent, name, cpuset, self.dirs)
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def pids(self) -> list[int]:
+        out: set[int] = set()
+        for path in self.procs_files:
+            try:
+                out.update(int(p) for p in path.read_text().split())
+            except OSError:
+                continue
+        return sorted(out)
+
+    def oom_killed(self) -> bool:
+        """Whether the memory cap made the kernel kill a process of the group."""
+        if self.version == 2:
+            events = _read(self.dirs[0] / "memory.events")
+            for line in events.splitlines():
+                key, _, value = line.partition(" ")
+                if key in ("oom_kill", "max") and value.strip() not in ("", "0"):
+                    return True
+            return False
+        mem = self.dirs[0]
+        for line in _read(mem / "memory.oom_control").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip() not in ("", "0"):
+                return True
+        return _read(mem / "memory.failcnt").strip() not in ("", "0")
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL every process of the group until it is empty."""
+        if self.version == 2:
+            _write(self.dirs[0] / "cgroup.kill", "1", quiet=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
+
+    def remove(self) -> None:
+        """Kill what is left and remove the group (and the parent when empty)."""
+        self.kill()
+        for path in self.dirs:
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+
+
+def _v1_cpuset(parent: str, name: str, cpus: str, dirs: list[Path]) -> bool:
+    """A v1 cpuset group PARENT/NAME on `cpus` (appended to dirs); False where
+    the controller is missing or refuses. v1 groups start with no CPUs and no
+    memory nodes: the parent copies its own, the child narrows the CPUs."""
+    mount = CGROUP_ROOT / "cpuset"
+    base = _v1_base("cpuset") if mount.is_dir() else None
+    if base is None or not os.access(base, os.W_OK):
+        return False
+    top = base / parent
+    path = top / name
+    try:
+        top.mkdir(exist_ok=True)
+        for key in ("cpuset.cpus", "cpuset.mems"):
+            if not _read(top / key).strip():
+                _write(top / key, _read(base / key).strip() or "0")
+        path.mkdir()
+        try:
+            _write(path / "cpuset.mems", _read(top / "cpuset.mems").strip())
+            _write(path / "cpuset.cpus", cpus)
+        except OSError:
+            path.rmdir()
+            raise
+    except OSError:
+        with contextlib.suppress(OSError):
+            top.rmdir()  # only when empty: other submissions' groups stay
+        return False
+    dirs.append(path)
+    return True
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _write(path: Path, value: str, quiet: bool = False) -> None:
+    try:
+        path.write_text(value)
+    except OSError:
+        if not quiet:
+            raise
+
+
+def _own_cgroup(controller: str | None) -> str:
+    """This process's path in a hierarchy (v1 controller, or None for v2)."""
+    for line in _read(Path("/proc/self/cgroup")).splitlines():
+        _id, ctrls, path = line.split(":", 2)
+        names = ctrls.split(",") if ctrls else []
+        if (controller is None and ctrls == "") or controller in names:
+            return path.lstrip("/")
+    return ""
+
+
+def _v2_base() -> Path:
+    base = CGROUP_ROOT / _own_cgroup(None)
+    # A process may not live in an inner node with controllers: use the parent
+    # of our own group (creating siblings) when ours already holds processes.
+    return base if base.is_dir() else CGROUP_ROOT
+
+
+def _v1_base(controller: str) -> Path:
+    mount = CGROUP_ROOT / controller
+    own = mount / _own_cgroup(controller)
+    return own if own.is_dir() else mount
+
+
+def cgroup_version() -> int | None:
+    """2 or 1 when this process can make cgroups with memory and pids, else None."""
+    if os.name != "posix" or not CGROUP_ROOT.is_dir():
+        return None
+    controllers = _read(CGROUP_ROOT / "cgroup.controllers").split()
+    if {"memory", "pids"} <= set(controllers) and os.access(_v2_base(), os.W_OK):
+        return 2
+    if all(
+        (CGROUP_ROOT / c).is_dir() and os.access(_v1_base(c), os.W_OK)
+        for c in V1_CONTROLLERS
+    ):
+        return 1
+    return None
+
+
+# ------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What this machine offers: bubblewrap (as root or via user namespaces)
+    and a cgroup version; `reason` says what is missing when unusable."""
+
+    bwrap: str | None
+    root: bool
+    cgroup: int | None
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.bwrap is not None and not self.reason
+
+    def describe(self) -> str:
+        if not self.usable:
+            return f"no sandbox: {self.reason}"
+        who = "a sandbox user (root)" if self.root else "a user namespace"
+        cg = f"cgroup v{self.cgroup}" if self.cgroup else "no cgroup (rlimits only)"
+        return f"bubblewrap namespaces, {who}, {cg}"
+
+
+def install_bwrap() -> str | None:
+    """apt-get install bubblewrap when missing and root (Debian/Ubuntu); its path.
+
+    An explicit step (`make grade`, `make test`, `course grade --install-bubblewrap`);
+    `detect` only looks."""
+    found = shutil.which("bwrap")
+    if found or os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "bubblewrap"], ["apt-get", "update"]):
+        subprocess.run(cmd, env=env, capture_output=True, check=False, timeout=600)
+        if shutil.which("bwrap"):
+            break
+    if not shutil.which("bwrap"):
+        subprocess.run(
+            ["apt-get", "install", "-y", "bubblewrap"],
             env=env,
-            close_fds=True,
+            capture_output=True,
+            check=False,
+            timeout=600,
         )
-        self._lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._spawned: dict[int, int | str] = {}
-        self._exits: dict[int, int] = {}
-        self._next_id = 0
-        self._ready = threading.Event()
-        self._closed = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(startup_timeout) or self._proc.poll() is not None:
+    return shutil.which("bwrap")
+
+
+_DETECTED: Isolation | None = None
+
+
+def detect() -> Isolation:
+    """Probe bubblewrap once (a real sandbox that runs `true`); installs nothing."""
+    global _DETECTED
+    if _DETECTED is not None:
+        return _DETECTED
+    if not sys.platform.startswith("linux"):
+        _DETECTED = Isolation(None, False, None, f"{sys.platform} has no namespaces")
+        return _DETECTED
+    bwrap = shutil.which("bwrap")
+    root = os.geteuid() == 0
+    if bwrap is None:
+        _DETECTED = Isolation(
+            None, root, None, "bubblewrap is not installed (apt-get install bubblewrap)"
+        )
+        return _DETECTED
+    probe = [bwrap, *_namespace_flags(root), "--ro-bind", "/", "/", "true"]
+    try:
+        ok = (
+            subprocess.run(
+                probe, capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    reason = "" if ok else "bubblewrap cannot create namespaces here"
+    if ok and root and not shutil.which("setpriv"):
+        reason = "setpriv (util-linux) is missing"
+    _DETECTED = Isolation(bwrap, root, _probe_cgroup() if root else None, reason)
+    return _DETECTED
+
+
+def _probe_cgroup() -> int | None:
+    """The cgroup version, after making (and removing) a group with its limits."""
+    version = cgroup_version()
+    if version is None:
+        return None
+    try:
+        Cgroup(f"probe-{os.getpid()}", 64 * MiB, 16, 0.5).remove()
+    except OSError:
+        return None
+    return version
+
+
+def _namespace_flags(root: bool) -> list[str]:
+    if root:  # privileged bubblewrap: no user namespace; setpriv drops to the user
+        return [
+            "--unshare-ipc",
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+    return ["--unshare-all"]
+
+
+# ------------------------------------------------------------ what is mounted
+
+
+def _module_paths(package_dir: Path, modules: list[str]) -> list[Path]:
+    out = []
+    for name in modules:
+        parts = name.split(".")
+        if parts[0] != package_dir.name:
+            continue
+        rel = Path(*parts[1:])
+        for candidate in (package_dir / rel, package_dir / rel.with_suffix(".py")):
+            if candidate.exists():
+                out.append(candidate)
+    return out
+
+
+def filtered_package(package_dir: Path, dest: Path, absent: list[str]) -> Path:
+    """Copy a package without the `absent` modules (and caches); returns the copy."""
+    drop = {p.resolve() for p in _module_paths(package_dir, absent)}
+
+    def ignore(folder, names):
+        here = Path(folder).resolve()
+        return [
+            n
+            for n in names
+            if n == "__pycache__" or n.endswith(".pyc") or (here / n) in drop
+        ]
+
+    target = dest / package_dir.name
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(package_dir, target, ignore=ignore, symlinks=False)
+    for path in [target, *target.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    os.chmod(dest, 0o755)
+    return target
+
+
+def _site_dirs() -> list[Path]:
+    import site
+
+    dirs = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
+    return [d for d in dirs if d.is_relative_to(Path(sys.prefix))] or dirs
+
+
+@dataclass
+class SandboxView:
+    """The read-only file system a kernel sees.
+
+    Args:
+        package: the filtered course package to mount in place of the real one.
+        absent_modules: modules to hide (course modules are left out of the
+            copy; others, e.g. "captum", are covered with an empty directory).
+        tmpfs_bytes: size of the private writable /tmp.
+    """
+
+    package: Path | None = None
+    absent_modules: list[str] = field(default_factory=list)
+    tmpfs_bytes: int = 256 * MiB
+
+    def mounts(self) -> list[str]:
+        args: list[str] = []
+        for top in ("/usr",):
+            args += ["--ro-bind", top, top]
+        for name in ("lib", "lib64", "lib32", "bin", "sbin"):
+            host = Path("/") / name
+            if host.is_symlink():
+                args += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                args += ["--ro-bind", str(host), str(host)]
+        for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime"):
+            if (Path("/etc") / etc).exists():
+                args += ["--ro-bind", f"/etc/{etc}", f"/etc/{etc}"]
+        trees = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+        trees |= {Path(sys.executable).resolve().parent.parent}
+        for tree in sorted(trees):
+            if not str(tree).startswith("/usr"):
+                args += _dirs_to(tree) + ["--ro-bind", str(tree), str(tree)]
+        if Path(sys.prefix) != Path(sys.prefix).resolve():
+            args += ["--symlink", str(Path(sys.prefix).resolve()), sys.prefix]
+        if self.package is not None:
+            import course_utils
+
+            real = Path(course_utils.__file__).resolve().parent
+            args += _dirs_to(real) + ["--ro-bind", str(self.package), str(real)]
+        for name in self.absent_modules:
+            top = name.split(".")[0]
+            if top == "course_utils":
+                continue
+            for site_dir in _site_dirs():
+                for hidden in (site_dir / top, site_dir / f"{top}.py"):
+                    if hidden.exists():
+                        args += ["--perms", "0000", "--tmpfs", str(hidden)]
+                for info in site_dir.glob(f"{top}-*.dist-info"):
+                    args += ["--perms", "0000", "--tmpfs", str(info)]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--perms", "01777", "--size", str(self.tmpfs_bytes), "--tmpfs", "/tmp"]
+        return args
+
+
+def _dirs_to(path: Path) -> list[str]:
+    """--dir for every parent of `path`, mode 0755 (bubblewrap's default is 0700
+    for what it creates as root, which the sandbox user could not traverse)."""
+    args: list[str] = []
+    for parent in reversed(path.parents):
+        if str(parent) in ("/", "/usr") or str(parent).startswith("/usr/"):
+            continue
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+# --------------------------------------------------------------- a sandbox
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Limits of one submission's whole process tree.
+
+    Args:
+        memory_bytes: cgroup memory cap (all processes together, no swap).
+        address_space_bytes: RLIMIT_AS of each process (None: memory_bytes),
+            so one process that reserves too much gets a MemoryError it can
+            recover from. It is separate from the cap because torch alone
+            reserves about 3.5 GiB of address space while using 0.7 GiB.
+        pids: cgroup pids.max (processes and threads).
+        cpus: cgroup CPU quota in cores.
+        tmpfs_bytes: size of the only writable place, /tmp.
+        file_bytes: RLIMIT_FSIZE.
+    """
+
+    memory_bytes: int = 6 * GiB
+    address_space_bytes: int | None = None
+    pids: int = 128
+    cpus: float = 1.0
+    tmpfs_bytes: int = 256 * MiB
+    file_bytes: int = 64 * MiB
+
+    @property
+    def address_space(self) -> int:
+        """RLIMIT_AS of each process: `address_space_bytes`, else `memory_bytes`."""
+        return self.address_space_bytes or self.memory_bytes
+
+
+class Sandbox:
+    """One running sandboxed command (a kernel); see the module docstring.
+
+    Args:
+        command: argv run inside (found on the sandbox's PATH).
+        view: what it sees.
+        limits: its limits.
+        env: its whole environment.
+        files: path inside (under /run/course) → bytes, given read-only.
+        uid: the sandbox user when root.
+        isolation: `detect()`'s answer (None: detect).
+        log: the host file that gets stdout and stderr.
+        name: the cgroup's name.
+        cpuset: the CPUs it may run on (see `Cgroup`), None: any.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        view: SandboxView,
+        limits: SandboxLimits,
+        env: dict[str, str],
+        files: dict[str, bytes],
+        log: Path,
+        name: str,
+        uid: int | None = None,
+        isolation: Isolation | None = None,
+        cpuset: str | None = None,
+    ):
+        self.isolation = isolation or detect()
+        if not self.isolation.usable:
+            raise RuntimeError(self.isolation.describe())
+        self.started = time.monotonic()
+        self.cgroup = None
+        if self.isolation.cgroup:
+            self.cgroup = Cgroup(
+                name, limits.memory_bytes, limits.pids, limits.cpus, cpuset
+            )
+        data_fds: list[int] = []
+        args = [self.isolation.bwrap, *_namespace_flags(self.isolation.root)]
+        args += ["--die-with-parent", "--new-session"]
+        args += view.mounts()
+        args += ["--perms", "0755", "--dir", "/run", "--dir", "/run/course"]
+        for inside, content in files.items():
+            read_fd, write_fd = os.pipe()
+            os.write(write_fd, content)  # small files: fits the pipe buffer
+            os.close(write_fd)
+            data_fds.append(read_fd)
+            args += ["--perms", "0444", "--ro-bind-data", str(read_fd), inside]
+        info_r, info_w = os.pipe()
+        args += ["--info-fd", str(info_w), "--chdir", "/tmp"]
+        args += ["--clearenv"]
+        for key, value in env.items():
+            args += ["--setenv", key, value]
+        inner = list(command)
+        if self.isolation.root:
+            if uid is None:
+                raise ValueError("uid is required when the grader runs as root")
+            inner = [
+                "setpriv",
+                f"--reuid={uid}",
+                f"--regid={uid}",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                *inner,
+            ]
+        fsize = limits.file_bytes
+        memory = f"ulimit -v {limits.address_space // 1024}; "
+        join = "".join(
+            f'echo $$ > "{p}" || exit 97; '
+            for p in (self.cgroup.procs_files if self.cgroup else [])
+        )
+        script = f'{join}ulimit -c 0; ulimit -f {fsize // 512}; {memory}exec "$@"'
+        self._log = open(log, "ab")  # noqa: SIM115 — closed in close()
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", script, "sandbox", *args, *inner],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=self._log,
+                pass_fds=[*data_fds, info_w],
+                close_fds=True,
+                start_new_session=True,
+            )
+        finally:
+            for fd in (*data_fds, info_w):
+                os.close(fd)
+        self.child_pid = None
+        self._root_fd: int | None = None
+        raw = b""
+        with os.fdopen(info_r, "rb") as fh:
+            raw = fh.read()  # bubblewrap closes it once the namespaces exist
+        try:
+            self.child_pid = int(json.loads(raw or b"{}")["child-pid"])
+        except (ValueError, KeyError):
             self.close()
             raise RuntimeError(
-                f"the kernel fork server did not start within {startup_timeout:.0f} s; "
-                f"see {log_path}"
+                f"bubblewrap did not start (exit {self.proc.poll()}); see {log}"
+            ) from None
+        self.startup_seconds = time.monotonic() - self.started
+
+    # The kernel process: bubblewrap's init (pid 1 inside) has one child.
+    def kernel_pid(self) -> int | None:
+        if self.child_pid is None or self.proc.poll() is not None:
+            return None
+        path = Path(f"/proc/{self.child_pid}/task/{self.child_pid}/children")
+        kids = _read(path).split()
+        return int(kids[0]) if kids else None
+
+    def root_fd(self) -> int:
+        """A held descriptor of the sandbox's / (through /proc/PID/root)."""
+        if self._root_fd is None:
+            self._root_fd = os.open(
+                f"/proc/{self.child_pid}/root", os.O_RDONLY | os.O_DIRECTORY
             )
+        return self._root_fd
 
-    def _read(self) -> None:
-        for raw in self._proc.stdout:
+    def host_path(self, inside: str) -> str:
+        """A host path reaching `inside` (for ZeroMQ's ipc sockets under /tmp)."""
+        return f"/proc/{self.child_pid}/root{inside}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
+    def interrupt(self) -> None:
+        """SIGINT to the kernel (what Jupyter's stop button sends)."""
+        pid = self.kernel_pid()
+        if pid is not None:
             try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue
-            with self._cond:
-                if msg["op"] == "ready":
-                    self._ready.set()
-                elif msg["op"] == "spawned":
-                    self._spawned[msg["id"]] = msg["pid"]
-                elif msg["op"] == "exit":
-                    self._exits[msg["pid"]] = msg["code"]
-                self._cond.notify_all()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+                os.kill(pid, signal.SIGINT)
+            except (ProcessLookupError, PermissionError):
+                pass
 
-    def _send(self, msg: dict) -> None:
-        with self._lock:
-            if self._proc.poll() is not None:
-                raise RuntimeError("the kernel fork server has exited")
-            self._proc.stdin.write((json.dumps(msg) + "\n").encode())
-            self._proc.stdin.flush()
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_killed())
 
-    def spawn(
-        self,
-        *,
-        connection_file: Path,
-        cwd: Path,
-        env: dict[str, str],
-        log: Path,
-        limits: Limits,
-        identity: Identity,
-        timeout: float = 30.0,
-    ) -> int:
-        """Fork a kernel; returns its pid (also its process group id)."""
-        with self._cond:
-            self._next_id += 1
-            req_id = self._next_id
-        self._send(
-            {
-                "op": "spawn",
-                "id": req_id,
-                "connection_file": str(connection_file),
-                "cwd": str(cwd),
-                "env": env,
-                "log": str(log),
-                "limits": asdict(limits),
-                "uid": identity.uid,
-                "gid": identity.gid,
-            }
-        )
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while req_id not in self._spawned:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    raise RuntimeError("the kernel fork server did not fork a kernel")
-                self._cond.wait(left)
-            return int(self._spawned.pop(req_id))
+    def kill_others(self) -> int:
+        """SIGKILL every process of the sandbox but the kernel (and bubblewrap):
+        what the student left running in the background has no part in the
+        grader's harness. Returns how many were killed."""
+        if self.cgroup is None or self.proc.poll() is not None:
+            return 0
+        keep = {self.proc.pid, self.child_pid, self.kernel_pid()}
+        killed = 0
+        for _ in range(5):
+            others = [p for p in self.cgroup.pids() if p not in keep]
+            if not others:
+                break
+            for pid in others:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.05)
+        return killed
 
-    def exit_code(self, pid: int) -> int | None:
-        """The kernel's exit code (negative: signal), or None while it runs."""
-        with self._cond:
-            return self._exits.get(pid)
-
-    def wait(self, pid: int, timeout: float) -> int | None:
-        """Wait up to `timeout` seconds for the kernel to exit; its code or None."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while pid not in self._exits:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    return None
-                self._cond.wait(left)
-            return self._exits[pid]
-
-    def interrupt(self, pid: int) -> None:
-        """SIGINT to the kernel's process group (what Jupyter's interrupt sends)."""
+    def kill(self) -> None:
+        """Kill everything: the cgroup's processes, bubblewrap, its namespace."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self.proc.poll() is None:  # once reaped, its pid may be someone else's
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
-            os.killpg(pid, signal.SIGINT)
-        except ProcessLookupError:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
             pass
-
-    def kill(self, pid: int, identity: Identity) -> None:
-        """SIGKILL the kernel's process group and every process of its user."""
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if identity.uid is not None:
-            self.kill_user(identity.uid)
-        self.wait(pid, 10.0)
-
-    def kill_user(self, uid: int) -> None:
-        """SIGKILL every process owned by `uid` (never 0 or the grader's own)."""
-        if uid in (0, os.getuid()):
-            raise ValueError(f"uid must be a sandbox user, not {uid}")
-        self._send({"op": "killuid", "uid": uid})
-        time.sleep(0.05)
 
     def close(self) -> None:
-        """Stop the helper (its kernels die with it)."""
-        if self._proc.poll() is None:
-            try:
-                self._send({"op": "quit"})
-                self._proc.wait(5)
-            except (RuntimeError, OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-                self._proc.wait()
+        self.kill()
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self._log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-if __name__ == "__main__":
-    _serve()

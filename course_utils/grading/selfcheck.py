@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import notebooks as nbs
 from .execute import RunSettings, run_notebook, run_notebook_launched
-from .sandbox import ForkServer, Limits, server_env
+from .forkserver import ForkServer, Limits, server_env
 from .static import Policy, scan_sources
 
 

@@ -22,7 +22,7 @@ REFERENCE_MODULES: tuple[str, ...] = (
     "course_utils.reference",
     "course_utils.sanity",
     "course_utils.metrics",
-    "course_utils.grading.references",
+    "course_utils.grading.closed_form",
     "course_utils.shapley",
     "captum",
 )

@@ -51,7 +51,7 @@ method, metric or widget accepts, see `baselines`), `QUADRATURE_RULES` (IG's
 rules) and `SMOOTHGRAD_KINDS`.
 
 Shared layer (public): `core` (eval mode, input gradient, select, hooks,
-chunking, layers), `checks` (argument and target checks), `baselines` (every
+chunking, layers), `validate` (argument and target checks), `baselines` (every
 baseline by name), `batching` (rows per call by cost). Each method module opens
 with `<name>_textbook`, the plain loop to hold against the formula, and then the
 batched version.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_input, check_model, resolve_target
 from .core import capture_output, eval_mode, get_layer, removing_hooks, select
 from .grad_cam import upsample_cam
+from .validate import check_input, check_model, resolve_target
 
 REQUIREMENT = (
     "cam needs a network that ends in global average pooling and one linear "

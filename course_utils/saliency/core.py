@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..modes import eval_mode  # noqa: F401  (re-exported; its one home is modes.py)
-from .checks import check_int, check_model
+from .validate import check_int, check_model
 
 # Rows per model call for batched methods (IG steps, noisy copies, occluded
 # copies), for 1×28×28 digits. Measured with bench/bench_saliency.py on the

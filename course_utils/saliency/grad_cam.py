@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_input, check_model, resolve_target
 from .core import (
     as_leaf,
     capture_output,
@@ -15,6 +14,7 @@ from .core import (
     resolve_layer,
     select,
 )
+from .validate import check_input, check_model, resolve_target
 
 
 def grad_cam_textbook(model, x, target, layer=None, relu=True, upsample=True):

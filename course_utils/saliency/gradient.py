@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_input, check_model, resolve_target
 from .core import eval_mode, input_gradient
+from .validate import check_input, check_model, resolve_target
 
 
 def gradient_textbook(model, x, target):

@@ -7,14 +7,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import (
-    check_generator,
-    check_input,
-    check_int,
-    check_model,
-    check_noise_level,
-    resolve_target,
-)
 from .core import (
     check_batch_size,
     chunks,
@@ -24,6 +16,14 @@ from .core import (
     rows_of,
 )
 from .smoothgrad import noise_sigma
+from .validate import (
+    check_generator,
+    check_input,
+    check_int,
+    check_model,
+    check_noise_level,
+    resolve_target,
+)
 
 SEED = 0  # seed of the draws when no generator is given (repeatable maps)
 N_TRAIN_BASELINES = 200  # training digits in the "train" distribution

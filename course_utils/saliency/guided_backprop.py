@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .checks import check_input, check_model, resolve_target
 from .core import eval_mode, input_gradient, removing_hooks
 from .gradient import gradient_textbook
+from .validate import check_input, check_model, resolve_target
 
 
 def guided_backprop_textbook(model, x, target):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_input, check_model, resolve_target
 from .core import (
     as_leaf,
     capture_output,
@@ -17,6 +16,7 @@ from .core import (
 )
 from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
 from .guided_backprop import guided_backprop_textbook, relu_rule
+from .validate import check_input, check_model, resolve_target
 
 
 def guided_grad_cam_textbook(model, x, target, layer=None):

@@ -15,7 +15,6 @@ from .baselines import (  # noqa: F401
     noise_baseline,
     resolve_baseline,
 )
-from .checks import check_choice, check_input, check_int, check_model, resolve_target
 from .core import (
     check_batch_size,
     chunks,
@@ -25,6 +24,7 @@ from .core import (
     select,
 )
 from .gradient import gradient_textbook
+from .validate import check_choice, check_input, check_int, check_model, resolve_target
 
 QUADRATURE_RULES = (
     "riemann_trapezoid",

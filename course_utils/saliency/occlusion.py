@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from .baselines import resolve_baseline
-from .checks import check_choice, check_input, check_int, check_model, resolve_target
 from .core import check_batch_size, eval_mode, grid_chunks, select
+from .validate import check_choice, check_input, check_int, check_model, resolve_target
 
 OUTPUTS = ("prob", "logit")
 

@@ -5,15 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import (
-    check_choice,
-    check_generator,
-    check_input,
-    check_int,
-    check_model,
-    check_noise_level,
-    resolve_target,
-)
 from .core import (
     check_batch_size,
     chunks,
@@ -23,6 +14,15 @@ from .core import (
     rows_of,
 )
 from .gradient import gradient
+from .validate import (
+    check_choice,
+    check_generator,
+    check_input,
+    check_int,
+    check_model,
+    check_noise_level,
+    resolve_target,
+)
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 

@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 
 from .. import saliency as sal
-from ..saliency.checks import (
+from ..saliency.validate import (
     check_input,
     check_int,
     check_model,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from course_utils.grading import isolate
+from course_utils.grading import sandbox
 
 pytestmark = pytest.mark.skipif(
-    not isolate.detect().usable or os.geteuid() != 0,
+    not sandbox.detect().usable or os.geteuid() != 0,
     reason="needs the sandbox as root (bubblewrap and a cgroup)",
 )
 
@@ -30,10 +30,10 @@ PROBE = (
 
 def run_inside(tmp_path, code, limits=None, **kw):
     log = tmp_path / "box.log"
-    box = isolate.Sandbox(
+    box = sandbox.Sandbox(
         [sys.executable, "-c", code],
-        isolate.SandboxView(),
-        limits or isolate.SandboxLimits(),
+        sandbox.SandboxView(),
+        limits or sandbox.SandboxLimits(),
         {"PATH": "/usr/bin:/bin"},
         {},
         log,
@@ -55,8 +55,8 @@ def _cpus() -> list[int]:
 
 
 def _cpuset_controller() -> bool:
-    root = isolate.CGROUP_ROOT
-    v2 = "cpuset" in isolate._read(root / "cgroup.controllers").split()
+    root = sandbox.CGROUP_ROOT
+    v2 = "cpuset" in sandbox._read(root / "cgroup.controllers").split()
     return v2 or (root / "cpuset" / "cpuset.cpus").is_file()
 
 

@@ -1,0 +1,277 @@
+"""The grading commands of `course`: their arguments, and the call each one makes.
+
+    course release [SET ...] [--check] [--force]   solutions/ → exercises/
+    course check NOTEBOOK                          a student's self-check
+    course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
+    course export SET                              CSV again (after manual grading)
+    course handout DIR [--after-deadline SET]      the student repository
+
+`COMMANDS` maps each name to (function, help); `course_utils.cli.main` adds them
+to its parser. Every command imports what it runs only when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """The course root: the nearest folder up from `start` (default: the current
+    directory) holding nbgrader_config.py, else the repository course_utils is in."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "nbgrader_config.py").is_file():
+            return folder
+    return Path(__file__).resolve().parents[2]
+
+
+def _course(args):
+    from .course import Course
+
+    return Course.load(args.root or find_root())
+
+
+def _fail(name: str, exc: Exception) -> int:
+    print(f"course {name}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _add_root(parser) -> None:
+    parser.add_argument(
+        "--root",
+        help="course root (default: the folder with "
+        "nbgrader_config.py above the current directory)",
+    )
+
+
+def release_command(args) -> int:
+    from .release import format_report, release
+
+    try:
+        course = _course(args)
+        report = release(course, args.sets or None, check=args.check, force=args.force)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("release", exc)
+    print(format_report(report, course, args.check))
+    return (
+        0
+        if (report.up_to_date or not args.check)
+        and not report.leaks
+        and not report.refused
+        else 1
+    )
+
+
+release_command.configure = lambda p: (
+    p.add_argument("sets", nargs="*", metavar="SET", help="default: every set"),
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only report whether exercises/ matches a fresh release",
+    ),
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite notebooks a student worked in (a backup is kept)",
+    ),
+    _add_root(p),
+)
+
+
+def check_command(args) -> int:
+    from .selfcheck import self_check
+
+    try:
+        return self_check(args.notebook, cell_timeout=args.timeout)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("check", exc)
+
+
+check_command.configure = lambda p: (
+    p.add_argument("notebook", metavar="NOTEBOOK", help="your exercise notebook"),
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds per cell (default 120)"
+    ),
+)
+
+
+def grade_command(args) -> int:
+    from .grade import GradeOptions, grade, print_summary
+
+    if args.install_bubblewrap:
+        from .sandbox import install_bwrap
+
+        print(f"bubblewrap: {install_bwrap() or 'could not be installed'}")
+    options = GradeOptions(
+        workers=args.workers,
+        cell_timeout=args.timeout,
+        notebook_timeout=args.notebook_timeout,
+        memory_gib=args.memory,
+        address_space_gib=args.address_space,
+        interrupt_grace=args.grace,
+        sandbox_uid=args.sandbox_uid,
+        csv_path=args.csv,
+        students=args.student or None,
+        progress=not args.no_progress,
+        keep_work=args.keep_work,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+    )
+    try:
+        summary = grade(_course(args), args.set, args.submissions, options)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("grade", exc)
+    print_summary(summary)
+    return 0
+
+
+def _configure_grade(p) -> None:
+    from .sandbox import DEFAULT_SANDBOX_UID
+
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)")
+    p.add_argument(
+        "submissions",
+        nargs="?",
+        metavar="SUBMISSIONS_DIR",
+        help="folder of student folders (default: submitted/)",
+    )
+    p.add_argument("--workers", type=int, help="kernels at once (default: CPU cores)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds per cell before it is interrupted (default 60)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds to recover from an interrupt before the kill (5)",
+    )
+    p.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=600.0,
+        help="seconds per notebook before its kernel is killed (default 600)",
+    )
+    p.add_argument(
+        "--memory",
+        type=float,
+        default=6.0,
+        help="memory cap of a submission's whole process tree in GiB (default 6)",
+    )
+    p.add_argument(
+        "--address-space",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="address space each process may reserve, in GiB (default: --memory); "
+        "past it an allocation raises MemoryError",
+    )
+    p.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="grade even where no OS sandbox is available (every row says so)",
+    )
+    p.add_argument(
+        "--install-bubblewrap",
+        action="store_true",
+        help="first apt-get install bubblewrap if it is missing (root, Debian/Ubuntu)",
+    )
+    p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)")
+    p.add_argument(
+        "--student",
+        action="append",
+        metavar="ID",
+        help="grade only this student (repeatable)",
+    )
+    p.add_argument(
+        "--sandbox-uid",
+        type=int,
+        default=DEFAULT_SANDBOX_UID,
+        help="first uid of the sandbox users when run as root "
+        f"(default {DEFAULT_SANDBOX_UID})",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the private work folder (debugging)",
+    )
+    _add_root(p)
+
+
+grade_command.configure = _configure_grade
+
+
+def export_command(args) -> int:
+    from .grade import export
+
+    try:
+        path = export(_course(args), args.set, args.csv)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("export", exc)
+    print(f"grades: {path}")
+    return 0
+
+
+export_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET"),
+    p.add_argument("--csv", type=Path, help="CSV path (default ROOT/grades-SET.csv)"),
+    _add_root(p),
+)
+
+
+def handout_command(args) -> int:
+    from .handout import format_report, handout, scan
+
+    try:
+        course = _course(args)
+        report = handout(course, Path(args.dir), args.after_deadline)
+    except (ValueError, RuntimeError) as exc:
+        return _fail("handout", exc)
+    print(format_report(report))
+    found = scan(course, report.dest, args.after_deadline)
+    for line in found[:20]:
+        print(f"  LEAK {line}", file=sys.stderr)
+    return 1 if found else 0
+
+
+handout_command.configure = lambda p: (
+    p.add_argument(
+        "dir", metavar="DIR", help="a new folder for the student repository"
+    ),
+    p.add_argument(
+        "--after-deadline",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a set whose deadline passed: ship the modules it kept out (repeatable)",
+    ),
+    _add_root(p),
+)
+
+
+# name → (fn(args), help); fn.configure(parser) adds the arguments.
+COMMANDS = {
+    "release": (
+        release_command,
+        "generate exercises/ from solutions/ (nbgrader)",
+    ),
+    "check": (
+        check_command,
+        "self-check: run a notebook's visible tests and show hints",
+    ),
+    "grade": (
+        grade_command,
+        "grade every submission of a set into the gradebook and a CSV",
+    ),
+    "export": (
+        export_command,
+        "write a set's CSV from the gradebook (after manual grading)",
+    ),
+    "handout": (
+        handout_command,
+        "write the student repository (no solutions, no answers)",
+    ),
+}
