@@ -17,7 +17,6 @@ from ..saliency.baselines import resolve_baseline
 from .explorer import (
     IG_BASELINES,
     IG_RULES,
-    PREDICTED,
     SMOOTHGRAD_EXPLAIN,
     SMOOTHGRAD_KINDS,
     _check_images,
@@ -28,16 +27,7 @@ from .explorer import (
     _int_slider_value,
 )
 
-__all__ = [
-    "IG_BASELINES",
-    "IG_RULES",
-    "PREDICTED",
-    "SMOOTHGRAD_EXPLAIN",
-    "SMOOTHGRAD_KINDS",
-    "IGExplorer",
-    "OcclusionExplorer",
-    "SmoothGradExplorer",
-]
+__all__ = ["IGExplorer", "OcclusionExplorer", "SmoothGradExplorer"]
 
 
 class OcclusionExplorer(_Explorer):
