@@ -536,17 +536,15 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     Args:
         a, b: (N, C, H, W) maps with the same shape.
     """
+    from .correlation import pearson
+
     fa, fb = _maps(a, "a").flatten(1), _maps(b, "b").flatten(1)
     if fa.shape != fb.shape:
         raise ValueError(
             f"a and b must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
-    fa = fa - fa.mean(1, keepdim=True)
-    fb = fb - fb.mean(1, keepdim=True)
-    den = (fa.square().sum(1) * fb.square().sum(1)).sqrt()
-    num = (fa * fb).sum(1)
-    return torch.where(den > 0, num / den, torch.full_like(den, math.nan)).float()
+    return pearson(fa, fb).float()
 
 
 def total_variation(attr: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@
   Zisserman 2014, §2; Yosinski, Clune, Nguyen, Fuchs & Lipson 2015).
 * `receptive_field`: which input pixels a layer's unit (i, j) can see,
   computed from the layer geometry (kernel, stride, padding, dilation of every
-  conv and pooling layer on the way, the union over residual branches).
+  conv and pooling layer on the way, the union over residual branches); it
+  lives in `receptive_fields`, re-exported here.
 * `top_activations`: the k test images whose patch most activates a unit,
   with the receptive-field boxes and the patches (Zeiler & Fergus 2014, Fig. 2).
 * `unit_projection`: one unit's activation projected back to input space with
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import dataclass
 
 import torch
-from torch import fx, nn
+from torch import nn
+
+from .receptive_fields import ReceptiveField, receptive_field
 
 # The shared saliency layer.
 from .saliency.baselines import grey
@@ -124,6 +126,105 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return nn.functional.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+@dataclass(frozen=True)
+class _Ascent:
+    """`class_model`'s checked settings, and its gradient-ascent loop."""
+
+    lr: float
+    l2: float
+    jitter: int
+    blur_every: int
+    seed: int
+    blur_sigma: float
+    shape: tuple[int, int, int]
+    clamp: tuple[float, float] | None
+
+    @classmethod
+    def checked(cls, lr, l2, jitter, blur_every, seed, blur_sigma, shape, clamp):
+        """The settings after `class_model`'s argument checks (in its order)."""
+        settings = cls(
+            _check_number(lr, "lr", 0.0, strict=True),
+            _check_number(l2, "l2", 0.0),
+            check_int(jitter, "jitter", 0),
+            check_int(blur_every, "blur_every", 0),
+            check_int(seed, "seed", 0),
+            _check_number(blur_sigma, "blur_sigma", 0.0, strict=True),
+            shape,
+            clamp,
+        )
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape)
+        ):
+            raise ValueError(f"shape must be (C, H, W) with ints ≥ 1, got {shape!r}")
+        if clamp is not None and (
+            not isinstance(clamp, (tuple, list))
+            or len(clamp) != 2
+            or clamp[0] >= clamp[1]
+        ):
+            raise ValueError(
+                f"clamp must be None or (low, high) with low < high, got {clamp!r}"
+            )
+        return settings
+
+    def run(self, model, base, idx, hi, n, steps, progress):
+        """`steps` ascent steps from `base` for n targets: (images, (steps, n) scores)."""
+        gen = torch.Generator().manual_seed(self.seed)
+        x = base.expand(n, *self.shape).clone()
+        scores = torch.empty(steps, n, dtype=base.dtype)
+        bar = _bar(steps, "class model", progress)
+        try:
+            for step in range(steps):
+                x, scores[step] = self.step(model, x, base, idx, hi, gen, step)
+                bar.update(1)
+        finally:
+            bar.close()
+        return x, scores
+
+    def step(self, model, x, base, idx, hi, gen, step):
+        """One step: jitter, gradient of the target logits, L2 decay, blur, clamp."""
+        j = self.jitter
+        dy, dx = torch.randint(-j, j + 1, (2,), generator=gen).tolist() if j else (0, 0)
+        leaf = as_leaf(torch.roll(x, (dy, dx), dims=(2, 3)))
+        with torch.enable_grad():
+            out = select(model(leaf), idx, hi, rows=leaf.shape[0])
+            (grad,) = torch.autograd.grad(out.sum(), leaf)
+        grad = torch.roll(grad, (-dy, -dx), dims=(2, 3))
+        x = x + self.lr * (grad - 2 * self.l2 * (x - base))
+        if self.blur_every and (step + 1) % self.blur_every == 0:
+            x = base + _gaussian_blur(x - base, self.blur_sigma)
+        if self.clamp is not None:
+            x = x.clamp(float(self.clamp[0]), float(self.clamp[1]))
+        return x, out.detach().cpu()
+
+
+def _grey_image(model: nn.Module, shape) -> torch.Tensor:
+    """(1, *shape) of the model's grey, on its parameters' device and dtype."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    base = torch.zeros(1, *shape, dtype=dtype, device=device)
+    return base + torch.as_tensor(grey(model), dtype=dtype, device=device)
+
+
+def _class_targets(model: nn.Module, target, base: torch.Tensor):
+    """`class_model`'s target (None = every class) as (idx, hi, n); in eval mode."""
+    with torch.no_grad():
+        n_classes = int(model(base).shape[1])
+    if target is None:
+        target = list(range(n_classes))
+    if isinstance(target, torch.Tensor) and target.dim() == 0:
+        target = target.reshape(1)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        target = [int(target)]
+    n = len(target) if isinstance(target, (list, tuple, torch.Tensor)) else 1
+    idx, hi = resolve_target(target, n, base.device)
+    if hi >= n_classes:
+        raise ValueError(f"target must hold classes in 0..{n_classes - 1}, got {hi}")
+    return idx, hi, n
+
+
 def class_model(
     model: nn.Module,
     target=None,
@@ -180,237 +281,15 @@ def class_model(
     """
     check_model(model)
     steps = check_int(steps, "steps", 1)
-    lr = _check_number(lr, "lr", 0.0, strict=True)
-    l2 = _check_number(l2, "l2", 0.0)
-    jitter = check_int(jitter, "jitter", 0)
-    blur_every = check_int(blur_every, "blur_every", 0)
-    seed = check_int(seed, "seed", 0)
-    blur_sigma = _check_number(blur_sigma, "blur_sigma", 0.0, strict=True)
-    if (
-        not isinstance(shape, (tuple, list))
-        or len(shape) != 3
-        or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape)
-    ):
-        raise ValueError(f"shape must be (C, H, W) with ints ≥ 1, got {shape!r}")
-    if clamp is not None and (
-        not isinstance(clamp, (tuple, list)) or len(clamp) != 2 or clamp[0] >= clamp[1]
-    ):
-        raise ValueError(
-            f"clamp must be None or (low, high) with low < high, got {clamp!r}"
-        )
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
-    base = torch.zeros(1, *shape, dtype=dtype, device=device)
-    base = base + torch.as_tensor(grey(model), dtype=dtype, device=device)
+    ascent = _Ascent.checked(lr, l2, jitter, blur_every, seed, blur_sigma, shape, clamp)
+    base = _grey_image(model, ascent.shape)
     with eval_mode(model):
-        with torch.no_grad():
-            n_classes = int(model(base).shape[1])
-        if target is None:
-            target = list(range(n_classes))
-        if isinstance(target, torch.Tensor) and target.dim() == 0:
-            target = target.reshape(1)
-        if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-            target = [int(target)]
-        n = len(target) if isinstance(target, (list, tuple, torch.Tensor)) else 1
-        idx, hi = resolve_target(target, n, device)
-        if hi >= n_classes:
-            raise ValueError(
-                f"target must hold classes in 0..{n_classes - 1}, got {hi}"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        x = base.expand(n, *shape).clone()
-        scores = torch.empty(steps, n, dtype=dtype)
-        bar = _bar(steps, "class model", progress)
-        try:
-            for step in range(steps):
-                dy, dx = (
-                    torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
-                    if jitter
-                    else (0, 0)
-                )
-                leaf = as_leaf(torch.roll(x, (dy, dx), dims=(2, 3)))
-                with torch.enable_grad():
-                    out = select(model(leaf), idx, hi, rows=leaf.shape[0])
-                    (grad,) = torch.autograd.grad(out.sum(), leaf)
-                scores[step] = out.detach().cpu()
-                grad = torch.roll(grad, (-dy, -dx), dims=(2, 3))
-                x = x + lr * (grad - 2 * l2 * (x - base))
-                if blur_every and (step + 1) % blur_every == 0:
-                    x = base + _gaussian_blur(x - base, blur_sigma)
-                if clamp is not None:
-                    x = x.clamp(float(clamp[0]), float(clamp[1]))
-                bar.update(1)
-        finally:
-            bar.close()
+        idx, hi, n = _class_targets(model, target, base)
+        x, scores = ascent.run(model, base, idx, hi, n, steps, progress)
         with torch.no_grad():
             final = model(x)
     targets = idx if isinstance(idx, torch.Tensor) else torch.full((n,), idx)
     return ClassModel(x.detach(), targets.cpu(), scores, final.detach())
-
-
-# ------------------------------------------------------------ receptive fields
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Geometry of a layer's units in input pixels, per axis (rows, columns).
-
-    Unit (i, j) sees the input pixels whose row lies in
-    [start[0] + i·jump[0] − (size[0] − 1)/2, … + (size[0] − 1)/2], likewise
-    for columns; `box(i, j)` gives that window as integer bounds.
-
-    size: receptive-field side in pixels. jump: input pixels between two
-        neighbouring units (the product of the strides). start: centre of
-        unit (0, 0) in input pixel coordinates (pixel centres are integers;
-        may be fractional, e.g. after 2 × 2 pooling).
-    """
-
-    size: tuple[int, int]
-    jump: tuple[int, int]
-    start: tuple[float, float]
-
-    def box(self, i: int, j: int) -> tuple[int, int, int, int]:
-        """(top, left, bottom, right) of unit (i, j); bottom/right exclusive.
-
-        Unclipped: the window may extend beyond the image (into the padding).
-        """
-        top = round(self.start[0] + i * self.jump[0] - (self.size[0] - 1) / 2)
-        left = round(self.start[1] + j * self.jump[1] - (self.size[1] - 1) / 2)
-        return top, left, top + self.size[0], left + self.size[1]
-
-
-_SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-_POINTWISE_MODULES = (
-    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-    nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
-_POINTWISE_FUNCTIONS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
-    operator.neg, torch.add, torch.sub, torch.mul, torch.relu, torch.sigmoid,
-    torch.tanh, torch.clamp, nn.functional.relu, nn.functional.dropout, torch.cat,
-}  # fmt: skip
-_POINTWISE_METHODS = {"add", "add_", "sub", "mul", "div", "relu", "relu_", "clamp",
-                      "contiguous", "clamp_", "sigmoid", "tanh"}  # fmt: skip
-_CONST = "const"  # a node with no spatial extent (a buffer, a number)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def _through(geo: ReceptiveField, m: nn.Module) -> ReceptiveField:
-    """r' = r + (k_eff − 1)·j,  j' = j·s,  start' = start + ((k_eff − 1)/2 − p)·j."""
-    k, s = (
-        _pair(m.kernel_size),
-        _pair(m.stride if m.stride is not None else m.kernel_size),
-    )
-    d = _pair(getattr(m, "dilation", 1))
-    if m.padding == "valid":
-        p = (0, 0)
-    elif m.padding == "same":  # PyTorch pads d·(k − 1) in all, ⌊half⌋ before
-        p = tuple(d[a] * (k[a] - 1) // 2 for a in range(2))
-    else:
-        p = _pair(m.padding)
-    size, jump, start = [], [], []
-    for a in range(2):
-        k_eff = d[a] * (k[a] - 1) + 1
-        size.append(geo.size[a] + (k_eff - 1) * geo.jump[a])
-        jump.append(geo.jump[a] * s[a])
-        start.append(geo.start[a] + ((k_eff - 1) / 2 - p[a]) * geo.jump[a])
-    return ReceptiveField(tuple(size), tuple(jump), tuple(start))
-
-
-def _union(geos: list[ReceptiveField], where: str) -> ReceptiveField:
-    """The receptive field of a sum/product of branches: the union of their windows."""
-    if any(g.jump != geos[0].jump for g in geos):
-        raise ValueError(f"branches with different strides meet at {where}")
-    size, start = [], []
-    for a in range(2):
-        lo = min(g.start[a] - (g.size[a] - 1) / 2 for g in geos)
-        hi = max(g.start[a] + (g.size[a] - 1) / 2 for g in geos)
-        size.append(round(hi - lo) + 1)
-        start.append((lo + hi) / 2)
-    return ReceptiveField(tuple(size), geos[0].jump, tuple(start))
-
-
-def receptive_field(model: nn.Module, layer) -> ReceptiveField:
-    """The receptive field of `layer`'s units, from the layer geometry.
-
-    The model is traced symbolically (`torch.fx`, no forward pass on data);
-    every `nn.Conv2d`, `nn.MaxPool2d` and `nn.AvgPool2d` on the way applies
-    r' = r + (k_eff − 1)·j, j' = j·s, start' = start + ((k_eff − 1)/2 − p)·j
-    (k_eff = dilation·(k − 1) + 1); pointwise modules and operations keep the
-    geometry; where branches meet (a residual `out + shortcut(x)`) the window
-    is the union of the branches' windows. SmallCNN: conv1 → 3, conv2/relu2 →
-    8, pool2 → 10 pixels; ResNetSmall: layer3 → 25.
-
-    Args:
-        model: an `nn.Module` that `torch.fx.symbolic_trace` can trace.
-        layer: dotted submodule name ("conv2", "layer3", "layer2.conv1") or
-            the module.
-    Raises:
-        ValueError: unknown layer; a model fx cannot trace; an operation on
-            the way whose geometry is unknown (e.g. interpolation, padding).
-    """
-    check_model(model)
-    module = get_layer(model, layer)
-    name = (
-        layer
-        if isinstance(layer, str)
-        else next(n for n, m in model.named_modules() if m is module)
-    )
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as err:  # noqa: BLE001 - any tracing failure, reported plainly
-        raise ValueError(
-            f"model could not be traced with torch.fx to compute receptive fields "
-            f"({type(err).__name__}: {err})"
-        ) from None
-    geo: dict = {}
-    found = None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            geo[node] = ReceptiveField((1, 1), (1, 1), (0.0, 0.0))
-            continue
-        if node.op == "output":
-            continue
-        if node.op == "get_attr":
-            geo[node] = _CONST
-            continue
-        inputs = [a for a in node.all_input_nodes]
-        known = [geo.get(a) for a in inputs]
-        spatial = [g for g in known if isinstance(g, ReceptiveField)]
-        if node.op == "call_module":
-            sub = model.get_submodule(node.target)
-            if isinstance(sub, _SPATIAL) and len(spatial) == 1:
-                geo[node] = _through(spatial[0], sub)
-            elif isinstance(sub, _POINTWISE_MODULES) and spatial:
-                geo[node] = _union(spatial, node.target)
-            else:
-                geo[node] = None
-        elif (
-            (node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
-            or (node.op == "call_method" and node.target in _POINTWISE_METHODS)
-        ) and all(g is not None for g in known):
-            geo[node] = _union(spatial, node.name) if spatial else _CONST
-        else:
-            geo[node] = None
-        stack = node.meta.get("nn_module_stack") or {}
-        if node.op == "call_module" and node.target == name:
-            found = node
-        elif name in stack:
-            found = node  # the last node inside a composite module is its output
-    if found is None:
-        raise ValueError(f"layer {name!r} is not used in the model's forward pass")
-    result = geo.get(found)
-    if result is None or result is _CONST:
-        raise ValueError(
-            f"cannot compute the receptive field of layer {name!r}: an operation on "
-            "the way has no known geometry (supported: Conv2d, MaxPool2d, AvgPool2d "
-            "and pointwise operations)"
-        )
-    return result
 
 
 # ------------------------------------------------------------ top activations

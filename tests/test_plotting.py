@@ -472,6 +472,40 @@ def test_confusion_matrix():
         P.confusion_matrix(torch.zeros(2, 3))
 
 
+# ---------------------------------------------------------------- curves
+
+
+def test_error_vs_cost_curve_guide_points_and_png(tmp_path):
+    pd = pytest.importorskip("pandas")
+    errors = pd.Series([0.4, 0.3, 0.1], index=[25, 100, 400])
+    chart = P.error_vs_cost(
+        errors, "KernelSHAP", {"occlusion": (17, 0.5)}, title="error vs cost"
+    )
+    spec = spec_of(chart)
+    lines, dots = spec["layer"]
+    rows = spec["datasets"][lines["data"]["name"]]
+    curve = [(r["evaluations"], r["mean"]) for r in rows if r["method"] == "KernelSHAP"]
+    assert curve == [(25, 0.4), (100, 0.3), (400, 0.1)]
+    # the guide ∝ 1/√n starts at the curve's first point: 0.4 · √(25 / n)
+    guide = {r["evaluations"]: r["mean"] for r in rows if r["method"] == P.curves.GUIDE}
+    assert guide[25] == pytest.approx(0.4) and guide[400] == pytest.approx(0.1)
+    assert spec["datasets"][dots["data"]["name"]] == [
+        {"evaluations": 17, "mean": 0.5, "method": "occlusion"}
+    ]
+    assert lines["mark"] == {"type": "line", "point": True}
+    assert dots["mark"]["shape"] == "diamond"
+    for layer in (lines, dots):
+        enc = layer["encoding"]
+        assert enc["x"]["scale"] == {"type": "log"} == enc["y"]["scale"]
+        assert (enc["x"]["field"], enc["y"]["field"]) == ("evaluations", "mean")
+    dash = lines["encoding"]["strokeDash"]
+    assert dash["condition"]["value"] == [4, 3] and dash["value"] == [1, 0]
+    assert spec["title"] == "error vs cost" and spec["width"] == 480
+    # renders: a PNG wider than the 480 px plot, not one flat colour
+    img = np.asarray(Image.open(P.save(chart, tmp_path / "c.png")).convert("RGB"))
+    assert img.shape[1] > 480 and len(np.unique(img.reshape(-1, 3), axis=0)) > 10
+
+
 # ---------------------------------------------------------------- export
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from course_utils import data
-from course_utils import training_lab as tl
 from course_utils import widgets as W
+from course_utils.widgets import training_lab as tl
 
 V5 = "application/vnd.vegalite.v5+json"
 

@@ -43,7 +43,8 @@ makes notebooks show charts offline with JupyterLab's built-in Vega viewer.
 
 The package, one concern per module: `_base` (arrays, colours, checks),
 `maps` (`heatmap`, `overlay`), `layout` (`FacetLayout`, cached facet charts,
-`panels`), `grid`, `figures` (`digits`, `confusion_matrix`), `export` (`save`,
+`panels`), `grid`, `figures` (`digits`, `confusion_matrix`), `curves`
+(`error_vs_cost`), `export` (`save`,
 `mimebundle`, `enable_renderer`) and `sanity` (the sanity checks' charts).
 Charts are built with Altair's public API only.
 """
@@ -69,6 +70,7 @@ from ._base import (
     outline_overlay,
     to_map,
 )
+from .curves import error_vs_cost
 from .export import enable_renderer, mimebundle, save
 from .figures import confusion_matrix, digits
 from .grid import grid
@@ -93,6 +95,7 @@ __all__ = [
     "confusion_matrix",
     "digits",
     "enable_renderer",
+    "error_vs_cost",
     "facet_chart",
     "grid",
     "heatmap",

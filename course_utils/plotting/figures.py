@@ -13,6 +13,34 @@ from ._base import _check_size, _grey_rgb, _png_url, _title, _to_image, _to_nump
 from .maps import _image_layer
 
 
+def _per_image(v, name: str, n: int) -> list | None:
+    """`v` (None, a sequence, tensor or array) as a list of n entries."""
+    if v is None:
+        return None
+    v = v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else list(v)
+    if len(v) != n:
+        raise ValueError(f"{name} must have one entry per image ({n}), got {len(v)}")
+    return v
+
+
+def _captions(n: int, labels: list | None, predictions: list | None) -> list[str]:
+    """Captions "#3: 5" for class labels (→ prediction); a text label ("black",
+    "occluded") alone, so it cannot read like a digit's number ("#0 black")."""
+    numbered = labels is None or all(
+        isinstance(v, numbers.Integral) or (isinstance(v, str) and v.isdigit())
+        for v in labels
+    )
+    captions = []
+    for i in range(n):
+        caption = f"#{i}" if numbered else ""
+        if labels is not None:
+            caption += f": {labels[i]}" if numbered else str(labels[i])
+        if predictions is not None:
+            caption += f" → {predictions[i]}"
+        captions.append(caption)
+    return captions
+
+
 def digits(
     images: torch.Tensor | np.ndarray,
     labels: Sequence | torch.Tensor | np.ndarray | None = None,
@@ -49,31 +77,10 @@ def digits(
         raise ValueError(f"columns must be an int ≥ 1, got {columns!r}")
     size = _check_size(size)
 
-    def as_list(v, name):
-        if v is None:
-            return None
-        v = v.tolist() if isinstance(v, (torch.Tensor, np.ndarray)) else list(v)
-        if len(v) != n:
-            raise ValueError(
-                f"{name} must have one entry per image ({n}), got {len(v)}"
-            )
-        return v
-
-    labels = as_list(labels, "labels")
-    predictions = as_list(predictions, "predictions")
+    labels = _per_image(labels, "labels", n)
+    captions = _captions(n, labels, _per_image(predictions, "predictions", n))
     values = []
-    numbered = labels is None or all(
-        isinstance(v, numbers.Integral) or (isinstance(v, str) and v.isdigit())
-        for v in labels
-    )
-    for i in range(n):
-        # "#3: 5" for class labels; a text label ("black", "occluded") alone,
-        # so it cannot read like a digit's number ("#0 black")
-        caption = f"#{i}" if numbered else ""
-        if labels is not None:
-            caption += f": {labels[i]}" if numbered else str(labels[i])
-        if predictions is not None:
-            caption += f" → {predictions[i]}"
+    for i, caption in enumerate(captions):
         img = _to_image(arr[i : i + 1], "images")
         values.append({"i": i, "caption": caption, "url": _png_url(_grey_rgb(img))})
     h, w = arr.shape[2:]

@@ -211,6 +211,69 @@ def _legend(scale: str, limits: dict, legend_title: str) -> tuple[float, str]:
     return 1.0, f"{legend_title} / vmax ({scale})"
 
 
+def _check_options(scale, overlay, show_input, opacity, size) -> tuple[float, int]:
+    """`grid`'s option checks; returns the checked opacity and size."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if not isinstance(overlay, bool) or not isinstance(show_input, bool):
+        raise TypeError("overlay and show_input must be True or False")
+    return _check_opacity(opacity), _check_size(size)
+
+
+def _values(cells, limits, scale, overlay, opacity, fade, show_input):
+    """The grid's data rows (the input's first, then the maps') and its
+    row and column labels (with "input" when the input is shown)."""
+    values, row_labels, col_labels = [], cells.row_labels, cells.col_labels
+    if show_input:
+        values, row_labels, col_labels = _input_values(cells)
+    values += _map_values(cells, limits, scale, overlay, opacity, fade)
+    return values, row_labels, col_labels
+
+
+def _wrapped_chart(
+    cells, values, legend, row_labels, col_labels, size, title, row_title, column_title
+):
+    """The faceted chart and its spec; a grid wider than `COLUMN_WIDTH` is
+    split into blocks of columns stacked vertically, sharing one legend."""
+    legend_vmax, legend = legend
+    values += _legend_rows(
+        cells.signed, legend_vmax, row=row_labels[0], col=col_labels[0]
+    )
+    h, w = cells.shape
+    blocks = _column_blocks(col_labels, row_labels, size, row_title)
+
+    def block_chart(cols, block_values, block_title):
+        layout = FacetLayout(
+            cells.signed,
+            legend,
+            size,
+            max(1, round(size * h / w)),
+            cols=tuple(cols),
+            rows=tuple(row_labels),
+            row_title=None if row_title is None else str(row_title),
+            column_title=None if column_title is None else str(column_title),
+            tooltip=True,
+            spacing=4,
+            legend_orient="bottom",
+        )
+        return facet_chart(layout, block_values, block_title)
+
+    if len(blocks) == 1:
+        return block_chart(col_labels, values, title)
+    charts = []
+    for cols in blocks:
+        keep = set(cols)
+        block_values = [v for v in values if v.get("col") in keep and "url" in v]
+        block_values += _legend_rows(
+            cells.signed, legend_vmax, row=row_labels[0], col=cols[0]
+        )
+        charts.append(block_chart(cols, block_values, None)[0])
+    chart = alt.vconcat(*charts, spacing=12, **({} if title is None else
+                                               {"title": str(title)}))
+    chart = chart.resolve_scale(color="shared")
+    return chart, chart.to_dict()
+
+
 def grid(
     maps: Mapping | Sequence,
     image: torch.Tensor | np.ndarray | Mapping | None = None,
@@ -276,56 +339,17 @@ def grid(
         the module docstring) and one colour legend; with return_spec,
         (chart, spec).
     """
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if not isinstance(overlay, bool) or not isinstance(show_input, bool):
-        raise TypeError("overlay and show_input must be True or False")
-    opacity = _check_opacity(opacity)
-    size = _check_size(size)
+    opacity, size = _check_options(scale, overlay, show_input, opacity, size)
     cells = _cells(maps, image, signed, reduce, show_input)
     limits = _scale_limits(cells, scale, outlier_perc)
-    values, row_labels, col_labels = [], cells.row_labels, cells.col_labels
-    if show_input:
-        values, row_labels, col_labels = _input_values(cells)
-    values += _map_values(cells, limits, scale, overlay, opacity, fade)
-    legend_vmax, legend = _legend(scale, limits, legend_title)
-    values += _legend_rows(
-        cells.signed, legend_vmax, row=row_labels[0], col=col_labels[0]
+    values, rows, cols = _values(
+        cells, limits, scale, overlay, opacity, fade, show_input
     )
-    h, w = cells.shape
-    blocks = _column_blocks(col_labels, row_labels, size, row_title)
-
-    def block_chart(cols, block_values, block_title):
-        layout = FacetLayout(
-            cells.signed,
-            legend,
-            size,
-            max(1, round(size * h / w)),
-            cols=tuple(cols),
-            rows=tuple(row_labels),
-            row_title=None if row_title is None else str(row_title),
-            column_title=None if column_title is None else str(column_title),
-            tooltip=True,
-            spacing=4,
-            legend_orient="bottom",
-        )
-        return facet_chart(layout, block_values, block_title)
-
-    if len(blocks) == 1:
-        chart, spec = block_chart(col_labels, values, title)
-        return (chart, spec) if return_spec else chart
-    charts = []
-    for cols in blocks:
-        keep = set(cols)
-        block_values = [v for v in values if v.get("col") in keep and "url" in v]
-        block_values += _legend_rows(
-            cells.signed, legend_vmax, row=row_labels[0], col=cols[0]
-        )
-        charts.append(block_chart(cols, block_values, None)[0])
-    chart = alt.vconcat(*charts, spacing=12, **({} if title is None else
-                                               {"title": str(title)}))
-    chart = chart.resolve_scale(color="shared")
-    return (chart, chart.to_dict()) if return_spec else chart
+    legend = _legend(scale, limits, legend_title)
+    chart, spec = _wrapped_chart(
+        cells, values, legend, rows, cols, size, title, row_title, column_title
+    )
+    return (chart, spec) if return_spec else chart
 
 
 def _column_blocks(col_labels, row_labels, size: int, row_title) -> list[list[str]]:

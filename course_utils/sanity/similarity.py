@@ -35,14 +35,11 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise Pearson r of two (N, P) arrays, clipped to [−1, 1].
 
     NaN where a row is constant (0/0); `compare` replaces those by the
-    constant-map rule.
+    constant-map rule. (`correlation.pearson` on numpy arrays.)
     """
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(1) / den
-    return np.clip(r, -1.0, 1.0)
+    from ..correlation import pearson
+
+    return pearson(torch.as_tensor(a), torch.as_tensor(b)).numpy()
 
 
 def ssim_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ CSS classes: "sal-unit-browser" on the view; "sal-layer", "sal-unit",
 
 from __future__ import annotations
 
-import html
 import numbers
 from collections.abc import Sequence
 
@@ -20,15 +19,16 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from . import plotting
-from . import visualize as vis
-from .saliency.core import get_layer
-from .saliency.validate import check_int
+from .. import plotting
+from .. import visualize as vis
+from ..saliency.core import get_layer
+from ..saliency.validate import check_int
+from .view import View
 
 __all__ = ["UnitBrowser"]
 
 
-class UnitBrowser:
+class UnitBrowser(View):
     """Browse a model's units: top-k patches and three projections each.
 
     Args:
@@ -134,9 +134,7 @@ class UnitBrowser:
         try:
             self.update()
         except (ValueError, TypeError) as err:
-            self.status.value = (
-                f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
-            )
+            self._show_error(str(err))
 
     def compute(self, layer: str, unit: int):
         """(TopActivations, {rule: cropped projections}) for one unit (cached)."""
@@ -178,16 +176,6 @@ class UnitBrowser:
             f"receptive field <b>{s[0]}×{s[1]}</b> px, stride {top.field.jump[0]}; "
             f"strongest activation {float(top.values[0]):.2f}"
         )
-        self._out.outputs = (
-            {"output_type": "display_data", "data": plotting.mimebundle(spec),
-             "metadata": {}},
-        )  # fmt: skip
         self.result, self.projections, self.chart = top, proj, chart
-        self.n_updates += 1
-        self.status.value = ""
+        self._show(plotting.mimebundle(spec))
         return self.result
-
-    def _ipython_display_(self):  # pragma: no cover - only inside IPython
-        from IPython.display import display
-
-        display(self.view)

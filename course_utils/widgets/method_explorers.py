@@ -1,26 +1,22 @@
-"""Interactive explorers: move a slider, the saliency map is recomputed and redrawn.
+"""The three explorers of one saliency method each: occlusion, IG and SmoothGrad.
 
-`OcclusionExplorer`, `IGExplorer`, `SmoothGradExplorer`, `MethodBrowser`, and
-the lab's `TrainingLab` and the `UnitBrowser` (re-exported). What every explorer
-offers (``view``, ``controls``, ``result``, ``chart``, ``update()``, caching,
-the busy state, the CSS classes the browser tests use) is described in
-`course_utils.explorer`, where their shared base lives.
+Every slider recomputes and redraws the map; what the explorers share
+(browsing, caching, the busy state, CSS classes) is `widgets.explorer`'s.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 
 import ipywidgets as widgets
 import torch
 
-from . import plotting
-from . import saliency as sal
+from .. import plotting
+from .. import saliency as sal
+from ..saliency.baselines import resolve_baseline
 from .explorer import (
     IG_BASELINES,
     IG_RULES,
-    PREDICTED,
     SMOOTHGRAD_EXPLAIN,
     SMOOTHGRAD_KINDS,
     _check_images,
@@ -30,19 +26,8 @@ from .explorer import (
     _int_slider,
     _int_slider_value,
 )
-from .saliency.baselines import resolve_baseline
 
-__all__ = [
-    "IG_BASELINES",
-    "IG_RULES",
-    "PREDICTED",
-    "SMOOTHGRAD_EXPLAIN",
-    "SMOOTHGRAD_KINDS",
-    "IGExplorer",
-    "MethodBrowser",
-    "OcclusionExplorer",
-    "SmoothGradExplorer",
-]
+__all__ = ["IGExplorer", "OcclusionExplorer", "SmoothGradExplorer"]
 
 
 class OcclusionExplorer(_Explorer):
@@ -374,87 +359,3 @@ class SmoothGradExplorer(_Explorer):
             ),
             return_spec=True,
         )
-
-
-class MethodBrowser(_Explorer):
-    """Every method of `sal.METHODS` side by side for one digit, browsable ← →.
-
-    Each map has its own colour scale (methods differ by orders of magnitude),
-    so the grid shows attribution / vmax per map. Methods that draw random
-    numbers (SmoothGrad) run under a fixed seed (`torch.random.fork_rng`, the
-    global generator is restored afterwards), so a digit always gets the same
-    maps.
-
-    Args:
-        model, images, labels, index, target, batch_size: as in
-            `OcclusionExplorer`.
-        methods: names from `sal.METHODS` to show, in order. Default: all.
-        seed: seed for methods that draw noise. Default 0.
-        size: width of each map in pixels. Default 84.
-
-    ``result`` is a dict {method name: (1, C, H, W) or (1, 1, H, W) tensor}.
-    Maps are cached per digit and target (like every explorer's results), so
-    ← → back to a digit seen before redraws at once.
-    """
-
-    css = "sal-methods"
-
-    def __init__(
-        self, model, images, labels=None, *, methods=None, seed=0, size=84, **kwargs
-    ):
-        if methods is None:
-            methods = list(sal.METHODS)
-        if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
-            raise ValueError(
-                f"methods must be a non-empty list of names from {list(sal.METHODS)}"
-            )
-        unknown = [m for m in methods if m not in sal.METHODS]
-        if unknown:
-            raise ValueError(
-                f"methods must be names from {list(sal.METHODS)}, got unknown {unknown}"
-            )
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self.methods = list(methods)
-        self.seed = int(seed)
-        super().__init__(model, images, labels, size=size, **kwargs)
-
-    def _settings(self):
-        return tuple(self.methods), self.seed
-
-    def _evals(self, x):
-        # gradient-like methods cost one evaluation; the batched ones their
-        # defaults (occlusion's forward passes cost about half a gradient)
-        batched = {
-            "integrated_gradients": 50.0,
-            "smoothgrad": 50.0,
-            "occlusion": 0.5 * sal.forward_passes_occlusion(tuple(x.shape[1:]), 4),
-        }
-        return sum(batched.get(name, 1.0) for name in self.methods)
-
-    def _compute(self, x, target):
-        maps = {}
-        for name in self.methods:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                maps[name] = sal.METHODS[name](self.model, x, target)
-        return maps
-
-    def _draw(self, x, target, result):
-        return plotting.grid(
-            {"map": {k: v[0] for k, v in result.items()}},
-            image=x[0],
-            overlay=False,
-            show_input=True,
-            scale="independent",
-            size=self.size,
-            title=self._title(target),
-            return_spec=True,
-        )
-
-
-# Widgets with their own modules (imported last: they do not import this module).
-from .training_lab import TrainingLab
-from .unit_browser import UnitBrowser
-
-__all__ += ["TrainingLab", "UnitBrowser"]

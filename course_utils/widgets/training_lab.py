@@ -36,8 +36,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import data, metrics, models, plotting
-from . import saliency as sal
+from .. import data, metrics, models, plotting
+from .. import saliency as sal
+from .view import View
 
 __all__ = [
     "INK_THRESHOLD",
@@ -257,11 +258,47 @@ def measure_training(
 # ------------------------------------------------------------------ widget
 
 
+def _labelled_digits(images, labels) -> tuple[torch.Tensor, list[int]]:
+    """The checked digits and their int labels; default the first 100 test digits."""
+    if images is None:
+        test = data.load_split("test")
+        images, labels = test.x[:100], test.y[:100]
+    images = data.check_images(images, "images")
+    n = images.shape[0]
+    if labels is None:
+        raise ValueError("labels must be given with images (the maps explain them)")
+    labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    if len(labels) != n:
+        raise ValueError(
+            f"labels must have one entry per image ({n}), got {len(labels)}"
+        )
+    return images, [int(v) for v in labels]
+
+
+def _lab_controls(auto: bool, refresh_every: int) -> dict:
+    """The lab's buttons, auto-refresh checkbox and period, by name."""
+    return {
+        "train": widgets.Button(description="Train", icon="play",
+                                button_style="success"),
+        "pause": widgets.Button(description="Pause", icon="pause", disabled=True),
+        "saliency": widgets.Button(description="Saliency", icon="eye",
+                                   button_style="info"),
+        "prev": widgets.Button(description="←", tooltip="previous digit",
+                               layout={"width": "40px"}),
+        "next": widgets.Button(description="→", tooltip="next digit",
+                               layout={"width": "40px"}),
+        "auto": widgets.Checkbox(value=bool(auto), description="auto-refresh every",
+                                 indent=False, layout={"width": "150px"}),
+        "every": widgets.BoundedIntText(value=int(refresh_every), min=1,
+                                        max=100_000, layout={"width": "80px"}),
+    }  # fmt: skip
+
+
 def _readout(label: str, value: str) -> str:
     return f"{html.escape(label)}: <b>{html.escape(value)}</b>"
 
 
-class TrainingLab:
+class TrainingLab(View):
     """Train / Pause / Saliency / ← →: the lab's live loop as a widget.
 
     Click **Train**: a background thread trains a fresh SmallCNN
@@ -306,19 +343,8 @@ class TrainingLab:
         size: int = 120,
         train_data=None,
     ):
-        if images is None:
-            test = data.load_split("test")
-            images, labels = test.x[:100], test.y[:100]
-        self.images = data.check_images(images, "images")
+        self.images, self.labels = _labelled_digits(images, labels)
         n = self.images.shape[0]
-        if labels is None:
-            raise ValueError("labels must be given with images (the maps explain them)")
-        labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
-        if len(labels) != n:
-            raise ValueError(
-                f"labels must have one entry per image ({n}), got {len(labels)}"
-            )
-        self.labels = [int(v) for v in labels]
         if not isinstance(index, numbers.Integral) or not 0 <= index < n:
             raise ValueError(f"index must be an int in 0..{n - 1}, got {index!r}")
         for name, v in (("refresh_every", refresh_every), ("eval_every", eval_every)):
@@ -339,21 +365,7 @@ class TrainingLab:
         self._stop = threading.Event()
         self._draw_lock = threading.RLock()
 
-        c = self.controls = {
-            "train": widgets.Button(description="Train", icon="play",
-                                    button_style="success"),
-            "pause": widgets.Button(description="Pause", icon="pause", disabled=True),
-            "saliency": widgets.Button(description="Saliency", icon="eye",
-                                       button_style="info"),
-            "prev": widgets.Button(description="←", tooltip="previous digit",
-                                   layout={"width": "40px"}),
-            "next": widgets.Button(description="→", tooltip="next digit",
-                                   layout={"width": "40px"}),
-            "auto": widgets.Checkbox(value=bool(auto), description="auto-refresh every",
-                                     indent=False, layout={"width": "150px"}),
-            "every": widgets.BoundedIntText(value=int(refresh_every), min=1,
-                                            max=100_000, layout={"width": "80px"}),
-        }  # fmt: skip
+        c = self.controls = _lab_controls(auto, refresh_every)
         self.outputs = {
             "step": widgets.HTML(),
             "accuracy": widgets.HTML(),
@@ -370,21 +382,25 @@ class TrainingLab:
         c["saliency"].on_click(lambda _: self._safely(self.update))
         c["next"].on_click(lambda _: self._safely(self.next))
         c["prev"].on_click(lambda _: self._safely(self.prev))
-        self.view = widgets.VBox(
+        self.view = self._layout()
+        self._measure_accuracy()
+        self.update()
+
+    def _layout(self) -> widgets.VBox:
+        """Buttons, counters, the digit's row with ← →, chart, status."""
+        c, out = self.controls, self.outputs
+        return widgets.VBox(
             [
                 widgets.HBox([c["train"], c["pause"], c["saliency"], c["auto"],
                               c["every"], widgets.HTML("steps")]),
-                widgets.HBox([self.outputs["step"], self.outputs["accuracy"],
-                              self.outputs["loss"]],
+                widgets.HBox([out["step"], out["accuracy"], out["loss"]],
                              layout={"justify_content": "space-between",
                                      "width": "420px"}),
-                widgets.HBox([c["prev"], self.outputs["digit"], c["next"]]),
+                widgets.HBox([c["prev"], out["digit"], c["next"]]),
                 self._out,
                 self.status,
             ]
         ).add_class("sal-training-lab")  # fmt: skip
-        self._measure_accuracy()
-        self.update()
 
     # ------------------------------------------------------------ training
 
@@ -436,10 +452,7 @@ class TrainingLab:
                 time.sleep(0)  # let the kernel's own threads run between steps
         except Exception as err:  # noqa: BLE001 - shown in the widget, kept in .error
             self.error = err
-            self.status.value = (
-                '<span style="color:#b2182b">training stopped: '
-                f"{html.escape(type(err).__name__)}: {html.escape(str(err))}</span>"
-            )
+            self._show_error(f"training stopped: {type(err).__name__}: {err}")
         finally:
             self.controls["train"].disabled = False
             self.controls["pause"].disabled = True
@@ -513,9 +526,7 @@ class TrainingLab:
         try:
             fn()
         except (ValueError, TypeError, RuntimeError) as err:
-            self.status.value = (
-                f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
-            )
+            self._show_error(str(err))
 
     def update(self) -> dict:
         """Compute the current model's maps for the current digit and redraw.
@@ -554,23 +565,10 @@ class TrainingLab:
                 ),
                 return_spec=True,
             )
-            self._out.outputs = (
-                {
-                    "output_type": "display_data",
-                    "data": plotting.mimebundle(spec),
-                    "metadata": {},
-                },
-            )
             self.outputs["digit"].value = _readout(
                 f"digit #{i}",
                 f"label {label}, predicted {pred} ({100 * float(probs[pred]):.0f} %)",
             )
             self.result, self.chart, self.shown_step = maps, chart, step
-            self.n_updates += 1
-            self.status.value = ""
+            self._show(plotting.mimebundle(spec))
         return self.result
-
-    def _ipython_display_(self):  # pragma: no cover - only inside IPython
-        from IPython.display import display
-
-        display(self.view)

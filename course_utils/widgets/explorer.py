@@ -1,7 +1,7 @@
-"""The explorer machinery the widgets share: one base class, its helpers and
-its slider/choice builders (the concrete explorers are in `widgets`).
+"""The explorers' shared base class, with its helpers and slider/choice builders.
 
-Interactive explorers: move a slider, the saliency map is recomputed and redrawn.
+The concrete explorers are in `method_explorers` and `method_browser`: move a
+slider, the saliency map is recomputed and redrawn.
 
 Each explorer is a small class with
 
@@ -54,11 +54,12 @@ import ipywidgets as widgets
 import torch
 from torch import nn
 
-from . import plotting
-from . import saliency as sal
-from .saliency.baselines import BASELINE_LABELS
-from .saliency.core import eval_mode
-from .saliency.validate import check_model
+from .. import plotting
+from .. import saliency as sal
+from ..saliency.baselines import BASELINE_LABELS
+from ..saliency.core import eval_mode
+from ..saliency.validate import check_model
+from .view import View
 
 PREDICTED = "predicted"
 # The options come from the modules that own them (never copied here).
@@ -132,7 +133,28 @@ def _css(name: str) -> str:
     return "sal-" + name.replace("_", "-")
 
 
-class _Explorer:
+def _browse_controls(index: int, n: int, n_classes: int, target) -> dict:
+    """The controls every explorer has: digit slider, ← →, the class explained."""
+    return {
+        "index": widgets.IntSlider(
+            value=index, min=0, max=n - 1, description="digit", continuous_update=False
+        ),
+        "prev": widgets.Button(
+            description="←", tooltip="previous digit", layout={"width": "40px"}
+        ),
+        "next": widgets.Button(
+            description="→", tooltip="next digit", layout={"width": "40px"}
+        ),
+        "target": widgets.Dropdown(
+            options=[("predicted class", PREDICTED)]
+            + [(f"class {k}", k) for k in range(n_classes)],
+            value=target if target == PREDICTED else int(target),
+            description="explain",
+        ),
+    }
+
+
+class _Explorer(View):
     """Shared machinery: browsing, target choice, prediction, guard, display."""
 
     css = "sal-explorer"
@@ -179,30 +201,12 @@ class _Explorer:
         self._results: collections.OrderedDict = collections.OrderedDict()
         self._sec_per_eval: float | None = None  # learned from past computes
 
-        self.controls: dict[str, widgets.Widget] = {}
-        self.controls["index"] = widgets.IntSlider(
-            value=int(index),
-            min=0,
-            max=n - 1,
-            description="digit",
-            continuous_update=False,
-        )
-        self.controls["prev"] = widgets.Button(
-            description="←", tooltip="previous digit", layout={"width": "40px"}
-        )
-        self.controls["next"] = widgets.Button(
-            description="→", tooltip="next digit", layout={"width": "40px"}
-        )
-        self.controls["target"] = widgets.Dropdown(
-            options=[("predicted class", PREDICTED)]
-            + [(f"class {k}", k) for k in range(self.n_classes)],
-            value=target if target == PREDICTED else int(target),
-            description="explain",
+        self.controls: dict[str, widgets.Widget] = _browse_controls(
+            int(index), n, self.n_classes, target
         )
         self.controls["prev"].on_click(lambda _: self.prev())
         self.controls["next"].on_click(lambda _: self.next())
         self.controls.update(self._method_controls())
-
         self.outputs = {
             "prediction": widgets.HTML(),
             "confidence": widgets.HTML(),
@@ -215,24 +219,18 @@ class _Explorer:
         for name, w in self.controls.items():
             if not isinstance(w, widgets.Button):
                 w.observe(self._on_change, names="value")
+        self.view = self._layout()
+        self.update()
 
-        browse = widgets.HBox(
-            [
-                self.controls["prev"],
-                self.controls["index"],
-                self.controls["next"],
-                self.controls["target"],
-            ]
-        )
-        own = [
-            w
-            for k, w in self.controls.items()
-            if k not in ("index", "prev", "next", "target")
-        ]
-        self.view = (
+    def _layout(self) -> widgets.VBox:
+        """Browsing row, the method's controls, read-outs, chart, status."""
+        c = self.controls
+        browse = [c["prev"], c["index"], c["next"], c["target"]]
+        own = [w for k, w in c.items() if k not in ("index", "prev", "next", "target")]
+        return (
             widgets.VBox(
                 [
-                    browse,
+                    widgets.HBox(browse),
                     widgets.HBox(own),
                     widgets.HBox(list(self.outputs.values())),
                     self._out,
@@ -242,7 +240,6 @@ class _Explorer:
             .add_class("sal-explorer")
             .add_class(self.css)
         )
-        self.update()
 
     # ------------------------------------------------------------ subclass API
 
@@ -330,9 +327,7 @@ class _Explorer:
             self.update()
         except (ValueError, TypeError) as err:
             self.view.remove_class("sal-busy")
-            self.status.value = (
-                f'<span style="color:#b2182b">{html.escape(str(err))}</span>'
-            )
+            self._show_error(str(err))
 
     def update(self):
         """Recompute the map for the current controls and redraw (once).
@@ -368,15 +363,10 @@ class _Explorer:
             bundle = plotting.mimebundle(spec)
             t2 = time.perf_counter()
             self.result, self.chart = result, chart
-            self.n_updates += 1
-            # Read-outs first, the chart last: the chart's arrival is the
-            # update's final change on the page.
+            # Read-outs first, the chart last (`_show`).
             self._show_prediction(i, target)
-            self.status.value = ""
             self.view.remove_class("sal-busy")
-            self._out.outputs = (
-                {"output_type": "display_data", "data": bundle, "metadata": {}},
-            )
+            self._show(bundle)
             self.timings = {
                 "compute": t1 - t0,
                 "chart": t2 - t1,
@@ -421,11 +411,6 @@ class _Explorer:
         i = self.index
         label = "" if self.labels is None else f", label {self.labels[i]}"
         return f"digit #{i}{label}: explaining class {target}"
-
-    def _ipython_display_(self):  # pragma: no cover - only inside IPython
-        from IPython.display import display
-
-        display(self.view)
 
 
 def _int_slider_value(name, value, lo, hi, why=""):
