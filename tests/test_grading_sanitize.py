@@ -175,7 +175,7 @@ def test_every_function_is_idempotent(s):
 
 @pytest.mark.parametrize("prefix", ["=", "+", "-", "@", "\t", "\r"])
 def test_owasp_formula_prefixes_are_neutralised(prefix):
-    field = f"{prefix}HYPERLINK(\"http://x\")"
+    field = f'{prefix}HYPERLINK("http://x")'
     assert san.csv_field(field) == "'" + field
 
 
@@ -208,8 +208,17 @@ def test_html_escapes_markup_and_quotes_after_text():
 
 
 def test_honest_ids_are_their_own():
-    for sid in ["alice", "s1234567", "jean-luc.picard", "a_b", "x@uni.edu",
-                "Zoë", "王小明", "Jane Doe", "e\u0301"]:
+    for sid in [
+        "alice",
+        "s1234567",
+        "jean-luc.picard",
+        "a_b",
+        "x@uni.edu",
+        "Zoë",
+        "王小明",
+        "Jane Doe",
+        "e\u0301",
+    ]:
         assert san.student_id(sid) == sid
         assert san.is_student_id(sid)
 
@@ -218,7 +227,7 @@ def test_hostile_ids_keep_no_dangerous_character():
     for sid in [
         "<img src=x onerror=alert(1)>",
         '=HYPERLINK("http://x")',
-        "x\"; alert(1); //",
+        'x"; alert(1); //',
         "a'b",
         OSC52,
         "ev\u202eil",
@@ -271,7 +280,11 @@ def hostile_notebook():
         ),
     ]
     md = v4.new_markdown_cell("answer \u202e reversed \ud800")
-    return v4.new_notebook(cells=[code, md])
+    md.metadata["tags"] = ["t\udc80"]
+    md.metadata["deep"] = {"k\ud800": [{"v": "\udc00"}]}
+    return v4.new_notebook(
+        cells=[code, md], metadata={"x\udfff": "y\ud801", "k\ud800": {"v": "\udc01"}}
+    )
 
 
 def test_notebook_shows_every_hidden_character_to_the_grader():
@@ -291,11 +304,30 @@ def test_notebook_shows_every_hidden_character_to_the_grader():
     assert result.data["text/plain"] == "a⟨U+2066⟩b"
     assert result.data["image/png"] == "iVBORw0KGgo="
     assert md.source == "answer ⟨U+202E⟩ reversed \ufffd"
+    assert md.metadata.tags == ["t\ufffd"] and nb.metadata == {
+        "x\ufffd": "y\ufffd",
+        "k\ufffd": {"v": "\ufffd"},
+    }
+    assert md.metadata.deep == {"k\ufffd": [{"v": "\ufffd"}]}
     nbformat.validate(nb)
     nbformat.writes(nb).encode("utf-8")  # writing autograded/ cannot fail now
     once = nbformat.writes(nb)
     san.notebook(nb)
     assert nbformat.writes(nb) == once
+
+
+def test_notebook_walks_deep_metadata_without_recursion():
+    deep = nested = {}
+    for _ in range(100_000):  # far deeper than Python's recursion limit
+        nested["k\ud800"] = nested = {}
+    nb = {"cells": [], "metadata": deep}
+    san.notebook(nb)
+    node, depth = nb["metadata"], 0
+    while node:
+        (key,) = node
+        assert key == "k\ufffd"
+        node, depth = node[key], depth + 1
+    assert depth == 100_000
 
 
 def test_an_honest_notebook_is_unchanged():

@@ -240,8 +240,10 @@ def notebook(nb) -> None:
     Cell sources follow `text` (a bidi override, a lone CR or an escape in the
     student's code is shown where it is, so the manual grader reads the code
     that ran); outputs follow `output_text`; each cell's nbgrader grade id
-    follows `line`. No length cap: bounding the notebook is the parser's job.
-    Honest notebooks are unchanged.
+    follows `line`; every other string anywhere in the notebook (metadata,
+    keys included) loses its lone surrogates, so writing it as UTF-8 cannot
+    fail. No length cap: bounding the notebook is the parser's job. Honest
+    notebooks are unchanged.
     """
     for cell in nb.get("cells", []):
         cell["source"] = text(_joined(cell.get("source", "")), None)
@@ -250,3 +252,39 @@ def notebook(nb) -> None:
             grading["grade_id"] = line(grading["grade_id"], None)
         for out in cell.get("outputs", []):
             _sanitize_output(out)
+    _valid_everywhere(nb)
+
+
+_SURROGATES = re.compile(f"[{_SURROGATE}]")
+
+
+def _valid(s: str) -> str:
+    return _SURROGATES.sub("\ufffd", s)
+
+
+def _valid_everywhere(root) -> None:
+    """Replace lone surrogates in every str of nested dicts and lists, in place.
+
+    Iterative, so a deeply nested metadata value cannot exhaust the stack.
+    """
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                value = node[key]
+                if isinstance(key, str) and _SURROGATES.search(key):
+                    del node[key]
+                    key = _valid(key)
+                    node[key] = value
+                    value = node[key]  # a NotebookNode stores a copy of a dict
+                if isinstance(value, str):
+                    node[key] = _valid(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str):
+                    node[i] = _valid(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
