@@ -34,7 +34,8 @@ terminal it passes one of these pure functions:
   (in place): the same visibility rules, keeping the ANSI colours nbconvert
   renders.
 
-Every function is idempotent: sanitising twice gives what sanitising once gave.
+Every function but `html` is idempotent: sanitising twice gives what sanitising
+once gave (`html` escapes each `&` again, as HTML escaping must).
 """
 
 from __future__ import annotations
