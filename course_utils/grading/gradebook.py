@@ -11,6 +11,11 @@ leaves the gradebook exactly as it was.
 
 Manual scores given in formgrader are kept when a submission is graded again:
 only auto scores, auto comments, the review marks and the flag are written.
+
+Every student-controlled string passes `sanitize` on its way in and out: ids
+(`sanitize.student_id`), comments (`sanitize.text`, capped) and every CSV
+field (`sanitize.csv_field` of `sanitize.line`, capped at CSV_FIELD_LIMIT);
+the scores the grader computes stay numbers.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import sanitize
 from .atomic import atomic_write
 from .course import venv_on_path
+
+COMMENT_LIMIT = 20_000  # characters of one auto comment in formgrader
+CSV_FIELD_LIMIT = 2_000  # characters of one CSV field (the details, mostly)
 
 
 class GradebookChanged(RuntimeError):
@@ -183,7 +192,12 @@ def open_gradebook(path: Path):
 
 
 def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> None:
-    """Write auto scores, comments and flags; keep every manual score."""
+    """Write auto scores, comments and flags; keep every manual score.
+
+    Each student is recorded under `sanitize.student_id` of their id (an honest
+    id is unchanged), each comment as `sanitize.text` capped at COMMENT_LIMIT:
+    nothing SQLite cannot encode, nothing a page or a terminal would obey.
+    """
     import warnings
 
     from nbgrader.api import MissingEntry
@@ -194,12 +208,13 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
         # nbgrader's add_submission triggers SQLAlchemy autoflush warnings; harmless
         warnings.filterwarnings("ignore", category=SAWarning)
         for result in results:
-            gb.update_or_create_student(result.student)
+            student = sanitize.student_id(result.student)
+            gb.update_or_create_student(student)
             kwargs = {"timestamp": result.timestamp} if result.timestamp else {}
-            gb.update_or_create_submission(set_id, result.student, **kwargs)
+            gb.update_or_create_submission(set_id, student, **kwargs)
             for nb_name, grades in result.notebooks.items():
                 for gid, score in grades.auto_scores.items():
-                    grade = gb.find_grade(gid, nb_name, set_id, result.student)
+                    grade = gb.find_grade(gid, nb_name, set_id, student)
                     grade.auto_score = score
                     # A person's score settles the cell: re-grading never asks
                     # for it again (formgrader and the CSV agree).
@@ -208,11 +223,13 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
                     )
                 for gid, text in grades.comments.items():
                     try:
-                        comment = gb.find_comment(gid, nb_name, set_id, result.student)
+                        comment = gb.find_comment(gid, nb_name, set_id, student)
                     except MissingEntry:  # not an answer cell: no comment to write
                         continue
-                    comment.auto_comment = text or None
-                notebook = gb.find_submission_notebook(nb_name, set_id, result.student)
+                    comment.auto_comment = (
+                        sanitize.text(text, COMMENT_LIMIT) if text else None
+                    )
+                notebook = gb.find_submission_notebook(nb_name, set_id, student)
                 notebook.flagged = grades.flagged
             gb.db.commit()
     finally:
@@ -239,59 +256,61 @@ def read_rows(
 ) -> list[Row]:
     """Rows for every student in the gradebook, submitted or not.
 
+    Ids, statuses and details come back sanitised (`sanitize.student_id`,
+    `sanitize.line` capped at CSV_FIELD_LIMIT), whatever an older run or a
+    person left in the gradebook.
+
     Args:
         path: the gradebook.
         set_id: the problem set.
         columns: (notebook, grade id) of every graded cell, in order.
         statuses: student → (status, details) from the last grading run.
     """
-    from nbgrader.api import MissingEntry
-
     rows = []
     if not path.exists():
         return rows
+    known = {sanitize.student_id(k): v for k, v in statuses.items()}
     gb = open_gradebook(path)
     try:
-        for student in sorted(s.id for s in gb.students):
-            try:
-                gb.find_submission(set_id, student)
-            except MissingEntry:
-                rows.append(
-                    Row(
-                        student,
-                        "missing",
-                        "no submission",
-                        {col: None for col in columns},
-                        0.0,
-                        0,
-                    )
-                )
-                continue
-            scores: dict[tuple[str, str], float | None] = {}
-            pending = 0
-            for nb_name, gid in columns:
-                try:
-                    grade = gb.find_grade(gid, nb_name, set_id, student)
-                except MissingEntry:
-                    scores[nb_name, gid] = None
-                    continue
-                score = (
-                    grade.manual_score
-                    if grade.manual_score is not None
-                    else grade.auto_score
-                )
-                scores[nb_name, gid] = score
-                pending += bool(grade.needs_manual_grade)
-            status, details = statuses.get(student, ("graded", ""))
-            if status == "graded" and any(
-                nb.flagged for nb in gb.find_submission(set_id, student).notebooks
-            ):  # the gradebook says flagged: the CSV never says otherwise
-                status, details = "flagged for review", details or "flagged"
-            total = round(sum(v for v in scores.values() if v is not None), 2)
-            rows.append(Row(student, status, details, scores, total, pending))
+        for stored in sorted(s.id for s in gb.students):
+            student = sanitize.student_id(stored)
+            rows.append(_row(gb, set_id, stored, student, columns, known))
     finally:
         gb.close()
     return rows
+
+
+def _row(gb, set_id, stored, student, columns, statuses) -> Row:
+    """The row of one student (`stored`: the id as the gradebook holds it)."""
+    from nbgrader.api import MissingEntry
+
+    try:
+        submission = gb.find_submission(set_id, stored)
+    except MissingEntry:
+        return Row(
+            student, "missing", "no submission", {col: None for col in columns}, 0.0, 0
+        )
+    scores: dict[tuple[str, str], float | None] = {}
+    pending = 0
+    for nb_name, gid in columns:
+        try:
+            grade = gb.find_grade(gid, nb_name, set_id, stored)
+        except MissingEntry:
+            scores[nb_name, gid] = None
+            continue
+        score = (
+            grade.manual_score if grade.manual_score is not None else grade.auto_score
+        )
+        scores[nb_name, gid] = score
+        pending += bool(grade.needs_manual_grade)
+    status, details = statuses.get(student, ("graded", ""))
+    status = sanitize.line(status, CSV_FIELD_LIMIT)
+    details = sanitize.line(details, CSV_FIELD_LIMIT)
+    if status == "graded" and any(nb.flagged for nb in submission.notebooks):
+        # the gradebook says flagged: the CSV never says otherwise
+        status, details = "flagged for review", details or "flagged"
+    total = round(sum(v for v in scores.values() if v is not None), 2)
+    return Row(student, status, details, scores, total, pending)
 
 
 def write_csv(
@@ -302,6 +321,8 @@ def write_csv(
     Columns: student, status, one per graded cell (its grade id, or
     NOTEBOOK:ID when ids repeat across notebooks; empty = not graded yet),
     total, max_total, needs_manual_grading (cells awaiting a person), details.
+    Every text field is one visible line of at most CSV_FIELD_LIMIT characters
+    that no spreadsheet reads as a formula (`csv_text`); scores stay numbers.
     """
     unique = len({gid for _, gid in columns}) == len(columns)
     headers = [gid if unique else f"{nb}:{gid}" for nb, gid in columns]
@@ -311,7 +332,7 @@ def write_csv(
         [
             "student",
             "status",
-            *headers,
+            *map(csv_text, headers),
             "total",
             "max_total",
             "needs_manual_grading",
@@ -321,8 +342,8 @@ def write_csv(
     for row in rows:
         writer.writerow(
             [
-                row.student,
-                row.status,
+                csv_text(row.student),
+                csv_text(row.status),
                 *[
                     "" if row.scores.get(col) is None else f"{row.scores[col]:g}"
                     for col in columns
@@ -330,8 +351,13 @@ def write_csv(
                 f"{row.total:g}",
                 f"{max_total:g}",
                 row.needs_manual,
-                row.details,
+                csv_text(row.details),
             ]
         )
     with atomic_write(dest, newline="", chmod=0o600) as fh:
         fh.write(buf.getvalue())
+
+
+def csv_text(value: object) -> str:
+    """A text field of the CSV: one visible, capped line read as text (OWASP)."""
+    return sanitize.csv_field(sanitize.line(value, CSV_FIELD_LIMIT))
