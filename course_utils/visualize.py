@@ -46,7 +46,7 @@ from .saliency.validate import (
     check_input,
     check_int,
     check_model,
-    resolve_target,
+    target_tensor,
 )
 
 __all__ = [
@@ -213,8 +213,8 @@ def class_model(
         if isinstance(target, numbers.Integral) and not isinstance(target, bool):
             target = [int(target)]
         n = len(target) if isinstance(target, (list, tuple, torch.Tensor)) else 1
-        idx, hi = resolve_target(target, n, device)
-        if hi >= n_classes:
+        idx = target_tensor(target, n, device)
+        if (hi := int(idx.max())) >= n_classes:
             raise ValueError(
                 f"target must hold classes in 0..{n_classes - 1}, got {hi}"
             )
@@ -231,7 +231,7 @@ def class_model(
                 )
                 leaf = as_leaf(torch.roll(x, (dy, dx), dims=(2, 3)))
                 with torch.enable_grad():
-                    out = select(model(leaf), idx, hi, rows=leaf.shape[0])
+                    out = select(model(leaf), idx)
                     (grad,) = torch.autograd.grad(out.sum(), leaf)
                 scores[step] = out.detach().cpu()
                 grad = torch.roll(grad, (-dy, -dx), dims=(2, 3))
