@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .saliency.baselines import resolve_baseline
-from .saliency.core import check_batch_size, chunks, eval_mode
+from .saliency.core import check_batch_size, chunks, eval_mode, select
 from .saliency.validate import (
     check_choice,
     check_input,
@@ -99,30 +99,6 @@ class Curve:
         if method is not None:
             out.insert(0, "method", method)
         return out
-
-
-def _targets(target: object, n: int, device: torch.device) -> torch.Tensor:
-    """One class index per row as an (n,) int64 tensor on `device`.
-
-    `target` is an int, a list/tuple of n ints or a 1-D integer tensor of n
-    entries (the saliency functions' convention, checked by the same code).
-    """
-    return target_tensor(target, n, device)
-
-
-def _pick(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """logits[i, idx[i]] per row; a target the model has no output for is refused."""
-    if logits.dim() != 2 or logits.shape[0] != idx.shape[0]:
-        raise ValueError(
-            f"model must map (N, C, H, W) to (N, K) logits, got {tuple(logits.shape)} "
-            f"for {idx.shape[0]} inputs"
-        )
-    if int(idx.max()) >= logits.shape[1]:
-        raise ValueError(
-            f"target must be a class index in 0..{logits.shape[1] - 1}, "
-            f"got {sorted(set(idx.tolist()))}"
-        )
-    return logits.gather(1, idx[:, None])[:, 0]
 
 
 def _attr_scores(attr: object, x: torch.Tensor) -> torch.Tensor:
@@ -269,9 +245,8 @@ def perturbation_curve(
     A pixel means all channels at one (row, column). All N·(n_steps + 1)
     perturbed copies are built chunk by chunk and run through the model in
     eval mode under `torch.inference_mode()` (its modes are restored after),
-    `batch_size` rows per call; a copy identical to the step before it (only
-    pixels already equal to the baseline changed, e.g. black background
-    under a black baseline) is not run again, its score is copied.
+    `batch_size` rows per call; a copy identical to the step before it (black
+    background under a black baseline) is not run again (`_new_images`).
 
     Args:
         model: maps (N, C, H, W) inputs to (N, K) logits.
@@ -288,7 +263,7 @@ def perturbation_curve(
         output: "prob" (softmax probability of the target, default, as in
             the paper) or "logit".
         absolute: rank pixels by |attr| (default False: signed).
-        batch_size: rows per model call (default DEFAULT_BATCH_SIZE, 256).
+        batch_size: rows per model call (default `default_batch_size(x, model)`).
         seed: tie-breaking order (see `pixel_order`).
     Returns:
         A `Curve` with (N, n_steps + 1) scores and (N,) AUCs.
@@ -297,30 +272,17 @@ def perturbation_curve(
     onto a blurred copy; here both default to black, and any baseline can be
     chosen for either.
     """
-    check_model(model)
-    check_input(x)
-    kind = check_choice(kind, "kind", KINDS)
-    output = check_choice(output, "output", OUTPUTS)
+    kind, output, n_steps, batch_size, idx = _check_curve(
+        model, x, target, kind, output, n_steps, batch_size
+    )
     n, c, h, w = x.shape
     n_pixels = h * w
-    n_steps = check_int(n_steps, "n_steps", 1, n_pixels)
-    batch_size = check_batch_size(batch_size)
-    idx = _targets(target, n, x.device)
     order, rank = _ranks(attr, x, absolute, seed)
     base = resolve_baseline(baseline, x, model).expand_as(x)
-    x_flat = x.detach().reshape(n, c, n_pixels)
-    base_flat = base.reshape(n, c, n_pixels)
-    n_changed = torch.linspace(0, n_pixels, n_steps + 1).round().long().to(x.device)
+    x_flat, base_flat = x.detach().reshape(n, c, n_pixels), base.reshape(n, c, n_pixels)
     n_points = n_steps + 1
-    # Changing a pixel where x equals the baseline (black background, black
-    # baseline) leaves the image as it was: step k shows the same image as
-    # step k − 1 when no pixel in between differs. Run each distinct image
-    # once and copy its score forward; the curve is exactly the same.
-    differs = (x_flat != base_flat).any(1).gather(1, order)  # (N, P) in rank order
-    n_differ = torch.cat([differs.new_zeros(n, 1, dtype=torch.long),
-                          differs.long().cumsum(1)], dim=1)[:, n_changed]  # (N, K)
-    new = torch.ones(n, n_points, dtype=torch.bool, device=x.device)
-    new[:, 1:] = n_differ[:, 1:] != n_differ[:, :-1]
+    n_changed = torch.linspace(0, n_pixels, n_points).round().long().to(x.device)
+    new = _new_images(x_flat, base_flat, order, n_changed)
     rows = torch.nonzero(new.flatten()).flatten()
     scores = torch.empty(n * n_points, dtype=x.dtype, device=x.device)
     with eval_mode(model), torch.inference_mode():
@@ -331,14 +293,47 @@ def perturbation_curve(
             logits = model(batch.view(-1, c, h, w))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            scores[rows[part]] = _pick(logits, idx[img])
-    steps = torch.arange(n_points, device=x.device).expand(n, -1)
-    last_new = torch.where(new, steps, 0).cummax(dim=1).values
-    scores = scores.view(n, n_points).gather(1, last_new)
+            scores[rows[part]] = select(logits, idx[img])
+    scores = _carry_forward(scores.view(n, n_points), new)
     fraction = n_changed.to(x.dtype) / n_pixels
     auc = torch.trapezoid(scores, fraction, dim=1)
     return Curve(kind=kind, n_changed=n_changed, fraction=fraction, scores=scores,
                  auc=auc, n_evaluated=len(rows))
+
+
+def _check_curve(model, x, target, kind, output, n_steps, batch_size) -> tuple:
+    """perturbation_curve's checks: (kind, output, n_steps, batch_size, targets)."""
+    check_model(model)
+    check_input(x)
+    kind = check_choice(kind, "kind", KINDS)
+    output = check_choice(output, "output", OUTPUTS)
+    n_steps = check_int(n_steps, "n_steps", 1, x.shape[2] * x.shape[3])
+    batch_size = check_batch_size(batch_size, x, model)
+    return kind, output, n_steps, batch_size, target_tensor(target, len(x), x.device)
+
+
+def _carry_forward(scores: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Scores (N, K) where a step that shows the image of the step before it
+    (`new` False) gets that step's score."""
+    steps = torch.arange(new.shape[1], device=new.device).expand_as(new)
+    return scores.gather(1, torch.where(new, steps, 0).cummax(dim=1).values)
+
+
+def _new_images(x_flat, base_flat, order, n_changed) -> torch.Tensor:
+    """(N, n_steps + 1) bool: does step k show an image step k − 1 did not?
+
+    Changing a pixel where x equals the baseline (black background, black
+    baseline) leaves the image as it was: step k shows the same image as step
+    k − 1 when no pixel in between differs. Each distinct image is run once
+    and its score copied forward; the curve is exactly the same.
+    """
+    n = x_flat.shape[0]
+    differs = (x_flat != base_flat).any(1).gather(1, order)  # (N, P) in rank order
+    n_differ = torch.cat([differs.new_zeros(n, 1, dtype=torch.long),
+                          differs.long().cumsum(1)], dim=1)[:, n_changed]  # (N, K)
+    new = torch.ones(n, len(n_changed), dtype=torch.bool, device=x_flat.device)
+    new[:, 1:] = n_differ[:, 1:] != n_differ[:, :-1]
+    return new
 
 
 def deletion(model: nn.Module, x: torch.Tensor, target, attr: torch.Tensor,
@@ -388,19 +383,20 @@ def completeness_gap(
         target: class index, or one per row.
         attr: (N, C, H, W) or (N, 1, H, W) map of x.
         baseline: x₀, as in `perturbation_curve` (default "black", IG's default).
-        batch_size: rows per model call (default DEFAULT_BATCH_SIZE, 256).
+        batch_size: rows per model call (default `default_batch_size(x, model)`:
+            sized by one row's activation memory on the model).
     """
     check_model(model)
     check_input(x)
     n = x.shape[0]
     total = _attr_scores(attr, x).sum(1)
-    idx = _targets(target, n, x.device)
-    batch_size = check_batch_size(batch_size)
+    idx = target_tensor(target, n, x.device)
+    batch_size = check_batch_size(batch_size, x, model)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     ends = torch.cat([x.detach(), base])
     with eval_mode(model), torch.inference_mode():
         logits = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-        out = _pick(logits, torch.cat([idx, idx]))
+        out = select(logits, torch.cat([idx, idx]))
     return (total - (out[:n] - out[n:])).clone()
 
 
@@ -472,13 +468,7 @@ def faithfulness_table(
         `curves`: the mean curves as a tidy table (method, fraction, score,
         kind) for Altair.
     """
-    if not isinstance(maps, Mapping) or not maps:
-        raise TypeError("maps must be a non-empty dict: name -> map tensor or function")
-    items = dict(maps)
-    if include_random:
-        if RANDOM in items:
-            raise ValueError(f"maps must not have a key {RANDOM!r} when include_random")
-        items[RANDOM] = random_attr(x, seed=seed)
+    items = _map_items(maps, x, include_random, seed)
     rows, curves = [], []
     base_logit = None
     names = list(items)
@@ -493,15 +483,7 @@ def faithfulness_table(
               "seed": seed}
         dele = deletion(model, x, target, attr, **kw)
         ins = insertion(model, x, target, attr, **kw)
-        sem = math.sqrt(len(x))
-        row = {
-            "method": name,
-            "deletion_auc": dele.mean_auc,
-            "insertion_auc": ins.mean_auc,
-            "ins_minus_del": float((ins.auc - dele.auc).mean()),
-            "deletion_sem": float(dele.auc.std()) / sem if len(x) > 1 else math.nan,
-            "insertion_sem": float(ins.auc.std()) / sem if len(x) > 1 else math.nan,
-        }
+        row = _auc_row(name, dele, ins)
         if completeness and name != RANDOM:
             gap = completeness_gap(model, x, target, attr, baseline=baseline,
                                    batch_size=batch_size)
@@ -516,6 +498,32 @@ def faithfulness_table(
         curves += [dele.frame(name), ins.frame(name)]
     table = pd.DataFrame(rows).sort_values("ins_minus_del", ascending=False)
     return table.reset_index(drop=True), pd.concat(curves, ignore_index=True)
+
+
+def _map_items(maps: object, x: torch.Tensor, include_random: bool, seed: int) -> dict:
+    """faithfulness_table's maps as a dict, with the random reference added."""
+    if not isinstance(maps, Mapping) or not maps:
+        raise TypeError("maps must be a non-empty dict: name -> map tensor or function")
+    items = dict(maps)
+    if include_random:
+        if RANDOM in items:
+            raise ValueError(f"maps must not have a key {RANDOM!r} when include_random")
+        items[RANDOM] = random_attr(x, seed=seed)
+    return items
+
+
+def _auc_row(name: str, dele: Curve, ins: Curve) -> dict:
+    """Mean AUCs of one map, their difference and standard errors over images."""
+    n = dele.auc.shape[0]
+    sem = math.sqrt(n)
+    return {
+        "method": name,
+        "deletion_auc": dele.mean_auc,
+        "insertion_auc": ins.mean_auc,
+        "ins_minus_del": float((ins.auc - dele.auc).mean()),
+        "deletion_sem": float(dele.auc.std()) / sem if n > 1 else math.nan,
+        "insertion_sem": float(ins.auc.std()) / sem if n > 1 else math.nan,
+    }
 
 
 def _maps(attr, name: str) -> torch.Tensor:

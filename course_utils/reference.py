@@ -9,8 +9,9 @@ Translations (and nothing else):
 * model mode: the model runs in eval mode during the call, as ours does
   (Captum uses whatever mode it is given); its flags are restored after
   (`saliency.core.eval_mode`).
-* targets: an int or one int per row, as Captum takes them (checked by
-  `saliency.validate`, so bad arguments fail with the same messages).
+* targets: one int per row, as Captum takes them (resolved by
+  `saliency.validate.target_tensor`, so bad arguments fail with the same
+  messages).
 * baselines: names are converted here, by this module's own code (`_baseline`),
   not by `saliency.baselines`, so a bug there cannot pass the parity tests
   unseen: "black"/"zero" 0, "grey" `model.normalize.mean`, "blur" a Gaussian
@@ -64,7 +65,7 @@ from torch import nn
 
 from . import saliency as sal
 from .saliency.core import eval_mode, resolve_layer
-from .saliency.validate import check_input, check_model, resolve_target
+from .saliency.validate import check_input, check_model, target_tensor
 
 # The course's definitions of the named baselines, written out again on purpose.
 BLUR_SIGMA = 3.0
@@ -114,14 +115,15 @@ def _sigma(row: torch.Tensor, noise_level: float) -> float:
 
 
 def _prepare(model, x, target):
+    """(a private copy of x that requires grad, one target int per row for Captum).
+
+    Captum's gradient methods set the flag on the tensor they are given (and
+    warn), so they get a copy.
+    """
     check_model(model)
     check_input(x)
-    idx, _ = resolve_target(target, x.shape[0], x.device)
-    # A private copy that requires grad, as Captum's gradient methods expect
-    # (it would otherwise set the flag on the caller's tensor and warn).
-    return x.detach().clone().requires_grad_(), idx if isinstance(
-        idx, int
-    ) else idx.tolist()
+    idx = target_tensor(target, x.shape[0], x.device)
+    return x.detach().clone().requires_grad_(), idx.tolist()
 
 
 def _quiet(fn, *args, **kwargs):
@@ -237,7 +239,7 @@ def smoothgrad(model, x, target, explain=sal.gradient, n_samples=50, noise_level
                     nt_samples=n_samples,
                     nt_samples_batch_size=batch_size,
                     stdevs=_sigma(x[i].detach(), noise_level),
-                    target=target if isinstance(target, int) else target[i],
+                    target=target[i],
                     **extra,
                 )
             )
@@ -364,7 +366,6 @@ def kernel_shap(
     x, target = _prepare(model, x, target)
     ids = _patch_ids(x.shape[-2], x.shape[-1], grid).to(x.device)
     base = _baseline(baseline, x, model).expand_as(x)
-    targets = [target] * x.shape[0] if isinstance(target, int) else list(target)
 
     def forward(inp):
         out = model(inp)
@@ -379,7 +380,7 @@ def kernel_shap(
                 KernelShap(forward).attribute,
                 x[i : i + 1],
                 baselines=base[i : i + 1],
-                target=targets[i],
+                target=target[i],
                 feature_mask=ids.view(1, 1, *ids.shape).expand_as(x[i : i + 1]),
                 n_samples=n_samples,
             ).detach()

@@ -48,7 +48,7 @@ from .saliency.validate import (
     check_input,
     check_int,
     check_model,
-    resolve_target,
+    target_tensor,
 )
 
 __all__ = [
@@ -168,7 +168,7 @@ class _Ascent:
             )
         return settings
 
-    def run(self, model, base, idx, hi, n, steps, progress):
+    def run(self, model, base, idx, n, steps, progress):
         """`steps` ascent steps from `base` for n targets: (images, (steps, n) scores)."""
         gen = torch.Generator().manual_seed(self.seed)
         x = base.expand(n, *self.shape).clone()
@@ -176,19 +176,19 @@ class _Ascent:
         bar = _bar(steps, "class model", progress)
         try:
             for step in range(steps):
-                x, scores[step] = self.step(model, x, base, idx, hi, gen, step)
+                x, scores[step] = self.step(model, x, base, idx, gen, step)
                 bar.update(1)
         finally:
             bar.close()
         return x, scores
 
-    def step(self, model, x, base, idx, hi, gen, step):
+    def step(self, model, x, base, idx, gen, step):
         """One step: jitter, gradient of the target logits, L2 decay, blur, clamp."""
         j = self.jitter
         dy, dx = torch.randint(-j, j + 1, (2,), generator=gen).tolist() if j else (0, 0)
         leaf = as_leaf(torch.roll(x, (dy, dx), dims=(2, 3)))
         with torch.enable_grad():
-            out = select(model(leaf), idx, hi, rows=leaf.shape[0])
+            out = select(model(leaf), idx)
             (grad,) = torch.autograd.grad(out.sum(), leaf)
         grad = torch.roll(grad, (-dy, -dx), dims=(2, 3))
         x = x + self.lr * (grad - 2 * self.l2 * (x - base))
@@ -209,7 +209,7 @@ def _grey_image(model: nn.Module, shape) -> torch.Tensor:
 
 
 def _class_targets(model: nn.Module, target, base: torch.Tensor):
-    """`class_model`'s target (None = every class) as (idx, hi, n); in eval mode."""
+    """`class_model`'s target (None = every class) as (idx, n); in eval mode."""
     with torch.no_grad():
         n_classes = int(model(base).shape[1])
     if target is None:
@@ -219,10 +219,11 @@ def _class_targets(model: nn.Module, target, base: torch.Tensor):
     if isinstance(target, numbers.Integral) and not isinstance(target, bool):
         target = [int(target)]
     n = len(target) if isinstance(target, (list, tuple, torch.Tensor)) else 1
-    idx, hi = resolve_target(target, n, base.device)
+    idx = target_tensor(target, n, base.device)
+    hi = int(idx.max())
     if hi >= n_classes:
         raise ValueError(f"target must hold classes in 0..{n_classes - 1}, got {hi}")
-    return idx, hi, n
+    return idx, n
 
 
 def class_model(
@@ -284,8 +285,8 @@ def class_model(
     ascent = _Ascent.checked(lr, l2, jitter, blur_every, seed, blur_sigma, shape, clamp)
     base = _grey_image(model, ascent.shape)
     with eval_mode(model):
-        idx, hi, n = _class_targets(model, target, base)
-        x, scores = ascent.run(model, base, idx, hi, n, steps, progress)
+        idx, n = _class_targets(model, target, base)
+        x, scores = ascent.run(model, base, idx, n, steps, progress)
         with torch.no_grad():
             final = model(x)
     targets = idx if isinstance(idx, torch.Tensor) else torch.full((n,), idx)

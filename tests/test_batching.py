@@ -63,8 +63,40 @@ def test_rows_follow_activation_memory_and_are_cached():
     # the measuring pass leaves modes, hooks and BatchNorm statistics alone
     assert wide.training and wide.bn.training
     assert not wide.bn._forward_hooks and int(wide.bn.num_batches_tracked) == 0
-    # without a model: the input-size fallback
-    assert sal.default_batch_size(x) == sal.DEFAULT_BATCH_SIZE
+
+
+class Sizes(Counted):
+    """Counted, recording the rows of every call."""
+
+    def __init__(self, width):
+        super().__init__(width)
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return super().forward(x)
+
+
+def test_metrics_and_shapley_use_the_same_rows_per_call():
+    """One rule everywhere: the metrics and Shapley values chunk by the measured
+    rows per call, as the saliency methods do (no fixed count)."""
+    from course_utils import metrics, shapley
+
+    x = torch.rand(3, 1, 28, 28)
+    model = Sizes(256).eval()
+    rows = sal.default_batch_size(x, model)
+    assert rows < sal.DEFAULT_BATCH_SIZE
+    model.sizes.clear()
+    metrics.perturbation_curve(model, x, 0, torch.rand_like(x), n_steps=50)
+    # 3 · 51 rows in the fewest balanced chunks of ≤ rows (not one call of 153)
+    assert sum(model.sizes) == 153 and max(model.sizes) <= rows
+    assert len(model.sizes) == -(-153 // rows)
+    model.sizes.clear()
+    metrics.completeness_gap(model, x, 1, torch.rand_like(x))
+    assert model.sizes == [6]  # x and its baseline: 6 rows ≤ rows per call
+    model.sizes.clear()
+    shapley.exact(model, x[:1], 2, grid=2)
+    assert sum(model.sizes) == 16 and max(model.sizes) <= rows
 
 
 def test_huge_rows_get_one_row_per_call():

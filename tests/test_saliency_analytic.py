@@ -437,7 +437,11 @@ def test_batched_methods_respect_batch_size(x, batch_size):
         assert sum(model.calls) == rows
 
 
-def test_default_batch_size_scales_with_input_size():
-    assert sal.default_batch_size(torch.zeros(1, 1, 28, 28)) == sal.DEFAULT_BATCH_SIZE
-    assert sal.default_batch_size(torch.zeros(1, 3, 64, 64)) == 16
-    assert sal.default_batch_size(torch.zeros(1, 3, 512, 512)) == 1
+def test_default_batch_size_scales_with_what_a_row_costs():
+    # Flatten + Identity: a row costs 2·C·H·W activation values
+    model = nn.Sequential(nn.Flatten(), nn.Identity())
+    assert sal.default_batch_size(torch.zeros(1, 1, 28, 28), model) == 256
+    assert sal.default_batch_size(torch.zeros(1, 3, 64, 64), model) == 256
+    # 2²⁴ / (2·3·512²) ≈ 10.7 → 8 rows; 2²⁴ / (2·3·1024²) ≈ 2.7 → at least 4
+    assert sal.default_batch_size(torch.zeros(1, 3, 512, 512), model) == 8
+    assert sal.default_batch_size(torch.zeros(1, 3, 1024, 1024), model) == 4

@@ -171,7 +171,7 @@ def test_efficiency_on_the_digit_model_and_ig_completeness_agrees(small_cnn, dig
 
 def test_a_wrong_weight_matrix_is_caught_by_the_efficiency_check(monkeypatch):
     true = shapley.shapley_matrix(3)
-    monkeypatch.setattr(shapley, "shapley_matrix", lambda p: true * 1.01)
+    monkeypatch.setattr(shapley.game, "shapley_matrix", lambda p: true * 1.01)
     model = Table(lambda x: x.sum(1) ** 2)
     with pytest.raises(RuntimeError, match="efficiency violated"):
         shapley.exact_features(model, rows(1, 3), 0)

@@ -39,9 +39,12 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import torch
 from torch import nn
+
+from ..modes import eval_mode
 
 ACTIVATION_BUDGET = 2**24  # activation values per call (64 MiB in float32)
 MIN_ROWS = 4
@@ -57,8 +60,6 @@ def activation_values(model: nn.Module, x: torch.Tensor) -> int:
     a forward hook on every leaf module (all removed afterwards, also when the
     forward raises). The modules' `training` flags are restored.
     """
-    from .core import eval_mode, removing_hooks
-
     total = [0]
 
     def count(_module, _inputs, output):
@@ -66,9 +67,9 @@ def activation_values(model: nn.Module, x: torch.Tensor) -> int:
             total[0] += output.numel()
 
     leaves = [m for m in model.modules() if not m._modules]
-    with eval_mode(model), removing_hooks() as handles, torch.inference_mode():
+    with ExitStack() as hooks, eval_mode(model), torch.inference_mode():
         for m in leaves:
-            handles.append(m.register_forward_hook(count))
+            hooks.callback(m.register_forward_hook(count).remove)
         model(x[:1].detach())
     return max(1, total[0], x[0].numel())
 

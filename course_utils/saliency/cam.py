@@ -7,7 +7,7 @@ from torch import nn
 
 from .core import capture_output, eval_mode, get_layer, removing_hooks, select
 from .grad_cam import upsample_cam
-from .validate import check_input, check_model, resolve_target
+from .validate import check_input, check_model, target_tensor
 
 REQUIREMENT = (
     "cam needs a network that ends in global average pooling and one linear "
@@ -23,15 +23,15 @@ def cam_textbook(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     formula; `cam` computes the same map batched. Returns (N, 1, h, w).
     """
     layer_name, fc = gap_linear_head(model, layer)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
+    idx = target_tensor(target, x.shape[0], x.device)
     module = get_layer(model, layer_name)
     with eval_mode(model), capture_output(module) as store, torch.no_grad():
-        select(model(x), idx, hi, rows=x.shape[0])  # checks targets and rows
+        select(model(x), idx)  # checks targets and rows
     act = store["output"]
     n, d, h, w = act.shape
     maps = torch.zeros(n, 1, h, w, dtype=act.dtype)
     for i in range(n):
-        c = idx if isinstance(idx, int) else int(idx[i])
+        c = int(idx[i])
         for k in range(d):
             maps[i, 0] += fc.weight[c, k].detach() * act[i, k]
     return maps
@@ -86,7 +86,7 @@ def cam(
     check_model(model)
     check_input(x)
     layer_name, fc = gap_linear_head(model, layer)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
+    idx = target_tensor(target, x.shape[0], x.device)
     module = get_layer(model, layer_name)
     with eval_mode(model), capture_output(module) as store, removing_hooks() as hooks:
         fc_in: dict = {}
@@ -94,11 +94,10 @@ def cam(
             fc.register_forward_pre_hook(lambda _m, inputs: fc_in.update(x=inputs[0]))
         )
         with torch.no_grad():
-            select(model(x), idx, hi, rows=x.shape[0])
+            select(model(x), idx)
     act = _check_pooled(store, fc_in, layer_name)
     n, d, h, w = act.shape
-    rows = idx if not isinstance(idx, int) else torch.full((n,), idx, device=x.device)
-    weights = fc.weight.detach()[rows].to(act.dtype)  # (N, D): w_c for each row
+    weights = fc.weight.detach()[idx].to(act.dtype)  # (N, D): w_c for each row
     # Σ_k w_ck A^k for every row at once: (N, 1, D) @ (N, D, hw)
     maps = torch.bmm(weights[:, None], act.reshape(n, d, h * w)).view(n, 1, h, w)
     if relu:

@@ -4,12 +4,13 @@
   model in eval mode and puts every module's own `training` flag back
   afterwards, also when the body raises;
 * `input_gradient`: ∂ f_target / ∂x via `torch.autograd.grad`, the one
-  backward pass most methods are built from; `as_leaf`, `select`;
+  backward pass most methods are built from; `as_leaf`, `select` (the
+  target logit of each row);
 * `removing_hooks` / `capture_output` / `captured` / `check_used`: hooks live
   in context managers that always remove them and never swallow the exception
   that left the body;
-* batching: `DEFAULT_BATCH_SIZE`, `default_batch_size`, `check_batch_size`,
-  `chunks`, `grid_chunks`, `rows_of`, `repeat_rows`;
+* batching: `DEFAULT_BATCH_SIZE`, `default_batch_size` (the measured rows per
+  call of `batching`), `check_batch_size`, `chunks`, `grid_chunks`;
 * `get_layer` / `default_layer` / `resolve_layer`: layers by dotted name or
   module (None: the default Grad-CAM layer).
 
@@ -27,19 +28,12 @@ import torch
 from torch import nn
 
 from ..modes import eval_mode  # noqa: F401  (re-exported; its one home is modes.py)
-from .validate import check_int, check_model
+from .batching import MAX_ROWS, balanced, rows_per_call
+from .validate import check_int, check_model, check_target
 
-# Rows per model call for batched methods (IG steps, noisy copies, occluded
-# copies), for 1×28×28 digits. Measured with bench/bench_saliency.py on the
-# 2-core course machine (IG and occlusion on 32 digits): with one thread the
-# cost per row is flat from 128 to 512 rows per call and rises above ~1,000;
-# with two threads on a busy machine small calls pay for thread
-# synchronisation (64 rows: 2–3× the cost of 256). 256 is good in both.
-DEFAULT_BATCH_SIZE = 256
-# Larger inputs get fewer rows per call: about this many input values per call
-# (256 digits). For one 3×64×64 image per row that is 16 rows, which the same
-# bench found 1.3–1.6× faster than 256 rows (cache-sized activations).
-DEFAULT_BATCH_VALUES = DEFAULT_BATCH_SIZE * 28 * 28
+# The most rows per model call of a batched method: what the one rule
+# (`batching.rows_per_call`) gives SmallCNN on 1×28×28 digits.
+DEFAULT_BATCH_SIZE = MAX_ROWS
 
 # ------------------------------------------------- model state and hooks
 
@@ -125,7 +119,7 @@ def as_leaf(x: torch.Tensor) -> torch.Tensor:
 
 
 def input_gradient(
-    model: nn.Module, x: torch.Tensor, idx: torch.Tensor, hi: int
+    model: nn.Module, x: torch.Tensor, idx: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """∂ f_idx(x) / ∂x for every row, with one forward and one backward pass.
 
@@ -140,7 +134,7 @@ def input_gradient(
     leaf = as_leaf(x)
     with torch.enable_grad():
         logits = model(leaf)
-        out = select(logits, idx, hi, rows=leaf.shape[0])
+        out = select(logits, idx)
         (grad,) = torch.autograd.grad(out.sum(), leaf)
     return grad, logits.detach()
 
@@ -148,75 +142,44 @@ def input_gradient(
 # ----------------------------------------------------------------- targets
 
 
-def rows_of(idx, rows: torch.Tensor):
-    """The targets of the given rows (an int target stays an int)."""
-    return idx if isinstance(idx, int) else idx[rows]
+def select(logits: object, idx: torch.Tensor) -> torch.Tensor:
+    """logits[i, idx[i]] for every row, idx from `validate.target_tensor`.
 
-
-def repeat_rows(idx, repeats: int):
-    """Targets for rows repeated row by row (repeat_interleave), as a tensor or int."""
-    return idx if isinstance(idx, int) else idx.repeat_interleave(repeats)
-
-
-def select(logits: object, idx, hi: int, rows: int | None = None) -> torch.Tensor:
-    """logits[i, idx[i]] for every row (idx an int or a tensor); checks hi < K.
-
-    `rows`: the number of inputs the model was called on; the logits must have
-    that many rows (checked also for an int target, whose `idx` carries no
-    count). Without it only a tensor idx's length is compared.
+    Checks the model's output: (N, K) logits with one row per target, and
+    every target in 0..K − 1 (`validate.check_target`).
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else logits
         raise ValueError(
             f"model must return (N, K) logits, got {type(logits).__name__} {shape}"
         )
-    if rows is None and not isinstance(idx, int):
-        rows = idx.shape[0]
-    if rows is not None and logits.shape[0] != rows:
+    if logits.shape[0] != idx.shape[0]:
         raise ValueError(
-            f"model returned {logits.shape[0]} rows for {rows} inputs; "
+            f"model returned {logits.shape[0]} rows for {idx.shape[0]} inputs; "
             "model must map (N, C, H, W) to (N, K)"
         )
-    k = logits.shape[1]
-    if hi >= k:
-        got = idx if isinstance(idx, int) else sorted(set(idx.tolist()))
-        raise ValueError(
-            f"target must be a class index in 0..{k - 1} (the model has {k} "
-            f"outputs), got {got}"
-        )
-    if isinstance(idx, int):
-        return logits[:, idx]
+    check_target(idx, logits.shape[1])
     return logits.gather(1, idx[:, None])[:, 0]
 
 
 # ----------------------------------------------------------------- batching
 
 
-def default_batch_size(x: torch.Tensor, model: nn.Module | None = None) -> int:
-    """Rows per model call for inputs like x (on `model`, when given).
+def default_batch_size(x: torch.Tensor, model: nn.Module) -> int:
+    """Rows per model call for inputs like x on `model`: the one rule.
 
-    With the model: sized by what one row costs on it, its activation memory
+    Sized by what one row costs on the model, its activation memory
     (`batching.rows_per_call`, measured once per model and input shape):
     256 for SmallCNN on 1×28×28 digits, 64 for ResNetSmall, 4 for ResNet-18
-    on 3×224×224. Without: the input-size fallback
-    DEFAULT_BATCH_VALUES // (C·H·W), ≥ 1 (256 for digits, 16 for 3×64×64).
+    on 3×224×224.
     """
-    if model is not None:
-        from .batching import rows_per_call
-
-        return rows_per_call(model, x)
-    return max(1, DEFAULT_BATCH_VALUES // max(1, x[0].numel()))
+    return rows_per_call(model, x)
 
 
-def check_batch_size(
-    batch_size: object, x: torch.Tensor | None = None, model: nn.Module | None = None
-) -> int:
-    """None → `default_batch_size(x, model)` (DEFAULT_BATCH_SIZE without x).
-
-    Otherwise an int ≥ 1.
-    """
+def check_batch_size(batch_size: object, x: torch.Tensor, model: nn.Module) -> int:
+    """None → `default_batch_size(x, model)`; otherwise an int ≥ 1."""
     if batch_size is None:
-        return DEFAULT_BATCH_SIZE if x is None else default_batch_size(x, model)
+        return default_batch_size(x, model)
     return check_int(batch_size, "batch_size", 1)
 
 
@@ -226,8 +189,6 @@ def chunks(n: int, batch_size: int) -> Iterator[slice]:
     The fewest pieces, of (nearly) equal size (`batching.balanced`): 8 rows
     with batch_size 5 run as 4 + 4, not 5 + 3.
     """
-    from .batching import balanced
-
     yield from balanced(n, batch_size)
 
 

@@ -14,7 +14,7 @@ from .core import (
     resolve_layer,
     select,
 )
-from .validate import check_input, check_model, resolve_target
+from .validate import check_input, check_model, target_tensor
 
 
 def grad_cam_textbook(model, x, target, layer=None, relu=True, upsample=True):
@@ -46,6 +46,18 @@ def cam_from(act: torch.Tensor, grad: torch.Tensor, relu: bool) -> torch.Tensor:
     # Σ_k α_k A^k for every row as one batched product: (N, 1, K) @ (N, K, hw)
     cam = torch.bmm(alpha[:, None], act.reshape(n, k, h * w)).view(n, 1, h, w)
     return cam.clamp(min=0) if relu else cam
+
+
+def target_and_activation(model, x, idx, module, layer) -> tuple:
+    """(leaf, f_idx per row, A): one forward pass of x recording module's output A.
+
+    Call in eval mode under `torch.enable_grad()`; the leaf is a fresh copy
+    of x that requires grad. ValueError naming `layer` if A is not usable.
+    """
+    with capture_output(module) as store:
+        leaf = as_leaf(x)
+        out = select(model(leaf), idx)
+    return leaf, out, captured(store, layer)
 
 
 def upsample_cam(cam: torch.Tensor, size) -> torch.Tensor:
@@ -100,13 +112,10 @@ def grad_cam(
     check_model(model)
     check_input(x)
     module = resolve_layer(model, layer)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
-    with eval_mode(model), capture_output(module) as store:
-        leaf = as_leaf(x)
-        with torch.enable_grad():
-            out = select(model(leaf), idx, hi, rows=leaf.shape[0])
-            act = captured(store, layer)
-            (grad,) = torch.autograd.grad(out.sum(), act, allow_unused=True)
+    idx = target_tensor(target, x.shape[0], x.device)
+    with eval_mode(model), torch.enable_grad():
+        _, out, act = target_and_activation(model, x, idx, module, layer)
+        (grad,) = torch.autograd.grad(out.sum(), act, allow_unused=True)
     check_used(grad, layer)
     cam = cam_from(act.detach(), grad, relu)
     return upsample_cam(cam, x.shape[2:]) if upsample else cam

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .core import eval_mode, input_gradient
-from .validate import check_input, check_model, resolve_target
+from .validate import check_input, check_model, target_tensor
 
 
 def gradient_textbook(model, x, target):
@@ -47,7 +47,7 @@ def gradient(
     """
     check_model(model)
     check_input(x)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
+    idx = target_tensor(target, x.shape[0], x.device)
     with eval_mode(model):
-        grad, _ = input_gradient(model, x, idx, hi)
+        grad, _ = input_gradient(model, x, idx)
     return grad.abs() if absolute else grad

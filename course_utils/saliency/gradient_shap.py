@@ -7,23 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .core import (
-    check_batch_size,
-    chunks,
-    eval_mode,
-    input_gradient,
-    repeat_rows,
-    rows_of,
-)
-from .smoothgrad import noise_sigma
-from .validate import (
-    check_generator,
-    check_input,
-    check_int,
-    check_model,
-    check_noise_level,
-    resolve_target,
-)
+from .core import chunks, eval_mode, input_gradient
+from .smoothgrad import check_sampling, noise_sigma
 
 SEED = 0  # seed of the draws when no generator is given (repeatable maps)
 N_TRAIN_BASELINES = 200  # training digits in the "train" distribution
@@ -166,8 +151,8 @@ def gradient_shap(
         noise_level: σ of ε as a fraction of each row's range (max − min), as
             in `smoothgrad`, ≥ 0. Default 0 (Erion et al.'s expected
             gradients; Captum's default stdevs is 0 too).
-        batch_size: rows per model call over the N·S samples. Default
-            `default_batch_size(x)`.
+        batch_size: rows per model call over the N·S samples (default
+            `default_batch_size(x, model)`).
         generator: torch.Generator (CPU) for the draws (see `draw`); None =
             a fresh generator seeded with SEED = 0 (repeatable).
         draws: explicit `GradientShapDraws` (N·S rows) instead of drawing,
@@ -183,34 +168,28 @@ def gradient_shap(
     draw all three from one torch generator. Given Captum's draws
     (`reference.gradient_shap` returns them), the maps agree to round-off.
     """
-    check_model(model)
-    check_input(x)
-    n_samples = check_int(n_samples, "n_samples", 1)
-    check_noise_level(noise_level)
-    batch_size = check_batch_size(batch_size, x, model)
-    check_generator(generator)
+    n_samples, noise_level, batch_size, targets = check_sampling(
+        model, x, target, n_samples, noise_level, batch_size, generator
+    )
     n = x.shape[0]
-    idx, hi = resolve_target(target, n, x.device)
     dist = resolve_distribution(baselines, x)
     x = x.detach()
     total = n * n_samples
     if draws is None:
-        draws = draw(x, dist.shape[0], n_samples, float(noise_level), generator)
+        draws = draw(x, dist.shape[0], n_samples, noise_level, generator)
     else:
         draws = _check_draws(draws, total, x, dist.shape[0])
-    targets = repeat_rows(idx, n_samples)
     out = torch.empty((total, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    shape = (-1, *([1] * (x.dim() - 1)))
     with eval_mode(model):
         for part in chunks(total, batch_size):
             rows = torch.arange(part.start, part.stop, device=x.device)
             noisy = x[rows // n_samples] + draws.noise[part]
             base = dist[draws.index[part]]
             diff = noisy - base
-            alpha = draws.alpha[part].view(shape)
+            alpha = draws.alpha[part].view(-1, 1, 1, 1)
             # x₀ + α(x̃ − x₀), written as Captum writes it (α x̃ + (1 − α) x₀) so
             # that ReLU and max-pool ties break the same way in both
             points = alpha * noisy + (1.0 - alpha) * base
-            grad, _ = input_gradient(model, points, rows_of(targets, rows), hi)
+            grad, _ = input_gradient(model, points, targets[part])
             out[part] = diff * grad
     return out.view(n, n_samples, *x.shape[1:]).mean(1)

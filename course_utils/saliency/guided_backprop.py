@@ -10,7 +10,7 @@ from torch import nn
 
 from .core import eval_mode, input_gradient, removing_hooks
 from .gradient import gradient_textbook
-from .validate import check_input, check_model, resolve_target
+from .validate import check_input, check_model, target_tensor
 
 
 def guided_backprop_textbook(model, x, target):
@@ -121,9 +121,9 @@ def relu_rule(model: nn.Module, rule: str) -> Iterator[dict]:
 def _modified_gradient(model, x, target, rule: str) -> torch.Tensor:
     check_model(model)
     check_input(x)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
+    idx = target_tensor(target, x.shape[0], x.device)
     with eval_mode(model), relu_rule(model, rule):
-        grad, _ = input_gradient(model, x, idx, hi)
+        grad, _ = input_gradient(model, x, idx)
     return grad
 
 

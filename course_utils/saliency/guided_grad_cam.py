@@ -5,18 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import (
-    as_leaf,
-    capture_output,
-    captured,
-    check_used,
-    eval_mode,
-    resolve_layer,
-    select,
-)
-from .grad_cam import cam_from, grad_cam_textbook, upsample_cam
+from .core import check_used, eval_mode, resolve_layer
+from .grad_cam import cam_from, grad_cam_textbook, target_and_activation, upsample_cam
 from .guided_backprop import guided_backprop_textbook, relu_rule
-from .validate import check_input, check_model, resolve_target
+from .validate import check_input, check_model, target_tensor
 
 
 def guided_grad_cam_textbook(model, x, target, layer=None):
@@ -59,21 +51,13 @@ def guided_grad_cam(
     check_model(model)
     check_input(x)
     module = resolve_layer(model, layer)
-    idx, hi = resolve_target(target, x.shape[0], x.device)
-    with (
-        eval_mode(model),
-        relu_rule(model, "plain") as switch,
-        capture_output(module) as store,
-    ):
-        leaf = as_leaf(x)
-        with torch.enable_grad():
-            out = select(model(leaf), idx, hi, rows=leaf.shape[0]).sum()
-            act = captured(store, layer)
-            (grad,) = torch.autograd.grad(
-                out, act, retain_graph=True, allow_unused=True
-            )
-            check_used(grad, layer)
-            switch["rule"] = "guided"
-            (guided,) = torch.autograd.grad(out, leaf)
+    idx = target_tensor(target, x.shape[0], x.device)
+    with eval_mode(model), relu_rule(model, "plain") as switch, torch.enable_grad():
+        leaf, out, act = target_and_activation(model, x, idx, module, layer)
+        out = out.sum()
+        (grad,) = torch.autograd.grad(out, act, retain_graph=True, allow_unused=True)
+        check_used(grad, layer)
+        switch["rule"] = "guided"
+        (guided,) = torch.autograd.grad(out, leaf)
     cam = cam_from(act.detach(), grad, relu=True)
     return guided * upsample_cam(cam, x.shape[2:])

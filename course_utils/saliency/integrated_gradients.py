@@ -24,7 +24,7 @@ from .core import (
     select,
 )
 from .gradient import gradient_textbook
-from .validate import check_choice, check_input, check_int, check_model, resolve_target
+from .validate import check_choice, check_input, check_int, check_model, target_tensor
 
 QUADRATURE_RULES = (
     "riemann_trapezoid",
@@ -119,22 +119,16 @@ def integrated_gradients(
         model: maps (N, C, H, W) inputs to (N, K) logits.
         x: (N, C, H, W) inputs.
         target: class index, or one per row.
-        baseline: x₀. A number, a tensor broadcastable to x, or a name:
-            "black"/"zero" (0), "grey" (`model.normalize.mean`, zero after
-            normalisation; `data.grey_value()` if the model has no
-            `normalize`), "blur" (x blurred by a Gaussian of σ = BLUR_SIGMA =
-            3 px, replicate borders), "noise" (uniform in each row's
-            [min, max], generator seeded with NOISE_SEED = 0). Default "black".
+        baseline: x₀: a number, a tensor broadcastable to x, or a name
+            (`baselines.resolve_baseline`): "black"/"zero" (0), "grey"
+            (`model.normalize.mean`), "blur" (Gaussian, σ = BLUR_SIGMA = 3
+            px), "noise" (uniform, NOISE_SEED = 0). Default "black".
         n_steps: points on the path, ≥ 1 (≥ 2 for riemann_trapezoid).
             Default 50.
         method: quadrature rule, one of QUADRATURE_RULES (see `quadrature`).
             Default "riemann_trapezoid".
-        batch_size: most rows per model call; the N·n_steps path points run
-            in chunks of ⌊batch_size/N⌋ whole steps (or, when batch_size < N,
-            of batch_size rows of one step). Default `default_batch_size(x, model)`:
-            sized by one row's activation memory on the model (256 rows for
-            SmallCNN on digits, 4 for ResNet-18 at 3×224×224; chunks
-            balanced).
+        batch_size: most rows per model call, default `default_batch_size(x,
+            model)` (256 for SmallCNN on digits, 4 for ResNet-18 at 224 px).
         return_delta: also return the completeness gap per row.
     Returns:
         (N, C, H, W) attributions, detached, on x's device; with return_delta,
@@ -152,27 +146,16 @@ def integrated_gradients(
     (3) Captum refuses n_steps = 1 for the Riemann rules; we allow it for
     left/right/middle; (4) like Captum's internal_batch_size our chunks hold
     whole steps (⌊batch_size/N⌋ of them), but when batch_size < N we split
-    the rows of a step (Captum warns and runs N rows per call); the sum over
-    steps is one matrix product (same result up to round-off).
+    the rows of a step (Captum warns and runs N rows per call).
     """
     check_model(model)
     check_input(x)
-    method = check_choice(method, "method", QUADRATURE_RULES)
-    n_steps = check_int(n_steps, "n_steps", 1)
-    if method == "riemann_trapezoid" and n_steps < 2:
-        raise ValueError(
-            "n_steps must be an int ≥ 2 for method='riemann_trapezoid' (the rule "
-            f"needs both ends); use ≥ 1 with the other rules, got {n_steps}"
-        )
+    alphas, weights = _rule(method, n_steps, x)
     batch_size = check_batch_size(batch_size, x, model)
     n = x.shape[0]
-    idx, hi = resolve_target(target, n, x.device)
-    base = resolve_baseline(baseline, x, model)
+    idx = target_tensor(target, n, x.device)
+    base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
-    alphas, weights = quadrature(method, n_steps)
-    alphas = alphas.to(device=x.device, dtype=x.dtype)
-    weights = weights.to(device=x.device, dtype=x.dtype)
-    base = base.expand_as(x)
     diff = x - base
     total = torch.zeros_like(x)
     with eval_mode(model):
@@ -182,8 +165,7 @@ def integrated_gradients(
             a = alphas[steps].view(-1, 1, 1, 1, 1)
             points = (base[rows] + a * diff[rows]).flatten(0, 1)
             n_block = a.shape[0]
-            block_idx = idx if isinstance(idx, int) else idx[rows].repeat(n_block)
-            grad, _ = input_gradient(model, points, block_idx, hi)
+            grad, _ = input_gradient(model, points, idx[rows].repeat(n_block))
             # Σ_k w_k ∇f(point_k): one matrix product over the block's steps.
             # reshape, not view: a channels_last input or model gives
             # channels_last gradients, which are not contiguous.
@@ -192,10 +174,26 @@ def integrated_gradients(
         attr = total * diff
         if not return_delta:
             return attr
-        with torch.inference_mode():
-            ends = torch.cat([x, base])
-            both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
-            both_idx = idx if isinstance(idx, int) else idx.repeat(2)
-            out = select(both, both_idx, hi, rows=2 * n)
-    delta = attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])
-    return attr, delta.clone()
+        return attr, completeness_delta(model, x, base, idx, attr, batch_size)
+
+
+def _rule(method: object, n_steps: object, x: torch.Tensor) -> tuple:
+    """`quadrature(method, n_steps)` after checking both, on x's device and dtype."""
+    method = check_choice(method, "method", QUADRATURE_RULES)
+    n_steps = check_int(n_steps, "n_steps", 1)
+    if method == "riemann_trapezoid" and n_steps < 2:
+        raise ValueError(
+            "n_steps must be an int ≥ 2 for method='riemann_trapezoid' (the rule "
+            f"needs both ends); use ≥ 1 with the other rules, got {n_steps}"
+        )
+    return tuple(t.to(device=x.device, dtype=x.dtype) for t in quadrature(method, n_steps))
+
+
+def completeness_delta(model, x, base, idx, attr, batch_size) -> torch.Tensor:
+    """δ (N,) = Σ attr − (f_idx(x) − f_idx(base)), Captum's sign; model in eval mode."""
+    n = x.shape[0]
+    with torch.inference_mode():
+        ends = torch.cat([x, base])
+        both = torch.cat([model(ends[part]) for part in chunks(2 * n, batch_size)])
+        out = select(both, idx.repeat(2))
+    return (attr.reshape(n, -1).sum(1) - (out[:n] - out[n:])).clone()

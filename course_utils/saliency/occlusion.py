@@ -10,7 +10,7 @@ from torch import nn
 
 from .baselines import resolve_baseline
 from .core import check_batch_size, eval_mode, grid_chunks, select
-from .validate import check_choice, check_input, check_int, check_model, resolve_target
+from .validate import check_choice, check_input, check_int, check_model, target_tensor
 
 OUTPUTS = ("prob", "logit")
 
@@ -176,10 +176,8 @@ def occlusion(
         batch_size: most rows per model call; the N·(windows + 1) copies
             (clean input included) go through in chunks of ⌊batch_size/N⌋
             whole windows (or batch_size rows of one window when N is
-            larger). Default `default_batch_size(x, model)`: sized by one row's
-            activation memory on the model (256 rows for SmallCNN on digits,
-            4 for ResNet-18 at 3×224×224). See `forward_passes_occlusion` for
-            the count.
+            larger). Default `default_batch_size(x, model)` (256 rows for
+            SmallCNN on digits). `forward_passes_occlusion` gives the count.
     Returns:
         (N, C, H, W) drops (equal across channels), detached, on x's device.
 
@@ -195,7 +193,7 @@ def occlusion(
     patch, stride = _check_patch_stride(patch, stride, height, width)
     output = check_choice(output, "output", OUTPUTS)
     batch_size = check_batch_size(batch_size, x, model)
-    idx, hi = resolve_target(target, n, x.device)
+    idx = target_tensor(target, n, x.device)
     base = resolve_baseline(baseline, x, model).expand_as(x)
     x = x.detach()
     rows_pad, cols_pad, grid_a, grid_b, inv_count = _separable_windows(
@@ -216,18 +214,20 @@ def occlusion(
             logits = model(copies.flatten(0, 1))
             if output == "prob":
                 logits = torch.softmax(logits, dim=1)
-            block_idx = (
-                idx if isinstance(idx, int) else idx[rows].repeat(copies.shape[0])
-            )
-            picked = select(
-                logits, block_idx, hi, rows=copies.shape[0] * copies.shape[1]
-            )
+            picked = select(logits, idx[rows].repeat(copies.shape[0]))
             scores[windows, rows] = picked.view(copies.shape[0], -1)
-        n_a, n_b = rows_pad.shape[0] - 1, cols_pad.shape[0] - 1
-        drops = (scores[:1] - scores[1:]).T.reshape(n, n_a, n_b)
-        # Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row,
-        # divided by the number of windows covering p (also separable).
-        r = rows_pad[1:].to(x.dtype)
-        c_ = cols_pad[1:].to(x.dtype)
-        attr = (r.T @ drops @ c_) * inv_count  # (N, H, W)
+        attr = _fold(scores, rows_pad[1:], cols_pad[1:], inv_count)  # (N, H, W)
     return attr[:, None].expand(n, c, height, width).clone()
+
+
+def _fold(scores, rows_ind, cols_ind, inv_count) -> torch.Tensor:
+    """(N, H, W) mean drop per pixel from the (windows + 1, N) scores (clean first).
+
+    Σ_j drop_j · 1[p ∈ window j] = rows_indᵀ · drops · cols_ind per row, divided
+    by the number of windows covering p (also separable); rows_ind (n_a, H) and
+    cols_ind (n_b, W) say which pixel rows and columns each window covers.
+    """
+    n = scores.shape[1]
+    drops = (scores[:1] - scores[1:]).T.reshape(n, rows_ind.shape[0], cols_ind.shape[0])
+    r, c = rows_ind.to(scores.dtype), cols_ind.to(scores.dtype)
+    return (r.T @ drops @ c) * inv_count

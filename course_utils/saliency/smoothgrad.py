@@ -10,8 +10,6 @@ from .core import (
     chunks,
     eval_mode,
     input_gradient,
-    repeat_rows,
-    rows_of,
 )
 from .gradient import gradient
 from .validate import (
@@ -21,7 +19,7 @@ from .validate import (
     check_int,
     check_model,
     check_noise_level,
-    resolve_target,
+    target_tensor,
 )
 
 KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -37,9 +35,10 @@ def smoothgrad_textbook(
     version draws it: S samples per row, row after row). kind "smoothgrad_sq"
     averages E², "vargrad" takes the variance over the samples.
     """
+    target = torch.as_tensor(target).expand(len(x))  # one class per row
     out = []
     for i in range(len(x)):
-        row, t = x[i : i + 1].detach(), target if isinstance(target, int) else target[i]
+        row, t = x[i : i + 1].detach(), target[i : i + 1]
         sigma = noise_level * (row.max() - row.min())
         eps = torch.randn(
             (n_samples, *x.shape[1:]),
@@ -107,6 +106,22 @@ def noisy_copies(
     return torch.cat(out)
 
 
+def check_sampling(model, x, target, n_samples, noise_level, batch_size, generator):
+    """The checks `smoothgrad` and `gradient_shap` share, in argument order.
+
+    Returns (n_samples, noise_level, batch_size, targets): targets is the
+    (N·n_samples,) class of every sample, row i's samples at i·S … i·S + S − 1.
+    """
+    check_model(model)
+    check_input(x)
+    n_samples = check_int(n_samples, "n_samples", 1)
+    noise_level = check_noise_level(noise_level)
+    batch_size = check_batch_size(batch_size, x, model)
+    check_generator(generator)
+    idx = target_tensor(target, x.shape[0], x.device)
+    return n_samples, noise_level, batch_size, idx.repeat_interleave(n_samples)
+
+
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,
@@ -162,22 +177,11 @@ def smoothgrad(
     computed as the mean squared deviation (two passes) instead of Captum's
     E[a²] − E[a]², which can cancel to slightly negative values.
     """
-    check_model(model)
-    check_input(x)
-    if not callable(explain):
-        raise TypeError(
-            "explain must be a saliency function f(model, x, target) such as "
-            f"sal.gradient, got {type(explain).__name__}"
-        )
-    n_samples = check_int(n_samples, "n_samples", 1)
-    check_noise_level(noise_level)
-    kind = check_choice(kind, "kind", KINDS)
-    batch_size = check_batch_size(batch_size, x, model)
-    check_generator(generator)
-    n = x.shape[0]
-    idx, hi = resolve_target(target, n, x.device)
-    noisy = noisy_copies(x, n_samples, float(noise_level), generator)
-    targets = repeat_rows(idx, n_samples)
+    n_samples, noise_level, batch_size, targets = check_sampling(
+        model, x, target, n_samples, noise_level, batch_size, generator
+    )
+    explain, kind = _check_explain(explain), check_choice(kind, "kind", KINDS)
+    noisy = noisy_copies(x, n_samples, noise_level, generator)
     if explain is gradient:
         # Straight to the input gradient: the checks and eval mode once, not
         # per chunk, and each chunk's gradient overwrites its noisy copies
@@ -185,16 +189,28 @@ def smoothgrad(
         maps = noisy
         with eval_mode(model):
             for part in chunks(len(noisy), batch_size):
-                grad, _ = input_gradient(model, noisy[part], rows_of(targets, part), hi)
+                grad, _ = input_gradient(model, noisy[part], targets[part])
                 maps[part] = grad
     else:
-        maps = torch.cat(
-            [
-                explain(model, noisy[part], rows_of(targets, part))
-                for part in chunks(len(noisy), batch_size)
-            ]
+        maps = torch.cat([
+            explain(model, noisy[part], targets[part])
+            for part in chunks(len(noisy), batch_size)
+        ])
+    return reduce_samples(maps.reshape(len(x), n_samples, *maps.shape[1:]), kind)
+
+
+def _check_explain(explain: object):
+    if not callable(explain):
+        raise TypeError(
+            "explain must be a saliency function f(model, x, target) such as "
+            f"sal.gradient, got {type(explain).__name__}"
         )
-    maps = maps.reshape(n, n_samples, *maps.shape[1:])
+    return explain
+
+
+def reduce_samples(maps: torch.Tensor, kind: str) -> torch.Tensor:
+    """Maps (N, S, …) of S noisy copies per row → (N, …): the mean ("smoothgrad"),
+    the mean of squares ("smoothgrad_sq") or the population variance ("vargrad")."""
     if kind == "smoothgrad":
         return maps.mean(1)
     if kind == "smoothgrad_sq":

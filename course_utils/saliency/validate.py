@@ -5,8 +5,9 @@ naming the argument and what it accepts:
 
 * `check_model`, `check_input`, `check_int`, `check_choice` (`core` adds
   `check_batch_size`, next to the chunking it sizes);
-* targets: `resolve_target` (int or tensor of class indices, for the methods'
-  fast path) and `target_tensor` (always an (N,) int64 tensor).
+* targets: `target_tensor` (one class per row, an (N,) int64 tensor: every
+  public function resolves its target once, on entry) and `check_target` (the
+  one range check, 0..K − 1).
 
 Imports only torch.
 """
@@ -80,26 +81,20 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
 # ----------------------------------------------------------------- targets
 
 
-def resolve_target(target: object, n: int, device: torch.device) -> tuple:
-    """Validate `target` and return (idx, hi).
+def target_tensor(target: object, n: int, device: torch.device) -> torch.Tensor:
+    """The class explained in each row, as an (n,) int64 tensor on `device`.
 
-    Args:
-        target: an int (same class for every row), or a list/tuple/1-D tensor
-            of n ints (one per row), or a 0-d integer tensor.
-        n: number of rows in x.
-    Returns:
-        idx: a Python int when every row has the same given int (then rows are
-            picked with a cheap `logits[:, idx]`), else an int64 tensor (n,)
-            on `device`; use `rows_of(idx, rows)` to subset either.
-        hi: the largest class index as a Python int (`select` compares it with
-            the model's number of outputs without another device sync).
+    The one place a target is resolved: every public function calls it on
+    entry and passes the tensor down. `target` is an int (the same class for
+    every row), a 0-d integer tensor, or a list/tuple/1-D integer tensor of n
+    ints (one per row). Its range is checked by `check_target` (here ≥ 0; the
+    upper end once the model's logits show how many classes there are).
     """
     if isinstance(target, bool):
         raise TypeError("target must be an int or one int per row, got bool")
     if isinstance(target, numbers.Integral):
-        if int(target) < 0:
-            raise ValueError(f"target must hold class indices ≥ 0, got {int(target)}")
-        return int(target), int(target)
+        idx = torch.full((n,), int(target), dtype=torch.long, device=device)
+        return check_target(idx)
     if isinstance(target, torch.Tensor):
         if (
             target.is_floating_point()
@@ -110,21 +105,19 @@ def resolve_target(target: object, n: int, device: torch.device) -> tuple:
                 f"target must hold integers (class indices), got dtype {target.dtype}"
             )
         if target.dim() == 0:
-            return resolve_target(int(target), n, device)
+            return target_tensor(int(target), n, device)
         if target.dim() > 1:
             raise ValueError(
                 "target must be an int or a 1-D tensor with one int per row, "
                 f"got a tensor of shape {tuple(target.shape)}"
             )
-        values = None
         count = target.shape[0]
     elif isinstance(target, (list, tuple)):
         if not all(
             isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target
         ):
             raise TypeError(f"target must be an int or a list of ints, got {target!r}")
-        values = [int(t) for t in target]
-        count = len(values)
+        count = len(target)
     else:
         raise TypeError(
             "target must be an int, a list of ints or an integer tensor, "
@@ -135,30 +128,35 @@ def resolve_target(target: object, n: int, device: torch.device) -> tuple:
             f"target must be an int or hold one class per row of x: x has {n} "
             f"rows, target has {count}"
         )
-    if values is not None:
-        lo, hi = min(values), max(values)
-        idx = torch.tensor(values, dtype=torch.long, device=device)
-    else:
+    if isinstance(target, torch.Tensor):
         idx = target.detach().to(device=device, dtype=torch.long)
-        if count <= 4096:  # one sync, then Python (cheaper than two .item())
-            values_seen = idx.tolist()
-            lo, hi = min(values_seen), max(values_seen)
-        else:
-            lo, hi = (int(v) for v in torch.aminmax(idx))
-    if lo < 0:
-        raise ValueError(f"target must hold class indices ≥ 0, got {idx.tolist()}")
-    return idx, hi
+    else:
+        idx = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
+    return check_target(idx)
 
 
-def target_tensor(target: object, n: int, device: torch.device) -> torch.Tensor:
-    """`resolve_target`'s checks, returning one class per row as (n,) int64 on device.
+def check_target(idx: torch.Tensor, classes: int | None = None) -> torch.Tensor:
+    """The one range check of class indices: each in 0..classes − 1.
 
-    For callers that need a tensor whatever the target (metrics, sanity checks).
+    `classes` is the model's number of outputs K (None while it is not known:
+    then only ≥ 0 is checked). Returns idx.
     """
-    idx, _ = resolve_target(target, n, device)
-    if isinstance(idx, int):
-        return torch.full((n,), idx, dtype=torch.long, device=device)
-    return idx
+    if idx.numel() == 0:
+        return idx
+    if idx.numel() <= 4096:  # one sync, then Python (cheaper than two .item())
+        values = idx.tolist()
+        lo, hi = min(values), max(values)
+    else:
+        lo, hi = (int(v) for v in torch.aminmax(idx))
+    if lo >= 0 and (classes is None or hi < classes):
+        return idx
+    got = sorted(set(idx.tolist()))
+    if classes is None:
+        raise ValueError(f"target must hold class indices ≥ 0, got {got}")
+    raise ValueError(
+        f"target must be a class index in 0..{classes - 1} (the model has "
+        f"{classes} outputs), got {got}"
+    )
 
 
 def check_noise_level(noise_level: object) -> float:

@@ -12,7 +12,7 @@ from ..saliency.validate import (
     check_input,
     check_int,
     check_model,
-    resolve_target,
+    check_target,
     target_tensor,
 )
 
@@ -24,7 +24,7 @@ __all__ = [
     "check_model",
     "check_real",
     "check_seed",
-    "resolve_target",
+    "check_target",
     "target_tensor",
 ]
 

@@ -92,10 +92,7 @@ def train_random_labels(
     Raises:
         RuntimeError: the threshold was not reached within max_epochs.
     """
-    check_real(threshold, "threshold", 0, 1)
-    max_epochs = check_int(max_epochs, "max_epochs", 1)
-    batch_size = check_int(batch_size, "batch_size", 1)
-    check_real(lr, "lr", 0, math.inf)
+    max_epochs, batch_size = _check_training(threshold, max_epochs, batch_size, lr)
     x, y = random_labels(n_train, seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -109,17 +106,10 @@ def train_random_labels(
 
     start = time.perf_counter()
     models.train(
-        model,
-        (x, y),
-        epochs=max_epochs,
-        lr=float(lr),
-        seed=seed + 1,
-        batch_size=batch_size,
-        progress=progress,
-        schedule="constant",
-        stop=memorised,
-        desc="memorising random labels",
-    )
+        model, (x, y), epochs=max_epochs, lr=float(lr), seed=seed + 1,
+        batch_size=batch_size, progress=progress, schedule="constant",
+        stop=memorised, desc="memorising random labels",
+    )  # fmt: skip
     acc = seen["acc"]
     if acc < threshold:
         raise RuntimeError(
@@ -138,6 +128,15 @@ def train_random_labels(
         "lr": float(lr),
     }
     return model.eval(), report
+
+
+def _check_training(threshold, max_epochs, batch_size, lr) -> tuple[int, int]:
+    """train_random_labels' checks: (max_epochs, batch_size)."""
+    check_real(threshold, "threshold", 0, 1)
+    max_epochs = check_int(max_epochs, "max_epochs", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    check_real(lr, "lr", 0, math.inf)
+    return max_epochs, batch_size
 
 
 def train_random_labels_checkpoint(

@@ -28,7 +28,7 @@ from ._shared import (
     check_metrics,
     check_model,
     check_seed,
-    resolve_target,
+    check_target,
     target_tensor,
 )
 from .randomize import Randomization
@@ -94,23 +94,18 @@ class Settings:
                    record)
 
 
-def _resolve_target(model: nn.Module, x: torch.Tensor, target):
-    """The class explained per row: an int (the same for all rows) or an int64
-    (N,) tensor on x's device. Validated once, here.
+def _resolve_target(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """The class explained per row, an int64 (N,) tensor. Validated once, here.
 
     None → the trained model's predicted class (one forward pass); a given
     target is checked against the model's number of outputs K with a forward
-    pass of one row only, and never moved off x's device.
+    pass of one row only.
     """
     if target is None:
         return models.predict(model, x).argmax(1)
-    idx, hi = resolve_target(target, len(x), x.device)
+    idx = target_tensor(target, len(x), x.device)
     with torch.no_grad():
-        k = model(x[:1]).shape[-1]
-    if hi >= k:
-        got = idx if isinstance(idx, int) else sorted(set(idx.tolist()))
-        raise ValueError(f"target must hold class indices in 0..{k - 1}, got {got}")
-    return idx
+        return check_target(idx, model(x[:1]).shape[-1])
 
 
 def _explain_all(model, x, target, methods, seed) -> dict[str, torch.Tensor]:
@@ -185,24 +180,13 @@ def run(
         pd.DataFrame(rows),
         maps,
         x.detach().clone(),
-        target_tensor(target, len(x), x.device).cpu(),
+        target.cpu(),
         s.record,
     )
 
 
-def _layer_test(test, model, x, target, methods, layers, *, rule, sigma, seed,
-                target_mode, metrics, progress) -> SanityResult:
-    """cascading_randomization / independent_randomization: one validation."""
-    check_model(model)
-    x = check_input(x)
-    plan = Randomization.checked(model, layers, rule, sigma, seed)
-    settings = Settings.checked(test, "layer", methods, metrics, seed, target_mode,
-                                progress, plan.record())
-    variants = plan.cascade(model) if test == "cascading" else plan.independent(model)
-    return run(model, x, target, variants, settings)
-
-
-def cascading_randomization(
+def _layer_test(
+    test: str,
     model: nn.Module,
     x: torch.Tensor,
     target=None,
@@ -215,6 +199,20 @@ def cascading_randomization(
     target_mode: str = "original",
     metrics: Sequence[str] | None = None,
     progress: bool = True,
+) -> SanityResult:
+    """cascading_randomization / independent_randomization: one signature (the
+    options' defaults live here), one validation."""
+    check_model(model)
+    x = check_input(x)
+    plan = Randomization.checked(model, layers, rule, sigma, seed)
+    settings = Settings.checked(test, "layer", methods, metrics, seed, target_mode,
+                                progress, plan.record())
+    variants = plan.cascade(model) if test == "cascading" else plan.independent(model)
+    return run(model, x, target, variants, settings)
+
+
+def cascading_randomization(
+    model: nn.Module, x: torch.Tensor, target=None, methods=None, layers=None, **options
 ) -> SanityResult:
     """Cascading model randomization (Adebayo et al., 2018, Sec. 3.1).
 
@@ -237,6 +235,8 @@ def cascading_randomization(
         layers: block names in forward order; None = `randomization_layers`
             (SmallCNN: conv1, conv2, fc1, fc2; ResNetSmall: stem, layer1,
             layer2, layer3, fc). They are randomized in reverse order.
+        **options: keyword-only, with defaults rule="reset", sigma=0.01,
+            seed=0, target_mode="original", metrics=None, progress=True:
         rule, sigma, seed: re-initialisation, see `randomize` (default: each
             layer's own `reset_parameters()`, BatchNorm reset to γ=1, β=0, μ=0,
             σ²=1; seed 0). Stochastic methods are run with the global RNG
@@ -253,25 +253,11 @@ def cascading_randomization(
         bottom block), `.table` (mean, std over images per step, method,
         metric), `.per_image`, `.maps`.
     """
-    return _layer_test(
-        "cascading", model, x, target, methods, layers, rule=rule, sigma=sigma,
-        seed=seed, target_mode=target_mode, metrics=metrics, progress=progress,
-    )
+    return _layer_test("cascading", model, x, target, methods, layers, **options)
 
 
 def independent_randomization(
-    model: nn.Module,
-    x: torch.Tensor,
-    target=None,
-    methods=None,
-    layers: Sequence[str] | None = None,
-    *,
-    rule: str = "reset",
-    sigma: float = 0.01,
-    seed: int = 0,
-    target_mode: str = "original",
-    metrics: Sequence[str] | None = None,
-    progress: bool = True,
+    model: nn.Module, x: torch.Tensor, target=None, methods=None, layers=None, **options
 ) -> SanityResult:
     """Independent (one layer at a time) model randomization (Adebayo et al.).
 
@@ -281,7 +267,4 @@ def independent_randomization(
     `cascading_randomization` with the same seed, so step 1 of both is the
     same model. Arguments and result as in `cascading_randomization`.
     """
-    return _layer_test(
-        "independent", model, x, target, methods, layers, rule=rule, sigma=sigma,
-        seed=seed, target_mode=target_mode, metrics=metrics, progress=progress,
-    )
+    return _layer_test("independent", model, x, target, methods, layers, **options)
