@@ -10,6 +10,7 @@ validated once, into a frozen `Settings`.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -211,6 +212,15 @@ def _layer_test(
     return run(model, x, target, variants, settings)
 
 
+def _layer_test_signature(fn):
+    """Show `_layer_test`'s options (names, defaults) in help() and tab completion
+    of a public layer test that passes them on as **options."""
+    sig = inspect.signature(_layer_test)
+    fn.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+    return fn
+
+
+@_layer_test_signature
 def cascading_randomization(
     model: nn.Module, x: torch.Tensor, target=None, methods=None, layers=None, **options
 ) -> SanityResult:
@@ -235,7 +245,7 @@ def cascading_randomization(
         layers: block names in forward order; None = `randomization_layers`
             (SmallCNN: conv1, conv2, fc1, fc2; ResNetSmall: stem, layer1,
             layer2, layer3, fc). They are randomized in reverse order.
-        **options: keyword-only, with defaults rule="reset", sigma=0.01,
+        **options: keyword-only (help() shows them), defaults rule="reset", sigma=0.01,
             seed=0, target_mode="original", metrics=None, progress=True:
         rule, sigma, seed: re-initialisation, see `randomize` (default: each
             layer's own `reset_parameters()`, BatchNorm reset to γ=1, β=0, μ=0,
@@ -256,6 +266,7 @@ def cascading_randomization(
     return _layer_test("cascading", model, x, target, methods, layers, **options)
 
 
+@_layer_test_signature
 def independent_randomization(
     model: nn.Module, x: torch.Tensor, target=None, methods=None, layers=None, **options
 ) -> SanityResult:
