@@ -175,9 +175,10 @@ def grade(
     csv_path = Path(options.csv_path or course.root / f"grades-{set_id}.csv").resolve()
     uids = _worker_uids(options, len(students), unsafe)
     course.autograded.mkdir(exist_ok=True)
+    limits = sandbox_limits(options)
     work = Path(tempfile.mkdtemp(prefix="course-grade-"))
     os.chmod(work, 0o700)
-    run = _Run(course, set_id, options, sandbox_limits(options), uids, unsafe, work)
+    run = _Run(course, set_id, options, limits, uids, unsafe, work)
     try:
         results, backup = _grade_under_lock(run, students, csv_path, clock)
     except RecordError as exc:

@@ -13,7 +13,7 @@ import nbformat
 from . import harness, sandbox
 from . import notebooks as nbs
 from .course import Course, generate
-from .execute import Harness, RunSettings, run_isolated
+from .execute import Harness, RunResult, RunSettings, run_isolated
 from .outcome import GradeOptions
 from .sandbox import GiB, SandboxLimits, SandboxView
 from .static import Policy
@@ -160,6 +160,27 @@ async def run_reference(
         unsafe=unsafe,
         name=f"ref-{spec.name}",
     )
+    _require_completed(spec, run)
+    planned, cell_records = _planned_checks(spec, run.records)
+    spec.checks = reference_checks(
+        cell_records, run.records, {n: p.hidden for n, p in planned.items()}
+    )
+    spec.plan, spec.cases = {}, {}
+    for name, check in spec.checks.items():
+        p = planned[name]
+        entry = {"kind": p.kind, "expr": p.expr}
+        if p.kind == "value":
+            entry["value_kind"] = check.record.meta.get("value_kind", "choice")
+        else:
+            entry["cases"] = f"{name}.cases.pt"
+            entry["transform"] = check.record.meta.get("transform")
+            entry["labels"] = check.labels()
+            spec.cases[entry["cases"]] = run.records[entry["cases"]].read_bytes()
+        spec.plan[name] = entry
+
+
+def _require_completed(spec: NotebookSpec, run: RunResult) -> None:
+    """Raise unless every cell of the solution ran without an error."""
     failed = [c for c in run.cells if c.status not in ("ok", "not run")]
     if run.status != "completed" or failed:
         where = (
@@ -171,6 +192,17 @@ async def run_reference(
             f"the solution notebook {spec.name}.ipynb failed in reference mode "
             f"({where}); fix it before grading.\n{run.log_tail}"
         )
+
+
+def _planned_checks(
+    spec: NotebookSpec, records: dict[str, Path]
+) -> tuple[dict[str, nbs.PlannedCheck], dict[str, list[str]]]:
+    """Each check of the solution's test cells by name, and each cell's checks.
+
+    Raises:
+        RuntimeError: a graded test cell has no hidden check, a check name is
+            used twice, or a check recorded nothing.
+    """
     planned: dict[str, nbs.PlannedCheck] = {}
     cell_records: dict[str, list[str]] = {}
     for cell in spec.source.cells:
@@ -187,24 +219,10 @@ async def run_reference(
         for p in found:
             if p.name in planned:
                 raise RuntimeError(f"{spec.name}.ipynb: check {p.name!r} is used twice")
-            if p.name not in run.records:
+            if p.name not in records:
                 raise RuntimeError(
                     f"{spec.name}.ipynb: check {p.name!r} of {gid!r} recorded nothing"
                 )
             planned[p.name] = p
         cell_records[gid] = [p.name for p in found]
-    spec.checks = reference_checks(
-        cell_records, run.records, {n: p.hidden for n, p in planned.items()}
-    )
-    spec.plan, spec.cases = {}, {}
-    for name, check in spec.checks.items():
-        p = planned[name]
-        entry = {"kind": p.kind, "expr": p.expr}
-        if p.kind == "value":
-            entry["value_kind"] = check.record.meta.get("value_kind", "choice")
-        else:
-            entry["cases"] = f"{name}.cases.pt"
-            entry["transform"] = check.record.meta.get("transform")
-            entry["labels"] = check.labels()
-            spec.cases[entry["cases"]] = run.records[entry["cases"]].read_bytes()
-        spec.plan[name] = entry
+    return planned, cell_records
