@@ -4,15 +4,16 @@ import os
 
 import nbformat
 
-from course_utils.grading.execute import RunResult
-from course_utils.grading.grade import (
-    Status,
+from course_utils.grading import grade
+from course_utils.grading.discover import (
+    Unusable,
     discover,
-    outcome,
+    read_submission,
     read_timestamp,
-    sanitize_for_formgrader,
-    worst_status,
 )
+from course_utils.grading.execute import RunResult
+from course_utils.grading.formgrader import sanitize_for_formgrader
+from course_utils.grading.outcome import Status, outcome, worst_status
 
 
 def test_every_folder_is_a_student_and_links_are_flagged_not_followed(tmp_path):
@@ -98,3 +99,29 @@ def test_formgrader_gets_text_and_images_only():
     assert [o.get("data", {}) for o in code.outputs] == [{"text/plain": "<Evil>"}, {}]
     assert "<img" not in answer.source and "javascript:" not in answer.source
     assert text.source == "<b>the instructor's</b>"
+
+
+def test_a_notebook_link_is_flagged_a_missing_one_crashes(tmp_path):
+    (tmp_path / "ada").mkdir()
+    found, _ = discover(tmp_path, "tiny", None)
+    folder = tmp_path / "ada"
+    nbformat.write(nbformat.v4.new_notebook(), folder / "real.ipynb")
+    os.symlink(folder / "real.ipynb", folder / "linked.ipynb")
+    os.link(folder / "real.ipynb", folder / "shared.ipynb")
+    (folder / "broken.ipynb").write_text("{not json")
+    entry = found["ada"]
+    linked = read_submission(entry, "linked")
+    assert linked.status is Status.FLAGGED and "symbolic link" in linked.flags[0]
+    shared = read_submission(entry, "shared")
+    assert shared.status is Status.FLAGGED and "hard link" in shared.flags[0]
+    absent = read_submission(entry, "gone")
+    assert absent == Unusable(Status.CRASHED, "gone.ipynb not found in the submission")
+    assert read_submission(entry, "broken").status is Status.CRASHED
+    os.unlink(folder / "shared.ipynb")
+    assert isinstance(read_submission(entry, "real"), nbformat.NotebookNode)
+
+
+def test_every_public_name_is_still_importable_from_grade():
+    for name in grade.__all__:
+        assert getattr(grade, name) is not None, name
+    assert grade.Status is Status and grade.discover is discover

@@ -97,7 +97,9 @@ check_command.configure = lambda p: (
 
 
 def grade_command(args) -> int:
-    from .grade import GradeOptions, grade, print_summary
+    from .grade import grade
+    from .outcome import GradeOptions
+    from .publish import print_summary
 
     if args.install_bubblewrap:
         from .sandbox import install_bwrap
@@ -205,7 +207,7 @@ grade_command.configure = _configure_grade
 
 
 def export_command(args) -> int:
-    from .grade import export
+    from .publish import export
 
     try:
         path = export(_course(args), args.set, args.csv)
