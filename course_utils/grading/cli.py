@@ -33,7 +33,9 @@ def _course(args):
 
 
 def _fail(name: str, exc: Exception) -> int:
-    print(f"course {name}: {exc}", file=sys.stderr)
+    from .sanitize import line
+
+    print(f"course {name}: {line(exc, 2000)}", file=sys.stderr)
     return 2
 
 

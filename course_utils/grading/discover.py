@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 
 from . import notebooks as nbs
+from . import sanitize
 from .outcome import Status
 
 
@@ -38,7 +39,9 @@ def discover(
 ) -> tuple[dict[str, Entry], list[str]]:
     """Student → Entry for every folder of SUBMISSIONS_DIR, and what was skipped.
 
-    Any printable name is a student id (spaces and non-ASCII letters too). A
+    Any printable name is a student id (spaces and non-ASCII letters too),
+    shown as `sanitize.student_id` shows it (HTML, formula and bidi characters
+    made visible; an honest name is unchanged). A
     symlinked student or set folder is never followed: the student gets a
     flagged row saying where it points. A folder inside `private` (the
     solutions, …) or another student's folder is flagged the same way.
@@ -48,11 +51,16 @@ def discover(
     private = private or []
     entries = sorted(submissions.iterdir(), key=lambda p: p.name)
     for entry in entries:
-        name = entry.name
-        if name.startswith("."):
+        if entry.name.startswith("."):
             continue
-        if not name.isprintable() or len(name) > 128:
-            skipped.append(f"{name!r}: not a usable student id (control characters)")
+        # The id every output uses (gradebook, CSV, formgrader, terminal): an
+        # honest folder name unchanged, a hostile one with its characters shown.
+        name = sanitize.student_id(entry.name)
+        if not entry.name.isprintable() or len(entry.name) > 128:
+            skipped.append(f"{name}: not a usable student id (control characters)")
+            continue
+        if name in found:
+            skipped.append(f"{name}: a second folder with this id (not graded twice)")
             continue
         if entry.is_symlink():
             link = os.readlink(entry)
@@ -79,6 +87,7 @@ def discover(
         folder = nested if nested.is_dir() else entry
         found[name] = Entry(folder)
     if only is not None:
+        only = [sanitize.student_id(s) for s in only]
         unknown = sorted(set(only) - set(found))
         if unknown:
             raise ValueError(f"students {unknown} have no folder in {submissions}")

@@ -8,6 +8,7 @@ import re
 import nbformat
 
 from . import notebooks as nbs
+from . import sanitize
 from .verify import Verdict
 
 
@@ -33,8 +34,11 @@ def sanitize_for_formgrader(nb: nbformat.NotebookNode) -> None:
     Outputs keep text streams, error text and only the text/plain and image
     (png/jpeg/gif) data of rich outputs — no HTML, JavaScript, SVG, Markdown
     or widget output from the student's kernel. Markdown cells the student
-    wrote or added are escaped, so no tag of theirs reaches the page.
+    wrote or added are escaped, so no tag of theirs reaches the page. Every
+    string first passes `sanitize.notebook` (valid UTF-8; control, escape and
+    bidi characters shown where they are).
     """
+    sanitize.notebook(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
             kept = []

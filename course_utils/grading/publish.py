@@ -11,6 +11,7 @@ import nbformat
 
 from . import gradebook as gbook
 from . import notebooks as nbs
+from . import sanitize
 from .atomic import atomic_write
 from .course import Course, generate
 from .outcome import STATUSES, Status, StudentResult, Summary
@@ -196,11 +197,12 @@ def print_summary(summary: Summary, out=None) -> None:
     for r in summary.results:
         if r.status is not Status.GRADED:
             print(
-                f"  {r.student}: {r.status.value} — {'; '.join(r.details)[:300]}",
+                f"  {sanitize.student_id(r.student)}: {r.status.value} — "
+                + sanitize.line("; ".join(r.details), 300),
                 file=out,
             )
     for s in summary.skipped:
-        print(f"  skipped {s}", file=out)
+        print(f"  skipped {sanitize.line(s)}", file=out)
     print(f"  grades: {summary.csv_path}", file=out)
     if summary.backup:
         print(f"  previous gradebook saved as {summary.backup}", file=out)
