@@ -22,11 +22,10 @@ withheld; it never stops the notebook from being graded. The same scan runs in
 a tripwire, not a proof: the grader's verdict does not depend on them (it is
 computed outside the student's kernel), they exist to make tampering visible.
 
-The review is linear in the size of the answers and bounded: past
-MAX_SOURCE_CHARS characters or MAX_NODES syntax nodes, a nesting that Python
-cannot parse, or a deadline, it returns a **review** finding (a person reads the
-answers) instead of going on; `review` runs it in a worker thread so that the
-grader's event loop, and every other submission's deadline, never waits on it.
+The review is linear in the answers' size and bounded: past MAX_SOURCE_CHARS
+characters or MAX_NODES nodes, nesting Python cannot parse, or a deadline, it
+gives a **review** finding (a person reads the answers). `review` runs it off
+the event loop, so no submission's review delays another's deadline.
 """
 
 from __future__ import annotations
@@ -196,8 +195,8 @@ def _parse(source: str, student: bool = True) -> ast.Module | None:
     except (RecursionError, MemoryError) as exc:
         if not student:
             return None
-        what = f"{type(exc).__name__} while parsing"
-        raise _Unreviewable(f"too deeply nested to review ({what})") from None
+        what = f"too deeply nested to review ({type(exc).__name__} while parsing)"
+        raise _Unreviewable(f"{what}: a person reviews this cell") from None
 
 
 _LINKS = (ast.Attribute, ast.Subscript, ast.Call)
@@ -210,7 +209,8 @@ class _Chains:
     start per link would make the review quadratic in the chain's length.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget  # one step per link walked
         self._roots: dict[int, str | None] = {}
         self._pure: dict[int, bool] = {}
         self._names: dict[int, str] = {}
@@ -219,6 +219,7 @@ class _Chains:
         """The name a chain starts from (`torch` in torch.a(x)[0].b)."""
         path = []
         while isinstance(node, _LINKS) and id(node) not in self._roots:
+            self.budget.tick()
             path.append(node)
             node = node.func if isinstance(node, ast.Call) else node.value
         name = node.id if isinstance(node, ast.Name) else None
@@ -231,6 +232,7 @@ class _Chains:
         """A pure attribute chain (torch.Tensor, np.testing), no calls or subscripts."""
         path = []
         while isinstance(node, ast.Attribute) and id(node) not in self._pure:
+            self.budget.tick()
             path.append(node)
             node = node.value
         found = self._pure.get(id(node), isinstance(node, ast.Name))
@@ -242,6 +244,7 @@ class _Chains:
         """`torch.nn.Module` for that chain; past _MAX_DOTTED characters it ends in …"""
         path = []
         while isinstance(node, ast.Attribute) and id(node) not in self._names:
+            self.budget.tick()
             path.append(node)
             node = node.value
         text = self._names.get(id(node), node.id if isinstance(node, ast.Name) else "")
@@ -284,15 +287,16 @@ class _Scanner:
     """
 
     def __init__(
-        self, where: str, tainted: set[str], protected: dict[str, str], policy: Policy,
+        self,
+        where: str,
+        tainted: set[str],
+        protected: dict[str, str],
+        policy: Policy,
         budget: _Budget,
     ):
-        self.where = where
-        self.tainted = tainted
-        self.protected = protected
-        self.policy = policy
-        self.budget = budget
-        self.chains = _Chains()
+        self.where, self.tainted, self.protected = where, tainted, protected
+        self.policy, self.budget = policy, budget
+        self.chains = _Chains(budget)
         self.findings: list[Finding] = []
         self.depth = 0  # > 0 inside a function or class body
         self.direct_getattr: set[int] = set()  # getattr names that are plain calls
@@ -462,9 +466,7 @@ class _Scanner:
         return self._children(node, inside=1)
 
 
-def _taint(
-    trees: Sequence[ast.AST], seed: set[str], budget: _Budget | None = None
-) -> set[str]:
+def _taint(trees: Sequence[ast.AST], seed: set[str], budget: _Budget) -> set[str]:
     """Names that hold a module or something reached from one by attributes.
 
     Starts from every import binding and adds names assigned a pure attribute
@@ -472,8 +474,7 @@ def _taint(
     assignments: one walk records who is assigned from whom, one graph search
     follows it (linear; a re-walk per newly tainted name was quadratic).
     """
-    budget = budget or _Budget()
-    chains = _Chains()
+    chains = _Chains(budget)
     tainted = set(seed)
     assigned_from: dict[str, list[str]] = {}  # root name → names assigned a chain
     for tree in trees:
@@ -584,12 +585,10 @@ async def review(
     policy: Policy = Policy(),
     timeout: float = REVIEW_TIMEOUT,
 ) -> list[Finding]:
-    """scan_sources in a worker thread, bounded by `timeout` seconds.
+    """scan_sources in a worker thread, so the event loop never waits on it.
 
-    The event loop (and so every other submission's deadline) never waits on one
-    submission's review. Past the bound the review stops itself; should it not
-    (a parse that does not return), a "review" finding says it timed out and a
-    person reviews the answers.
+    Past `timeout` seconds the review stops itself; should it not (a parse that
+    does not return), a "review" finding says that it timed out.
     """
     deadline = time.monotonic() + timeout
     work = asyncio.to_thread(scan_sources, untrusted, trusted, policy, deadline=deadline)
