@@ -183,6 +183,13 @@ def test_answers_too_large_to_review_are_left_to_a_person():
     assert "too large to review" in findings[1].message
 
 
+def test_answers_with_many_magics_are_left_to_a_person():
+    # IPython rewrites one magic per pass over the cell: 2,000 lines, 2,000 passes
+    (finding,) = scan("%time x\n" * 2000)
+    assert finding.category == "review" and "IPython magics" in finding.message
+    assert categories("%time x\n" * 20) == ["tamper"]  # a few are reviewed
+
+
 def test_answers_with_too_many_nodes_are_left_to_a_person(monkeypatch):
     monkeypatch.setattr(static, "MAX_NODES", 100)
     (finding,) = scan("x = [" + "1, " * 100 + "]")

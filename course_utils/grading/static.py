@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ FORBIDDEN_ATTRS = {
 # Bounds on what one review reads: a student's answers are a few kilobytes.
 MAX_SOURCE_CHARS = 250_000  # characters of answer cells, all together
 MAX_NODES = 250_000  # syntax-tree nodes of answer cells, all together
+# IPython rewrites one magic per pass over the whole cell: magic-like lines × the
+# cell's characters is what it reads (500 lines of `%time x` took 4.5 s).
+MAX_MAGIC_WORK = 1_000_000
+_MAGIC = re.compile(r"[%?]|!(?!=)|^\s*[,;/]")  # a line IPython may rewrite
 REVIEW_TIMEOUT = 20.0  # seconds one submission's review may take (review())
 _REVIEW_GRACE = 1.0  # seconds review() waits past it for the review to stop itself
 _CHECK_EVERY = 1024  # steps between two looks at the clock
@@ -215,38 +220,33 @@ class _Chains:
         self._pure: dict[int, bool] = {}
         self._names: dict[int, str] = {}
 
-    def root(self, node: ast.AST) -> str | None:
-        """The name a chain starts from (`torch` in torch.a(x)[0].b)."""
+    def _walk(self, node: ast.AST, links: tuple, memo: dict) -> list[ast.AST]:
+        """The links from `node` down to a known one or to the chain's start."""
         path = []
-        while isinstance(node, _LINKS) and id(node) not in self._roots:
+        while isinstance(node, links) and id(node) not in memo:
             self.budget.tick()
             path.append(node)
             node = node.func if isinstance(node, ast.Call) else node.value
+        return path + [node]
+
+    def root(self, node: ast.AST) -> str | None:
+        """The name a chain starts from (`torch` in torch.a(x)[0].b)."""
+        *path, node = self._walk(node, _LINKS, self._roots)
         name = node.id if isinstance(node, ast.Name) else None
         found = self._roots.get(id(node), name)  # a known link, or where a chain starts
-        for link in path:
-            self._roots[id(link)] = found
+        self._roots.update((id(link), found) for link in path)
         return found
 
     def is_chain(self, node: ast.AST) -> bool:
         """A pure attribute chain (torch.Tensor, np.testing), no calls or subscripts."""
-        path = []
-        while isinstance(node, ast.Attribute) and id(node) not in self._pure:
-            self.budget.tick()
-            path.append(node)
-            node = node.value
+        *path, node = self._walk(node, (ast.Attribute,), self._pure)
         found = self._pure.get(id(node), isinstance(node, ast.Name))
-        for link in path:
-            self._pure[id(link)] = found
+        self._pure.update((id(link), found) for link in path)
         return found
 
     def dotted(self, node: ast.AST) -> str:
         """`torch.nn.Module` for that chain; past _MAX_DOTTED characters it ends in …"""
-        path = []
-        while isinstance(node, ast.Attribute) and id(node) not in self._names:
-            self.budget.tick()
-            path.append(node)
-            node = node.value
+        *path, node = self._walk(node, (ast.Attribute,), self._names)
         text = self._names.get(id(node), node.id if isinstance(node, ast.Name) else "")
         for link in reversed(path):
             if not text.endswith("…"):
@@ -280,11 +280,8 @@ _Cells = Sequence[tuple[str, str]]  # (where, source) of each cell
 
 
 class _Scanner:
-    """The rules applied to one cell, node by node in source order.
-
-    An explicit stack, not recursion: a tree of any depth that parsed is scanned
-    without reaching Python's recursion limit.
-    """
+    """The rules applied to one cell in source order (a stack, not recursion: any
+    depth that parsed is scanned without reaching Python's recursion limit)."""
 
     def __init__(
         self,
@@ -350,9 +347,8 @@ class _Scanner:
         base = node.module or ""
         for alias in node.names:
             if alias.name in FORBIDDEN_ATTRS:
-                self.add(
-                    node, f"imports {base}.{alias.name}", FORBIDDEN_ATTRS[alias.name]
-                )
+                category = FORBIDDEN_ATTRS[alias.name]
+                self.add(node, f"imports {base}.{alias.name}", category)
                 continue
             full = f"{base}.{alias.name}"
             is_sub = base in ALLOWED_IMPORTS or matching(full, FORBIDDEN_IMPORTS)
@@ -430,11 +426,8 @@ class _Scanner:
             isinstance(node.ctx, (ast.Store, ast.Del))
             and self.chains.root(node.value) in self.tainted
         ):
-            self.add(
-                node,
-                f"writes into {self.chains.dotted(node.value)}[…] (a module's contents)",
-                "tamper",
-            )
+            module = self.chains.dotted(node.value)
+            self.add(node, f"writes into {module}[…] (a module's contents)", "tamper")
         return self._children(node)
 
     def visit_Call(self, node: ast.Call) -> _Visit:
@@ -500,15 +493,20 @@ def _parse_untrusted(
 ) -> tuple[list[tuple[str, ast.Module]], list[Finding]]:
     """The trees of the cells a review reads, and a finding for each it cannot.
 
-    It reads cells in order up to MAX_SOURCE_CHARS characters and MAX_NODES
-    syntax nodes in all; the cell that goes past either, and every cell after
-    it, is left to a person.
+    It reads cells in order up to MAX_SOURCE_CHARS characters, MAX_MAGIC_WORK
+    and MAX_NODES syntax nodes in all; the cell that goes past one, and every
+    cell after it, is left to a person.
     """
-    parsed, findings, chars, nodes = [], [], 0, 0
+    parsed, findings, chars, magic, nodes = [], [], 0, 0, 0
     for where, source in untrusted:
         chars += len(source)
+        magic += len(source) * sum(bool(_MAGIC.search(s)) for s in source.splitlines())
+        size = ""
         if chars > MAX_SOURCE_CHARS:
             size = f"{chars:,} characters, over the {MAX_SOURCE_CHARS:,}"
+        elif magic > MAX_MAGIC_WORK:
+            size = f"IPython magics × characters, over the {MAX_MAGIC_WORK:,}"
+        if size:
             findings.append(Finding(where, 1, _TOO_LARGE.format(size), "review"))
             break
         try:
