@@ -555,6 +555,7 @@ def _review(
 ) -> list[Finding]:
     """scan_sources, counting its steps in `budget` (the tests read the count)."""
     found: list[Finding] = []
+    unread: list[Finding] = []  # cells the review cannot read, each with why
     try:
         trees = [t for t in (_parse(s, student=False) for s in trusted) if t]
         protected: dict[str, str] = {}
@@ -566,9 +567,9 @@ def _review(
             scanner = _Scanner(where, tainted, protected, policy, budget)
             scanner.scan(tree)
             found += scanner.findings
-        found += unread
     except _Unreviewable as exc:
         found.append(Finding("the answers", 0, str(exc), "review"))
+    found += unread
     findings, seen = [], set()
     for f in found:  # one finding per line and category
         if (f.where, f.line, f.category) not in seen:
