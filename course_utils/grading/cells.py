@@ -154,6 +154,7 @@ async def _responsive(kc: AsyncKernelClient, seconds: float) -> bool:
 
 
 def describe_exit(code: int | None) -> str:
+    """How a kernel ended, in words (negative codes: the signal's name)."""
     if code is None:
         return "the kernel stopped answering"
     if code < 0:
@@ -166,6 +167,7 @@ def describe_exit(code: int | None) -> str:
 
 
 def not_run(nb: nbformat.NotebookNode) -> list[CellResult]:
+    """One "not run" result per code cell of nb."""
     return [
         CellResult(i, CellStatus.NOT_RUN)
         for i, c in enumerate(nb.cells)
@@ -174,6 +176,7 @@ def not_run(nb: nbformat.NotebookNode) -> list[CellResult]:
 
 
 def _past_deadline(settings: RunSettings) -> str:
+    """The detail of a run stopped by the notebook's deadline."""
     return (
         f"the notebook ran past its deadline of "
         f"{settings.notebook_timeout:g} s; the kernel was killed"

@@ -431,9 +431,8 @@ def _as_user(command: list[str], uid: int) -> list[str]:
 def _limits_script(limits: SandboxLimits, procs_files: list[Path]) -> str:
     """The shell that joins the cgroup and sets the rlimits, then execs "$@"."""
     join = "".join(f'echo $$ > "{p}" || exit 97; ' for p in procs_files)
-    fsize = limits.file_bytes // 512
-    memory = f"ulimit -v {limits.address_space // 1024}; "
-    return f'{join}ulimit -c 0; ulimit -f {fsize}; {memory}exec "$@"'
+    fsize, memory = limits.file_bytes // 512, limits.address_space // 1024
+    return f'{join}ulimit -c 0; ulimit -f {fsize}; ulimit -v {memory}; exec "$@"'
 
 
 def _pipe_with(content: bytes) -> int:
