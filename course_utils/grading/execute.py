@@ -47,6 +47,7 @@ from .forkserver import ForkServer
 from .kernels import (  # noqa: F401 — KERNEL_BOOT, the envs: public here too
     KERNEL_BOOT,
     ForkKernel,
+    HarnessKernel,
     Kernel,
     LaunchedKernel,
     PlainKernel,
@@ -239,7 +240,7 @@ def _copy_out(kernel: Kernel, dest: Path, max_bytes: int):
 
 async def run(
     nb: nbformat.NotebookNode,
-    kernel: Kernel,
+    kernel: Kernel | HarnessKernel,
     settings: RunSettings,
     private_dir: Path,
     *,
@@ -255,7 +256,7 @@ async def run(
         private_dir: the grader's directory for this run (kernel log, records).
         skip: indices of code cells not to execute (test cells: the grader's).
         harness: cells run after all of nb's, whose records are the only ones
-            read (the kernel must take one: `deliver`). Without a harness: the
+            read (the kernel must be a `HarnessKernel`). Without a harness: the
             records of the kernel's records folder.
     """
     start = time.monotonic()

@@ -75,6 +75,14 @@ class Kernel(Protocol):
         """Kill it and remove what it left (scratch folders, cgroup)."""
 
 
+class HarnessKernel(Kernel, Protocol):
+    """A kernel that takes the grader's harness (`SandboxKernel`, `PlainKernel`)."""
+
+    def deliver(self, files: dict[str, bytes]) -> str:
+        """Write the harness's files into a fresh folder of the kernel, whose
+        records/ becomes the only one read; returns the folder as it sees it."""
+
+
 def _env(home: Path, tmpdir: str, mode: str, records: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -415,14 +423,8 @@ class _GradingKernel(ABC):
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(content)
                 os.mkdir("records", 0o700, dir_fd=dir_fd)
-                if self.uid is not None:
-                    os.chown(
-                        "records",
-                        self.uid,
-                        self.uid,
-                        dir_fd=dir_fd,
-                        follow_symlinks=False,
-                    )
+                if (uid := self.uid) is not None:
+                    os.chown("records", uid, uid, dir_fd=dir_fd, follow_symlinks=False)
             finally:
                 os.close(dir_fd)
         finally:
