@@ -170,3 +170,23 @@ def test_a_kernel_killed_at_its_memory_cap_is_out_of_memory(tmp_path):
     assert result.memory_error
     assert result.cells[0].status is CellStatus.OK
     assert result.cells[2].status is CellStatus.NOT_RUN
+
+
+def test_bwrap_arguments_give_files_read_only_and_nothing_of_the_graders_env():
+    isolation = sandbox.Isolation("/usr/bin/bwrap", True, 2)
+    argv = sandbox.bwrap_argv(
+        isolation, sandbox.SandboxView(), {"/run/course/k.json": 7}, 9, {"A": "1"}
+    )
+    assert argv[0] == "/usr/bin/bwrap" and "--unshare-net" in argv
+    k = argv.index("--ro-bind-data")
+    assert argv[k - 2 : k + 3] == [
+        "--perms",
+        "0444",
+        "--ro-bind-data",
+        "7",
+        "/run/course/k.json",
+    ]
+    assert argv[argv.index("--info-fd") + 1] == "9"
+    tail = argv[argv.index("--clearenv") :]
+    assert tail == ["--clearenv", "--setenv", "A", "1"]  # the whole environment
+    assert argv[argv.index("--tmpfs", argv.index("/proc")) + 1] == "/tmp"
