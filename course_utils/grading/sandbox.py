@@ -13,12 +13,10 @@ so that, before the student's first instruction:
 * it has its own mount, pid, network, IPC and UTS namespaces (bubblewrap):
   no network at all, no process of the host visible, and when the kernel's
   init dies (`--die-with-parent`, the grader's kill) everything in it dies;
-* its file system is a fresh root holding only, read-only: /usr (and /lib,
-  /bin …), Python, the virtual environment and a *filtered copy* of the course
-  package without the modules that compute the set's answers (`SandboxView`);
-  the only writable place is a private, size-capped tmpfs at /tmp. Solutions,
-  the gradebook, other students' folders and the instructor's files are not
-  mounted at all;
+* its file system is a fresh root holding only, read-only, the system, Python
+  and a filtered copy of the course package (`mounts.SandboxView`); the only
+  writable place is a private tmpfs at /tmp. Solutions, the gradebook, other
+  students' folders and the instructor's files are not mounted at all;
 * as root the kernel runs as an unprivileged sandbox user with no
   capabilities and `no_new_privs` (setpriv inside the namespaces); without
   root, bubblewrap uses a user namespace (the kernel cannot be more than the
@@ -43,11 +41,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from .mounts import MiB, SandboxView, filtered_package  # noqa: F401 — re-exported
+
 GiB = 2**30
-MiB = 2**20
 # First uid of the sandbox users (one per worker) when the grader runs as root.
 DEFAULT_SANDBOX_UID = 61000
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -332,12 +331,8 @@ def detect() -> Isolation:
         return _DETECTED
     probe = [bwrap, *_namespace_flags(root), "--ro-bind", "/", "/", "true"]
     try:
-        ok = (
-            subprocess.run(
-                probe, capture_output=True, timeout=30, check=False
-            ).returncode
-            == 0
-        )
+        done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+        ok = done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     reason = "" if ok else "bubblewrap cannot create namespaces here"
@@ -369,117 +364,6 @@ def _namespace_flags(root: bool) -> list[str]:
             "--unshare-cgroup-try",
         ]
     return ["--unshare-all"]
-
-
-# ------------------------------------------------------------ what is mounted
-
-
-def _module_paths(package_dir: Path, modules: list[str]) -> list[Path]:
-    out = []
-    for name in modules:
-        parts = name.split(".")
-        if parts[0] != package_dir.name:
-            continue
-        rel = Path(*parts[1:])
-        for candidate in (package_dir / rel, package_dir / rel.with_suffix(".py")):
-            if candidate.exists():
-                out.append(candidate)
-    return out
-
-
-def filtered_package(package_dir: Path, dest: Path, absent: list[str]) -> Path:
-    """Copy a package without the `absent` modules (and caches); returns the copy."""
-    drop = {p.resolve() for p in _module_paths(package_dir, absent)}
-
-    def ignore(folder, names):
-        here = Path(folder).resolve()
-        return [
-            n
-            for n in names
-            if n == "__pycache__" or n.endswith(".pyc") or (here / n) in drop
-        ]
-
-    target = dest / package_dir.name
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(package_dir, target, ignore=ignore, symlinks=False)
-    for path in [target, *target.rglob("*")]:
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    os.chmod(dest, 0o755)
-    return target
-
-
-def _site_dirs() -> list[Path]:
-    import site
-
-    dirs = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
-    return [d for d in dirs if d.is_relative_to(Path(sys.prefix))] or dirs
-
-
-@dataclass
-class SandboxView:
-    """The read-only file system a kernel sees.
-
-    Args:
-        package: the filtered course package to mount in place of the real one.
-        absent_modules: modules to hide (course modules are left out of the
-            copy; others, e.g. "captum", are covered with an empty directory).
-        tmpfs_bytes: size of the private writable /tmp.
-    """
-
-    package: Path | None = None
-    absent_modules: list[str] = field(default_factory=list)
-    tmpfs_bytes: int = 256 * MiB
-
-    def mounts(self) -> list[str]:
-        args: list[str] = []
-        for top in ("/usr",):
-            args += ["--ro-bind", top, top]
-        for name in ("lib", "lib64", "lib32", "bin", "sbin"):
-            host = Path("/") / name
-            if host.is_symlink():
-                args += ["--symlink", os.readlink(host), str(host)]
-            elif host.is_dir():
-                args += ["--ro-bind", str(host), str(host)]
-        for etc in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "fonts", "localtime"):
-            if (Path("/etc") / etc).exists():
-                args += ["--ro-bind", f"/etc/{etc}", f"/etc/{etc}"]
-        trees = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
-        trees |= {Path(sys.executable).resolve().parent.parent}
-        for tree in sorted(trees):
-            if not str(tree).startswith("/usr"):
-                args += _dirs_to(tree) + ["--ro-bind", str(tree), str(tree)]
-        if Path(sys.prefix) != Path(sys.prefix).resolve():
-            args += ["--symlink", str(Path(sys.prefix).resolve()), sys.prefix]
-        if self.package is not None:
-            import course_utils
-
-            real = Path(course_utils.__file__).resolve().parent
-            args += _dirs_to(real) + ["--ro-bind", str(self.package), str(real)]
-        for name in self.absent_modules:
-            top = name.split(".")[0]
-            if top == "course_utils":
-                continue
-            for site_dir in _site_dirs():
-                for hidden in (site_dir / top, site_dir / f"{top}.py"):
-                    if hidden.exists():
-                        args += ["--perms", "0000", "--tmpfs", str(hidden)]
-                for info in site_dir.glob(f"{top}-*.dist-info"):
-                    args += ["--perms", "0000", "--tmpfs", str(info)]
-        args += ["--proc", "/proc", "--dev", "/dev"]
-        args += ["--perms", "01777", "--size", str(self.tmpfs_bytes), "--tmpfs", "/tmp"]
-        return args
-
-
-def _dirs_to(path: Path) -> list[str]:
-    """--dir for every parent of `path`, mode 0755 (bubblewrap's default is 0700
-    for what it creates as root, which the sandbox user could not traverse)."""
-    args: list[str] = []
-    for parent in reversed(path.parents):
-        if str(parent) in ("/", "/usr") or str(parent).startswith("/usr/"):
-            continue
-        args += ["--perms", "0755", "--dir", str(parent)]
-    return args
 
 
 # --------------------------------------------------------------- a sandbox
@@ -514,6 +398,51 @@ class SandboxLimits:
         return self.address_space_bytes or self.memory_bytes
 
 
+def bwrap_argv(
+    isolation: Isolation,
+    view: SandboxView,
+    data_fds: dict[str, int],
+    info_fd: int,
+    env: dict[str, str],
+) -> list[str]:
+    """bubblewrap's arguments: namespaces, mounts (`view`), the read-only files
+    given as pipes (path inside → fd), `info_fd` for its child's pid, /tmp as
+    the working directory and `env` as the whole environment."""
+    args = [isolation.bwrap, *_namespace_flags(isolation.root)]
+    args += ["--die-with-parent", "--new-session"]
+    args += view.mounts()
+    args += ["--perms", "0755", "--dir", "/run", "--dir", "/run/course"]
+    for inside, fd in data_fds.items():
+        args += ["--perms", "0444", "--ro-bind-data", str(fd), inside]
+    args += ["--info-fd", str(info_fd), "--chdir", "/tmp"]
+    args += ["--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+def _as_user(command: list[str], uid: int) -> list[str]:
+    """`command` run as the sandbox user, with no capabilities and no_new_privs."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+            *command]  # fmt: skip
+
+
+def _limits_script(limits: SandboxLimits, procs_files: list[Path]) -> str:
+    """The shell that joins the cgroup and sets the rlimits, then execs "$@"."""
+    join = "".join(f'echo $$ > "{p}" || exit 97; ' for p in procs_files)
+    fsize, memory = limits.file_bytes // 512, limits.address_space // 1024
+    return f'{join}ulimit -c 0; ulimit -f {fsize}; ulimit -v {memory}; exec "$@"'
+
+
+def _pipe_with(content: bytes) -> int:
+    """The read end of a pipe holding `content` (small: fits the pipe buffer)."""
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, content)
+    os.close(write_fd)
+    return read_fd
+
+
 class Sandbox:
     """One running sandboxed command (a kernel); see the module docstring.
 
@@ -546,67 +475,33 @@ class Sandbox:
         self.isolation = isolation or detect()
         if not self.isolation.usable:
             raise RuntimeError(self.isolation.describe())
+        if self.isolation.root and uid is None:
+            raise ValueError("uid is required when the grader runs as root")
         self.started = time.monotonic()
-        self.cgroup = None
-        if self.isolation.cgroup:
-            self.cgroup = Cgroup(
-                name, limits.memory_bytes, limits.pids, limits.cpus, cpuset
-            )
-        data_fds: list[int] = []
-        args = [self.isolation.bwrap, *_namespace_flags(self.isolation.root)]
-        args += ["--die-with-parent", "--new-session"]
-        args += view.mounts()
-        args += ["--perms", "0755", "--dir", "/run", "--dir", "/run/course"]
-        for inside, content in files.items():
-            read_fd, write_fd = os.pipe()
-            os.write(write_fd, content)  # small files: fits the pipe buffer
-            os.close(write_fd)
-            data_fds.append(read_fd)
-            args += ["--perms", "0444", "--ro-bind-data", str(read_fd), inside]
+        caps = (limits.memory_bytes, limits.pids, limits.cpus, cpuset)
+        self.cgroup = Cgroup(name, *caps) if self.isolation.cgroup else None
+        data_fds = {inside: _pipe_with(content) for inside, content in files.items()}
         info_r, info_w = os.pipe()
-        args += ["--info-fd", str(info_w), "--chdir", "/tmp"]
-        args += ["--clearenv"]
-        for key, value in env.items():
-            args += ["--setenv", key, value]
-        inner = list(command)
-        if self.isolation.root:
-            if uid is None:
-                raise ValueError("uid is required when the grader runs as root")
-            inner = [
-                "setpriv",
-                f"--reuid={uid}",
-                f"--regid={uid}",
-                "--clear-groups",
-                "--no-new-privs",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "--",
-                *inner,
-            ]
-        fsize = limits.file_bytes
-        memory = f"ulimit -v {limits.address_space // 1024}; "
-        join = "".join(
-            f'echo $$ > "{p}" || exit 97; '
-            for p in (self.cgroup.procs_files if self.cgroup else [])
-        )
-        script = f'{join}ulimit -c 0; ulimit -f {fsize // 512}; {memory}exec "$@"'
+        args = bwrap_argv(self.isolation, view, data_fds, info_w, env)
+        inner = _as_user(command, uid) if self.isolation.root else list(command)
+        join = self.cgroup.procs_files if self.cgroup else []
         self._log = open(log, "ab")  # noqa: SIM115 — closed in close()
         try:
             self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", script, "sandbox", *args, *inner],
+                ["/bin/sh", "-c", _limits_script(limits, join), "sandbox"]
+                + [*args, *inner],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=self._log,
-                pass_fds=[*data_fds, info_w],
+                pass_fds=[*data_fds.values(), info_w],
                 close_fds=True,
                 start_new_session=True,
             )
         finally:
-            for fd in (*data_fds, info_w):
+            for fd in (*data_fds.values(), info_w):
                 os.close(fd)
         self.child_pid = None
         self._root_fd: int | None = None
-        raw = b""
         with os.fdopen(info_r, "rb") as fh:
             raw = fh.read()  # bubblewrap closes it once the namespaces exist
         try:
@@ -638,6 +533,18 @@ class Sandbox:
         """A host path reaching `inside` (for ZeroMQ's ipc sockets under /tmp)."""
         return f"/proc/{self.child_pid}/root{inside}"
 
+    def open_dir(self, inside: str) -> int:
+        """A directory of the sandbox's file system, opened from the held root
+        one part at a time, following no link."""
+        root = self.root_fd()
+        fd = root
+        for part in Path(inside).relative_to("/").parts:
+            new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            if fd != root:
+                os.close(fd)
+            fd = new
+        return fd if fd != root else os.dup(fd)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -648,10 +555,8 @@ class Sandbox:
         """SIGINT to the kernel (what Jupyter's stop button sends)."""
         pid = self.kernel_pid()
         if pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGINT)
-            except (ProcessLookupError, PermissionError):
-                pass
 
     def oom_killed(self) -> bool:
         return bool(self.cgroup and self.cgroup.oom_killed())
@@ -669,11 +574,9 @@ class Sandbox:
             if not others:
                 break
             for pid in others:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
                     killed += 1
-                except (ProcessLookupError, PermissionError):
-                    pass
             time.sleep(0.05)
         return killed
 
@@ -682,14 +585,10 @@ class Sandbox:
         if self.cgroup is not None:
             self.cgroup.kill()
         if self.proc.poll() is None:  # once reaped, its pid may be someone else's
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
 
     def close(self) -> None:
         self.kill()

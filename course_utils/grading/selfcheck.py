@@ -20,7 +20,14 @@ import tempfile
 from pathlib import Path
 
 from . import notebooks as nbs
-from .execute import RunSettings, run_notebook, run_notebook_launched
+from .execute import (
+    CellResult,
+    CellStatus,
+    RunResult,
+    RunSettings,
+    run_notebook,
+    run_notebook_launched,
+)
 from .forkserver import ForkServer, Limits, server_env
 from .static import Policy, scan_sources
 
@@ -70,85 +77,11 @@ def self_check(
     if path.suffix != ".ipynb":
         raise ValueError(f"NOTEBOOK must be a .ipynb file, got {path.name}")
     nb = nbs.read_notebook(path)
-    untrusted = [
-        (f"cell {nbs.grade_id(c)!r}" if nbs.grade_id(c) else f"cell {i + 1}", c.source)
-        for i, c in enumerate(nb.cells)
-        if c.cell_type == "code" and (nbs.is_answer(c) or not nbs.meta(c))
-    ]
-    trusted = [
-        c.source
-        for c in nb.cells
-        if c.cell_type == "code" and nbs.meta(c) and not nbs.is_answer(c)
-    ]
-    findings = scan_sources(untrusted, trusted, Policy.from_metadata(nb.metadata))
+    findings = _static_findings(nb)
     run_nb = nbs.clean(copy.deepcopy(nb))
-    work = Path(tempfile.mkdtemp(prefix="course-check-"))
     print(f"Checking {path} (a copy runs; your file is not changed) …", file=out)
-    own_server = server is None and kernel == "fork"
-    try:
-        settings = RunSettings(
-            mode="", cell_timeout=cell_timeout, interrupt_grace=5.0, limits=Limits()
-        )
-        if kernel == "process":
-            run = asyncio.run(run_notebook_launched(run_nb, settings, work / "run"))
-        else:
-            if own_server:
-                server = ForkServer(server_env(work), work / "forkserver.log")
-            run = asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
-    finally:
-        if own_server and server is not None:
-            server.close()
-        shutil.rmtree(work, ignore_errors=True)
-    by_index = {c.index: c for c in run.cells}
-    passed = failed = 0
-    for i, cell in enumerate(run_nb.cells):
-        gid = nbs.grade_id(cell)
-        result = by_index.get(i)
-        if nbs.is_autograded_test(cell):
-            pts = nbs.points(cell)
-            if result is None or result.status == "not run":
-                print(
-                    f"✗ {gid} ({pts:g} pt): not run — an earlier cell stopped the kernel",
-                    file=out,
-                )
-                failed += 1
-            elif result.status == "ok" and _form_only(cell.source):
-                print(f"○ {gid} ({pts:g} pt): form ok, graded after submission", file=out)
-                passed += 1
-            elif result.status == "ok":
-                print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)
-                passed += 1
-            elif result.ename == "ReferenceWithheld":
-                print(
-                    f"○ {gid} ({pts:g} pt): your function runs; its reference ships "
-                    "after the deadline, graded after submission",
-                    file=out,
-                )
-                passed += 1
-            else:
-                failed += 1
-                print(f"✗ {gid} ({pts:g} pt): {result.ename}", file=out)
-                for line in _first_lines(result.evalue).splitlines():
-                    print(f"    {line}", file=out)
-        elif nbs.is_manual(cell):
-            stub = "YOUR ANSWER HERE" in cell.source
-            print(
-                f"✎ {gid} ({nbs.points(cell):g} pt): graded by hand"
-                + (" — not answered yet" if stub else ""),
-                file=out,
-            )
-        elif result is not None and result.status != "ok" and nbs.is_answer(cell):
-            reason = (
-                "not answered yet"
-                if result.ename == "NotImplementedError"
-                else f"{result.ename}: {_first_lines(result.evalue, 3)}"
-            )
-            print(f"✗ {gid}: {reason}", file=out)
-        elif result is not None and result.status not in ("ok", "not run"):
-            print(
-                f"! cell {i + 1}: {result.ename}: {_first_lines(result.evalue, 3)}",
-                file=out,
-            )
+    run = _run_copy(run_nb, cell_timeout, server, kernel)
+    passed, failed = _report_cells(run_nb, run, out)
     if run.status != "completed":
         print(f"! {run.detail}", file=out)
     for f in findings:
@@ -163,3 +96,99 @@ def self_check(
         file=out,
     )
     return 0 if failed == 0 and run.status == "completed" else 1
+
+
+def _static_findings(nb) -> list:
+    """The grader's static review of the student's cells (answers and cells
+    without nbgrader metadata), the instructor's cells trusted."""
+    untrusted = [
+        (f"cell {nbs.grade_id(c)!r}" if nbs.grade_id(c) else f"cell {i + 1}", c.source)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (nbs.is_answer(c) or not nbs.meta(c))
+    ]
+    trusted = [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and nbs.meta(c) and not nbs.is_answer(c)
+    ]
+    return scan_sources(untrusted, trusted, Policy.from_metadata(nb.metadata))
+
+
+def _run_copy(run_nb, cell_timeout: float, server, kernel: str) -> RunResult:
+    """Run `run_nb` in a forked ("fork") or launched ("process") kernel, in a
+    scratch folder removed afterwards (with the fork server it started)."""
+    work = Path(tempfile.mkdtemp(prefix="course-check-"))
+    own_server = server is None and kernel == "fork"
+    try:
+        settings = RunSettings(
+            mode="", cell_timeout=cell_timeout, interrupt_grace=5.0, limits=Limits()
+        )
+        if kernel == "process":
+            return asyncio.run(run_notebook_launched(run_nb, settings, work / "run"))
+        if own_server:
+            server = ForkServer(server_env(work), work / "forkserver.log")
+        return asyncio.run(run_notebook(run_nb, server, settings, work / "run"))
+    finally:
+        if own_server and server is not None:
+            server.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _report_cells(run_nb, run: RunResult, out) -> tuple[int, int]:
+    """One line per graded question (and per failing answer or cell); returns
+    (questions passed, questions failed)."""
+    by_index = {c.index: c for c in run.cells}
+    passed = failed = 0
+    for i, cell in enumerate(run_nb.cells):
+        result = by_index.get(i)
+        if nbs.is_autograded_test(cell):
+            ok = _report_test(cell, result, out)
+            passed, failed = passed + ok, failed + (not ok)
+        elif nbs.is_manual(cell):
+            stub = "YOUR ANSWER HERE" in cell.source
+            print(
+                f"✎ {nbs.grade_id(cell)} ({nbs.points(cell):g} pt): graded by hand"
+                + (" — not answered yet" if stub else ""),
+                file=out,
+            )
+        elif result is not None and result.status != "ok" and nbs.is_answer(cell):
+            reason = (
+                "not answered yet"
+                if result.ename == "NotImplementedError"
+                else f"{result.ename}: {_first_lines(result.evalue, 3)}"
+            )
+            print(f"✗ {nbs.grade_id(cell)}: {reason}", file=out)
+        elif result is not None and result.status not in ("ok", "not run"):
+            print(
+                f"! cell {i + 1}: {result.ename}: {_first_lines(result.evalue, 3)}",
+                file=out,
+            )
+    return passed, failed
+
+
+def _report_test(cell, result: CellResult | None, out) -> bool:
+    """The line of one auto-graded test cell; whether it counts as passed."""
+    gid, pts = nbs.grade_id(cell), nbs.points(cell)
+    if result is None or result.status == CellStatus.NOT_RUN:
+        print(
+            f"✗ {gid} ({pts:g} pt): not run — an earlier cell stopped the kernel",
+            file=out,
+        )
+        return False
+    if result.status == CellStatus.OK and _form_only(cell.source):
+        print(f"○ {gid} ({pts:g} pt): form ok, graded after submission", file=out)
+        return True
+    if result.status == CellStatus.OK:
+        print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)
+        return True
+    if result.ename == "ReferenceWithheld":
+        print(
+            f"○ {gid} ({pts:g} pt): your function runs; its reference ships "
+            "after the deadline, graded after submission",
+            file=out,
+        )
+        return True
+    print(f"✗ {gid} ({pts:g} pt): {result.ename}", file=out)
+    for line in _first_lines(result.evalue).splitlines():
+        print(f"    {line}", file=out)
+    return False
