@@ -45,8 +45,8 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from . import checks
 from .forkserver import ForkServer, Identity, Limits
+from .records import MODE_ENV, RECORD_DIR_ENV
 
 RECORD_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.npz")
 CASES_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.cases\.pt")
@@ -186,8 +186,8 @@ def kernel_env(scratch: Path, mode: str, record_dir: Path) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MALLOC_ARENA_MAX": "2",
         "PYTHONDONTWRITEBYTECODE": "1",
-        checks.MODE_ENV: mode,
-        checks.RECORD_DIR_ENV: str(record_dir),
+        MODE_ENV: mode,
+        RECORD_DIR_ENV: str(record_dir),
     }
 
 
@@ -877,8 +877,8 @@ def isolated_env(tmp: str, mode: str, pythonpath: str) -> dict[str, str]:
         "MALLOC_ARENA_MAX": "2",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": pythonpath,
-        checks.MODE_ENV: mode,
-        checks.RECORD_DIR_ENV: f"{tmp}/records",
+        MODE_ENV: mode,
+        RECORD_DIR_ENV: f"{tmp}/records",
     }
 
 
