@@ -4,13 +4,11 @@ Runs in-process (no kernels): the three modes of `checks.check`, the tamper
 evidence, and `verify` on records written by a "student" and a "reference".
 """
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-from course_utils.grading import checks
+from course_utils.grading import checks, compare, records
 from course_utils.grading.verify import (
     CaseStatus,
     RecordError,
@@ -48,17 +46,16 @@ def mode(monkeypatch, tmp_path):
     """Switch checks into a grading mode writing records under tmp_path/NAME."""
 
     # In a grading kernel `checks` is imported by the setup cell, so its
-    # baselines (watched functions, imported modules) are taken then. Here the
-    # test process imported it long ago and other tests have imported captum
-    # and torch._dynamo since; take the baselines now, as a fresh kernel would.
+    # baseline of watched functions is taken then. Here the test process
+    # imported it long ago and other tests have imported torch._dynamo since;
+    # take the baseline now, as a fresh kernel would.
     monkeypatch.setattr(checks, "_PRISTINE", checks._snapshot())
-    monkeypatch.setattr(checks, "_MODULES_AT_IMPORT", frozenset(sys.modules))
 
     def set_mode(name):
         folder = tmp_path / (name or "plain")
         folder.mkdir(exist_ok=True)
-        monkeypatch.setenv(checks.MODE_ENV, name)
-        monkeypatch.setenv(checks.RECORD_DIR_ENV, str(folder))
+        monkeypatch.setenv(records.MODE_ENV, name)
+        monkeypatch.setenv(records.RECORD_DIR_ENV, str(folder))
         return folder
 
     return set_mode
@@ -69,23 +66,24 @@ def mode(monkeypatch, tmp_path):
 
 def test_compare_arrays_tolerates_round_off_but_not_errors():
     ref = np.linspace(-1, 1, 100).reshape(1, 1, 10, 10)
-    assert checks.compare_arrays(ref * (1 + 1e-5), ref)[0]
-    ok, why = checks.compare_arrays(ref * 1.1, ref)
+    assert compare.compare_arrays(ref * (1 + 1e-5), ref)[0]
+    ok, why = compare.compare_arrays(ref * 1.1, ref)
     assert not ok and "relative error" in why
-    ok, why = checks.compare_arrays(ref[0], ref)
+    ok, why = compare.compare_arrays(ref[0], ref)
     assert not ok and "shape" in why
     bad = ref.copy()
     bad[0, 0, 0, 0] = np.nan
-    assert not checks.compare_arrays(bad, ref)[0]
+    assert not compare.compare_arrays(bad, ref)[0]
 
 
 def test_compare_modes():
     a = np.array([0.0, 2.0, 0.0])
-    assert checks.compare_arrays(a * 5, a, "nonzero_pattern")[0]
-    assert not checks.compare_arrays(np.array([1.0, 2.0, 0.0]), a, "nonzero_pattern")[0]
-    assert checks.compare_arrays(a, a.copy(), "exact")[0]
+    assert compare.compare_arrays(a * 5, a, "nonzero_pattern")[0]
+    ok, _ = compare.compare_arrays(np.array([1.0, 2.0, 0.0]), a, "nonzero_pattern")
+    assert not ok
+    assert compare.compare_arrays(a, a.copy(), "exact")[0]
     with pytest.raises(ValueError, match="compare must be one of"):
-        checks.compare_arrays(a, a, "close-ish")
+        compare.compare_arrays(a, a, "close-ish")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +100,7 @@ def test_compare_modes():
     ],
 )
 def test_short_answers_are_normalised(value, kind, expected):
-    assert checks.normalize_value(value, kind) == expected
+    assert compare.normalize_value(value, kind) == expected
 
 
 @pytest.mark.parametrize(
@@ -117,7 +115,7 @@ def test_short_answers_are_normalised(value, kind, expected):
 )
 def test_short_answers_of_the_wrong_form_are_rejected(value, kind):
     with pytest.raises((TypeError, ValueError)):
-        checks.normalize_value(value, kind)
+        compare.normalize_value(value, kind)
     with pytest.raises(AssertionError, match="wrong form"):
         checks.validate(value, kind)
 
@@ -356,3 +354,60 @@ def test_a_withheld_reference_is_said_not_passed(mode):
 
     with pytest.raises(ModuleNotFoundError):
         checks.check("gradient", gradient, CASES, reference=broken)
+
+
+def _forge(path, meta, **arrays):
+    import json
+
+    raw = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, __meta__=raw, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change,why",
+    [
+        ({"version": True}, "unknown format"),  # True == 1, but not an int
+        ({"name": "other"}, "does not describe"),
+        ({"extra": 1}, "has keys"),
+        ({"cases": [{"label": "a"}]}, "case 0"),
+        ({"cases": [{"label": "x" * 20_000, "error": None}]}, "label"),
+        ({"cases": [{"label": "a", "error": None}] * 65}, "at most 64"),
+        ({"compare": {"mode": "loose", "rtol": 0.1, "atol": 0}}, "compare mode"),
+        ({"compare": {"mode": "exact", "rtol": -1, "atol": 0}}, "rtol"),
+        ({"transform": "os.system"}, "transform"),
+        ({"hint": ["a list"]}, "hint"),
+    ],
+)
+def test_a_record_with_metadata_of_the_wrong_form_is_refused(tmp_path, change, why):
+    meta = {
+        "version": 1,
+        "name": "gradient",
+        "kind": "arrays",
+        "cases": [{"label": "a", "error": None}],
+    }
+    path = _forge(tmp_path / "r.npz", {**meta, **change})
+    with pytest.raises(RecordError, match=why):
+        load_record(path, "gradient")
+    with pytest.raises(ValueError, match="not a valid record"):
+        records.write_record("gradient", {**meta, **change}, {}, tmp_path)
+
+
+def test_a_record_is_read_once_within_its_size_cap(tmp_path):
+    meta = {"version": 1, "name": "q", "kind": "value", "value": 2.0, "error": None}
+    records.write_record("q", meta, {}, tmp_path)
+    path = tmp_path / "q.npz"
+    assert load_record(path, "q").meta == meta
+    with pytest.raises(RecordError, match="larger than"):
+        load_record(path, "q", max_bytes=path.stat().st_size - 1)
+    (tmp_path / "link.npz").symlink_to(path)
+    with pytest.raises(RecordError, match="cannot be read"):
+        load_record(tmp_path / "link.npz", "q")
+    forged = _forge(tmp_path / "f.npz", meta, case_01=np.zeros(2))
+    with pytest.raises(RecordError, match="unexpected entry"):
+        load_record(forged, "q")  # case_01 could shadow case_1
+
+
+def test_replacing_a_shared_comparison_is_recorded_too(monkeypatch):
+    monkeypatch.setattr(compare, "compare_arrays", lambda *a, **k: (True, ""))
+    assert "course_utils.grading.compare.compare_arrays" in checks.tampering()

@@ -29,13 +29,17 @@ What a call does depends on the environment variable ``COURSE_GRADING_MODE``:
   disagree;
 * ``"reference"`` — the grader running the instructor's solution (in a
   sandbox with the whole course package): checks that the solution agrees
-  with the reference and writes the reference outputs, and the cases' inputs
-  (``NAME.cases.pt``), under ``COURSE_GRADING_RECORD_DIR``;
+  with the reference and writes the reference outputs (`records`), and the
+  cases' inputs (``NAME.cases.pt``), under ``COURSE_GRADING_RECORD_DIR``;
 * ``"record"`` — ``course grade`` running a submission in its sandbox: the
   test cells are not run at all; should a student's own cell call a check,
   it only prints that the grader checks after the last cell. The grader's
   harness (`harness`) then feeds the recorded inputs to the student's
   functions, and `verify` compares in the grader's own process.
+
+This module runs in the student's kernel only; the grader never imports it.
+What both sides share is pure and lives elsewhere: the comparisons in
+`compare`, the record format in `records`.
 
 In plain mode (the student's own machine) a profiler hook still tells a
 student whose function calls a reference implementation, and `tampering`
@@ -46,35 +50,58 @@ anything a kernel reports about itself.
 from __future__ import annotations
 
 import builtins
-import json
-import math
-import os
-import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from . import cases as _cases
+from . import compare as _compare
 from . import hints
-from .atomic import atomic_write
+from . import records as _records
+from .cases import Built, Case, Inputs, Noise, build_model, fresh, parameter_changes
+from .compare import (
+    COMPARE_MODES,
+    VALUE_KINDS,
+    compare_arrays,
+    compare_values,
+    normalize_value,
+    to_array,
+)
+from .records import (
+    MAX_CASES,
+    RECORD_VERSION,
+    cases_file,
+    check_name,
+    mode,
+    record_dir,
+    write_record,
+)
 from .withheld import REFERENCE_MODULES, matching
 
-MODE_ENV = "COURSE_GRADING_MODE"
-RECORD_DIR_ENV = "COURSE_GRADING_RECORD_DIR"
-MODES = ("", "record", "reference")
+__all__ = [  # what exercise notebooks use; Case … parameter_changes live in `cases`
+    "DEFAULT_FORBID",
+    "Case",
+    "CheckFailed",
+    "Inputs",
+    "Noise",
+    "ReferenceWithheld",
+    "build_model",
+    "check",
+    "check_value",
+    "parameter_changes",
+    "reference_answer",
+    "saliency",
+    "tampering",
+    "validate",
+]
 
 # Modules whose code a student's answer must not run: the reference
 # implementations the answers are graded against (one list: withheld.py).
 DEFAULT_FORBID = REFERENCE_MODULES
-VALUE_KINDS = ("number", "bool", "choice")
-COMPARE_MODES = ("allclose", "exact", "nonzero_pattern")
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
-MAX_CASES = 64
-RECORD_VERSION = 1
 
 
 class CheckFailed(AssertionError):
@@ -89,267 +116,6 @@ class ReferenceWithheld(CheckFailed):
     """A visible test could not compare: the course module holding its reference
     is not installed here (a hand-out before the set's deadline). Not a ✓, not a
     wrong answer: `course check` shows it as "graded after submission"."""
-
-
-def mode() -> str:
-    """The grading mode from COURSE_GRADING_MODE: "", "record" or "reference"."""
-    value = os.environ.get(MODE_ENV, "")
-    if value not in MODES:
-        raise RuntimeError(f"{MODE_ENV} must be one of {MODES}, got {value!r}")
-    return value
-
-
-# ------------------------------------------------------------------ test cases
-
-
-@dataclass(frozen=True)
-class Noise:
-    """A noise tensor (n_samples, *x.shape) ~ N(0, scale²), drawn from `seed`."""
-
-    n_samples: int
-    scale: float
-    seed: int = 0
-
-    def make(self, x: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
-        return torch.randn((self.n_samples, *x.shape), generator=gen) * self.scale
-
-
-@dataclass(frozen=True)
-class Built:
-    """A case made concrete: call `fn(*args, **kwargs)`; `model` if there is one."""
-
-    args: tuple
-    kwargs: dict
-    model: nn.Module | None
-    label: str
-    case: object = None
-
-
-def _linear_model(seed: int) -> nn.Module:
-    """f(x) = W·flatten(x) + b on 28×28 digits, 10 classes, weights from `seed`."""
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.randn(10, 28 * 28, generator=gen) * 0.05)
-        model[1].bias.copy_(torch.randn(10, generator=gen) * 0.1)
-    return model.eval()
-
-
-def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A fresh eval-mode model for a case.
-
-    Args:
-        name: "small_cnn" or "resnet_small" (the shipped, trained checkpoints),
-            "small_cnn:random" / "resnet_small:random" (untrained, initialised
-            from `seed`), or "linear" (a linear model f(x) = W·x + b from `seed`).
-        seed: initialisation seed for the random and linear models.
-    """
-    from course_utils import models
-
-    if name == "linear":
-        return _linear_model(seed)
-    arch, _, variant = name.partition(":")
-    if variant == "":
-        return models.load_pretrained(arch)
-    if variant != "random":
-        raise ValueError(
-            f"model must be 'linear', an architecture name or 'NAME:random', got {name!r}"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = models.build(arch)
-    return model.eval()
-
-
-@dataclass(frozen=True)
-class Case:
-    """Inputs for a saliency function `fn(model, x, target, **kwargs)`.
-
-    Args:
-        model: see `build_model`.
-        digits: indices into the data split; they form the batch x (N, 1, 28, 28).
-        target: "label" (the digits' labels), "pred" (the model's prediction),
-            one int for every row, or one int per row.
-        seed: seed of random and linear models.
-        split: "train" or "test".
-        kwargs: extra keyword arguments for fn and the reference; a `Noise`
-            value is turned into a tensor shaped (n_samples, *x.shape).
-    """
-
-    model: str = "small_cnn"
-    digits: tuple[int, ...] = (0,)
-    target: int | str | tuple[int, ...] = "label"
-    seed: int = 0
-    split: str = "test"
-    kwargs: dict = field(default_factory=dict)
-
-    def build(self) -> Built:
-        from course_utils import data
-
-        split = data.load_split(self.split)
-        rows = list(self.digits)
-        x = split.x[rows].clone()
-        model = build_model(self.model, self.seed)
-        if self.target == "label":
-            target = split.y[rows].clone()
-        elif self.target == "pred":
-            with torch.no_grad():
-                target = model(x).argmax(1)
-        elif isinstance(self.target, int):
-            target = self.target
-        else:
-            target = torch.tensor(list(self.target))
-        kwargs = {
-            k: v.make(x) if isinstance(v, Noise) else v for k, v in self.kwargs.items()
-        }
-        return Built((model, x, target), kwargs, model, self.describe(), self)
-
-    def describe(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.kwargs.items())
-        return (
-            f"{self.model}, digits {list(self.digits)}, target {self.target!r}{extra}"
-        )
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Inputs built by a function: `fn(*args, **kwargs)` with (args, kwargs) = make(gen).
-
-    Args:
-        make: builds the arguments from a seeded `torch.Generator`; returns a
-            tuple of positional arguments, or (args, kwargs).
-        seed: the generator's seed.
-        label: a short description shown in messages.
-
-    The first `nn.Module` among the arguments, if any, is the case's model
-    (see `parameter_changes`).
-    """
-
-    make: Callable[[torch.Generator], tuple]
-    seed: int = 0
-    label: str = "inputs"
-
-    def build(self) -> Built:
-        made = self.make(torch.Generator().manual_seed(self.seed))
-        if len(made) == 2 and isinstance(made[0], tuple) and isinstance(made[1], dict):
-            args, kwargs = made
-        else:
-            args, kwargs = tuple(made), {}
-        model = next((a for a in args if isinstance(a, nn.Module)), None)
-        return Built(tuple(args), dict(kwargs), model, self.describe(), self)
-
-    def describe(self) -> str:
-        return f"{self.label} (seed {self.seed})"
-
-
-def _fresh(built: Built) -> tuple[tuple, dict]:
-    """Copies of the tensors in a built case, so fn and reference see the same data."""
-
-    def copy(v):
-        return v.clone() if isinstance(v, torch.Tensor) else v
-
-    return tuple(copy(a) for a in built.args), {
-        k: copy(v) for k, v in built.kwargs.items()
-    }
-
-
-# ------------------------------------------------ comparisons (pure functions)
-
-
-def to_array(out) -> np.ndarray:
-    """A function's output as a numpy array; TypeError naming what was returned."""
-    if isinstance(out, torch.Tensor):
-        return out.detach().cpu().numpy().copy()
-    if isinstance(out, np.ndarray):
-        return out.copy()
-    if isinstance(out, (int, float, np.number)) and not isinstance(out, bool):
-        return np.asarray(out)
-    raise TypeError(f"returned {type(out).__name__}, expected a torch.Tensor")
-
-
-def compare_arrays(
-    actual: np.ndarray,
-    expected: np.ndarray,
-    compare: str = "allclose",
-    rtol: float = 1e-3,
-    atol: float = 1e-5,
-) -> tuple[bool, str]:
-    """Whether an answer's array matches the reference, and why not.
-
-    "allclose": same shape and ‖a − e‖₂ ≤ rtol·‖e‖₂ + atol·√n (a relative
-    error on the whole map, robust to round-off near zero). "exact": equal
-    arrays. "nonzero_pattern": the same entries are non-zero.
-    """
-    if compare not in COMPARE_MODES:
-        raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
-    actual = np.asarray(actual)
-    expected = np.asarray(expected)
-    if actual.shape != expected.shape:
-        return False, f"shape {actual.shape}, expected {expected.shape}"
-    if actual.dtype.kind not in "biuf" or expected.dtype.kind not in "biuf":
-        return False, f"dtype {actual.dtype} is not numeric"
-    a = actual.astype(np.float64)
-    e = expected.astype(np.float64)
-    if not np.isfinite(a).all():
-        return False, "contains NaN or Inf"
-    if compare == "exact":
-        ok = bool(np.array_equal(a, e))
-        return ok, "" if ok else f"{int((a != e).sum())} of {a.size} entries differ"
-    if compare == "nonzero_pattern":
-        diff = (a != 0) != (e != 0)
-        ok = not diff.any()
-        return (
-            ok,
-            ""
-            if ok
-            else f"{int(diff.sum())} of {a.size} entries zero/non-zero wrongly",
-        )
-    err = float(np.linalg.norm(a - e))
-    scale = float(np.linalg.norm(e))
-    ok = err <= rtol * scale + atol * math.sqrt(max(a.size, 1))
-    if ok:
-        return True, ""
-    rel = err / scale if scale > 0 else float("inf")
-    return False, f"relative error {rel:.3g} (max |diff| {np.abs(a - e).max():.3g})"
-
-
-def normalize_value(value, kind: str):
-    """A short answer in canonical form: float, "TRUE"/"FALSE" or a lower-case choice.
-
-    Raises:
-        TypeError/ValueError: the value has the wrong type or form for `kind`.
-    """
-    if kind not in VALUE_KINDS:
-        raise ValueError(f"kind must be one of {VALUE_KINDS}, got {kind!r}")
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {value!r}")
-        return float(value)
-    if kind == "bool":
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, str) and value.strip().upper() in ("TRUE", "FALSE"):
-            return value.strip().upper()
-        raise ValueError(f'expected "TRUE" or "FALSE", got {value!r}')
-    if not isinstance(value, str):
-        raise TypeError(f'expected a letter such as "b", got {type(value).__name__}')
-    return value.strip().strip("()").strip().lower()
-
-
-def compare_values(actual, expected, kind: str, tol: float = 0.0) -> tuple[bool, str]:
-    """Whether a normalised short answer equals the expected one (numbers: within tol)."""
-    if kind == "number":
-        ok = abs(float(actual) - float(expected)) <= tol + 1e-9 * abs(float(expected))
-    else:
-        ok = actual == expected
-    return ok, "" if ok else "not the expected answer"
 
 
 def validate(value, kind: str, choices: Sequence[str] | None = None) -> None:
@@ -384,49 +150,25 @@ def _resolve(path: str):
     return obj
 
 
+_OWN_MODULES = tuple(m.__name__ for m in (_cases, _compare, _records)) + (__name__,)
+
+# What a student could replace to fake a comparison or a reference: the
+# functions `tampering` compares with their state at import.
 WATCHED = (
-    "torch.allclose",
-    "torch.isclose",
-    "torch.equal",
-    "torch.testing.assert_close",
-    "torch.Tensor.allclose",
-    "torch.Tensor.equal",
-    "torch.Tensor.__eq__",
-    "torch.Tensor.detach",
-    "torch.Tensor.numpy",
-    "torch.Tensor.clone",
-    "torch.Tensor.backward",
-    "torch.autograd.grad",
-    "torch.nn.Module.__call__",
-    "torch.randn",
-    "torch.Generator",
-    "torch.manual_seed",
-    "numpy.allclose",
-    "numpy.isclose",
-    "numpy.array_equal",
-    "numpy.asarray",
-    "numpy.linalg.norm",
-    "numpy.testing.assert_allclose",
-    "numpy.testing.assert_array_equal",
-    "numpy.testing.assert_array_almost_equal",
-    "numpy.testing.assert_equal",
-    "numpy.savez",
-    "builtins.isinstance",
-    "builtins.len",
-    "builtins.abs",
-    "builtins.float",
-    "builtins.int",
-    "builtins.print",
-    "builtins.open",
-    "builtins.__import__",
-    "builtins.getattr",
-    "builtins.sum",
-    "builtins.max",
-    "builtins.min",
-    "builtins.AssertionError",
-    "builtins.Exception",
+    "torch.allclose", "torch.isclose", "torch.equal", "torch.testing.assert_close",
+    "torch.Tensor.allclose", "torch.Tensor.equal", "torch.Tensor.__eq__",
+    "torch.Tensor.detach", "torch.Tensor.numpy", "torch.Tensor.clone",
+    "torch.Tensor.backward", "torch.autograd.grad", "torch.nn.Module.__call__",
+    "torch.randn", "torch.Generator", "torch.manual_seed", "numpy.allclose",
+    "numpy.isclose", "numpy.array_equal", "numpy.asarray", "numpy.linalg.norm",
+    "numpy.testing.assert_allclose", "numpy.testing.assert_array_equal",
+    "numpy.testing.assert_array_almost_equal", "numpy.testing.assert_equal",
+    "numpy.savez", "builtins.isinstance", "builtins.len", "builtins.abs",
+    "builtins.float", "builtins.int", "builtins.print", "builtins.open",
+    "builtins.__import__", "builtins.getattr", "builtins.sum", "builtins.max",
+    "builtins.min", "builtins.AssertionError", "builtins.Exception",
     "builtins.KeyboardInterrupt",
-)
+)  # fmt: skip
 
 
 def _snapshot() -> dict[str, object]:
@@ -457,7 +199,8 @@ def _dynamo_wrapper_of(current: object, original: object) -> bool:
 
 
 def tampering() -> list[str]:
-    """Names among WATCHED and this module's functions replaced since import."""
+    """What was replaced since import: names among WATCHED, functions of this
+    module or of `cases`, `compare` or `records`."""
     changed = []
     for path, original in _PRISTINE.items():
         try:
@@ -467,10 +210,11 @@ def tampering() -> list[str]:
             continue
         if current is not original and not _dynamo_wrapper_of(current, original):
             changed.append(path)
-    module = sys.modules.get(__name__)
-    for attr, original in _OWN.items():
+    for qualified, original in _OWN.items():
+        module_name, _, attr = qualified.rpartition(".")
+        module = sys.modules.get(module_name)
         if module is None or getattr(module, attr, None) is not original:
-            changed.append(f"{__name__}.{attr}")
+            changed.append(qualified)
     return changed
 
 
@@ -516,59 +260,51 @@ class _Tripwire:
         return False
 
 
-def _banned_modules_loaded() -> list[str]:
-    return sorted(
-        m
-        for m in sys.modules
-        if (m == "captum" or m.startswith("captum.")) and m not in _MODULES_AT_IMPORT
-    )[:5]
+# ------------------------------------------------------------------ the check
 
 
-# -------------------------------------------------------------- recording
+@dataclass(frozen=True)
+class _Spec:
+    """One `check` call's arguments, validated; see `check` for their meaning."""
 
+    name: str
+    fn: Callable
+    cases: tuple
+    reference: Callable | None
+    hint: str
+    rtol: float
+    atol: float
+    compare: str
+    transform: Callable | None
+    forbid: tuple[str, ...]
 
-def _record_dir() -> Path:
-    path = os.environ.get(RECORD_DIR_ENV)
-    if not path:
-        raise RuntimeError(f"{MODE_ENV} is set but {RECORD_DIR_ENV} is not")
-    return Path(path)
+    def run(self, built: Built):
+        """Run fn on a copy of a built case: (array or None, error or None, tripwire)."""
+        args, kwargs = fresh(built)
+        with _Tripwire(self.forbid) as wire:
+            try:
+                out = self.fn(*args, **kwargs)
+                error = None
+            except Exception as exc:  # noqa: BLE001 — the student's error is a result
+                out, error = None, f"{type(exc).__name__}: {exc}"
+        array = None
+        if error is None:
+            try:
+                array = self.as_array(out, built)
+            except Exception as exc:  # noqa: BLE001 — a bad return value is a result
+                error = f"{type(exc).__name__}: {exc}"
+        return array, error, wire
 
+    def expected(self, built: Built) -> np.ndarray:
+        """The reference's output on a copy of a built case."""
+        args, kwargs = fresh(built)
+        return self.as_array(self.reference(*args, **kwargs), built)
 
-def _write_record(
-    name: str, meta: dict, arrays: dict[int, np.ndarray], out: Path | None = None
-) -> None:
-    """Write NAME.npz (arrays case_i plus JSON meta) atomically into `out`
-    (default: the record dir of COURSE_GRADING_RECORD_DIR)."""
-    out = _record_dir() if out is None else Path(out)
-    payload = {f"case_{i}": np.ascontiguousarray(a) for i, a in arrays.items()}
-    payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    with atomic_write(out / f"{name}.npz", "wb", chmod=0o644) as fh:
-        np.savez(fh, **payload)
+    def as_array(self, out, built: Built) -> np.ndarray:
+        return to_array(self.transform(out, built) if self.transform else out)
 
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ValueError(
-            f"name must be a letter then up to 63 letters, digits or _, got {name!r}"
-        )
-
-
-def _run(fn: Callable, built: Built, forbid: Sequence[str], transform):
-    """Run fn on a copy of a built case: (array or None, error or None, tripwire)."""
-    args, kwargs = _fresh(built)
-    with _Tripwire(forbid) as wire:
-        try:
-            out = fn(*args, **kwargs)
-            error = None
-        except Exception as exc:  # noqa: BLE001 — the student's error is a result
-            out, error = None, f"{type(exc).__name__}: {exc}"
-    array = None
-    if error is None:
-        try:
-            array = to_array(transform(out, built) if transform else out)
-        except Exception as exc:  # noqa: BLE001 — a bad return value is a result too
-            error = f"{type(exc).__name__}: {exc}"
-    return array, error, wire
+    def agrees(self, mine: np.ndarray, expected: np.ndarray) -> tuple[bool, str]:
+        return compare_arrays(mine, expected, self.compare, self.rtol, self.atol)
 
 
 def check(
@@ -600,29 +336,28 @@ def check(
             (e.g. a model into the per-parameter change it underwent).
         forbid: module prefixes fn must not call into (reference code).
     """
-    _check_name(name)
+    check_name(name)
     if not callable(fn):
         raise AssertionError(  # noqa: TRY004 — a failed test, shown to the student
             f"{name}: expected a function, got {type(fn).__name__}"
         )
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
-    cases = list(cases)
+    cases = tuple(cases)
     if not 1 <= len(cases) <= MAX_CASES:
         raise ValueError(f"cases must hold 1 … {MAX_CASES} cases, got {len(cases)}")
+    spec = _Spec(
+        name, fn, cases, reference, hint, rtol, atol, compare, transform, tuple(forbid)
+    )
     current = mode()
     if current == "record":
         # Grading: the grader's harness feeds the cases after every student
         # cell and compares outside the kernel; nothing is judged here.
         print(f"{name}: checked by the grader after your last cell")
     elif current == "reference":
-        _check_reference(
-            name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
-        )
+        _check_reference(spec)
     else:
-        _check_plain(
-            name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
-        )
+        _check_plain(spec)
 
 
 def _transform_name(transform) -> str | None:
@@ -638,26 +373,24 @@ def _transform_name(transform) -> str | None:
     return name
 
 
-def _check_reference(
-    name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
-) -> None:
+def _check_reference(spec: _Spec) -> None:
+    """Check the solution against the reference; record the outputs and inputs."""
+    name = spec.name
     arrays, metas, inputs = {}, [], []
-    for i, case in enumerate(cases):
+    for i, case in enumerate(spec.cases):
         built = case.build()
-        mine, error, wire = _run(fn, built, forbid, transform)
+        mine, error, wire = spec.run(built)
         if error is not None:
             raise AssertionError(
                 f"{name}: the solution raised on {built.label}: {error}"
             )
         if wire.hits:
             raise AssertionError(f"{name}: the solution calls {wire.hits}")
-        if reference is None:
+        if spec.reference is None:
             expected = mine
         else:
-            args, kwargs = _fresh(built)
-            out = reference(*args, **kwargs)
-            expected = to_array(transform(out, built) if transform else out)
-            ok, why = compare_arrays(mine, expected, compare, rtol, atol)
+            expected = spec.expected(built)
+            ok, why = spec.agrees(mine, expected)
             if not ok:
                 raise AssertionError(
                     f"{name}: the solution disagrees with the reference on "
@@ -665,78 +398,81 @@ def _check_reference(
                 )
         arrays[i] = expected
         metas.append({"label": built.label, "error": None})
-        inputs.append(_fresh(built))
+        inputs.append(fresh(built))
     meta = {
         "version": RECORD_VERSION,
         "name": name,
         "kind": "arrays",
         "cases": metas,
-        "compare": {"mode": compare, "rtol": rtol, "atol": atol},
-        "hint": hint,
-        "transform": _transform_name(transform),
+        "compare": {"mode": spec.compare, "rtol": spec.rtol, "atol": spec.atol},
+        "hint": spec.hint,
+        "transform": _transform_name(spec.transform),
     }
-    _write_record(name, meta, arrays)
+    write_record(name, meta, arrays)
     # The inputs themselves, for the grader's harness (it feeds them to the
     # student's function after every student cell, in the sandbox).
-    torch.save(inputs, _record_dir() / f"{name}.cases.pt")
-    print(f"{name}: reference recorded for {len(cases)} case(s)")
+    torch.save(inputs, record_dir() / cases_file(name))
+    print(f"{name}: reference recorded for {len(spec.cases)} case(s)")
 
 
-def _check_plain(
-    name, fn, cases, reference, hint, rtol, atol, compare, transform, forbid
-) -> None:
+def _plain_case(spec: _Spec, built: Built) -> tuple[str | None, str | None]:
+    """One case in plain mode: (what failed or None, withheld module or None)."""
+    mine, error, wire = spec.run(built)
+    if wire.hits:
+        return (
+            f"on {built.label}: your function calls {', '.join(wire.hits)} — a "
+            "reference implementation; write the method yourself with torch"
+        ), None
+    if error is not None:
+        return f"on {built.label}: raised {error}", None
+    if spec.reference is None:
+        return None, None
+    args, kwargs = fresh(built)
+    try:
+        out = spec.reference(*args, **kwargs)
+    except ModuleNotFoundError as exc:
+        if not _withheld(exc):
+            raise
+        return None, exc.name  # a hand-out before the deadline
+    expected = spec.as_array(out, built)
+    ok, why = spec.agrees(mine, expected)
+    found = [] if ok else [why]
+    if not ok and spec.compare == "allclose" and spec.transform is None:
+        alternatives = hints.target_alternatives(spec.reference, *fresh(built))
+        found += hints.diagnose(mine, expected, alternatives)
+    if spec.transform is None:  # side effects a single comparison cannot see
+        found += hints.behaviour(spec.fn, *fresh(built))
+    return (f"on {built.label}: " + "; ".join(found) if found else None), None
+
+
+def _check_plain(spec: _Spec) -> None:
+    """Compare fn with the reference on every case; ✓, or CheckFailed with the hint."""
     failures = []
     withheld = None  # the reference's module, when it is not installed here
-    for case in cases:
+    for case in spec.cases:
         built = case.build()
-        mine, error, wire = _run(fn, built, forbid, transform)
-        if wire.hits:
-            failures.append(
-                f"on {built.label}: your function calls {', '.join(wire.hits)} — a "
-                "reference implementation; write the method yourself with torch"
-            )
-            continue
-        if error is not None:
-            failures.append(f"on {built.label}: raised {error}")
-            continue
-        if reference is None:
-            continue
-        if withheld is not None:
-            continue
-        args, kwargs = _fresh(built)
-        try:
-            out = reference(*args, **kwargs)
-        except ModuleNotFoundError as exc:
-            if not _withheld(exc):
-                raise
-            withheld = exc.name  # a hand-out before the deadline
-            continue
-        expected = to_array(transform(out, built) if transform else out)
-        ok, why = compare_arrays(mine, expected, compare, rtol, atol)
-        found = [] if ok else [why]
-        if not ok and compare == "allclose" and transform is None:
-            found += hints.diagnose(
-                mine, expected, hints.target_alternatives(reference, *_fresh(built))
-            )
-        if transform is None:  # side effects a single comparison cannot see
-            found += hints.behaviour(fn, *_fresh(built))
-        if found:
-            failures.append(f"on {built.label}: " + "; ".join(found))
+        if withheld is not None:  # only run fn: the reference cannot be
+            failure, _ = _plain_case(replace(spec, reference=None), built)
+        else:
+            failure, withheld = _plain_case(spec, built)
+        if failure is not None:
+            failures.append(failure)
+    n = len(spec.cases)
     if failures:
-        lines = [f"✗ {name}: {len(failures)} of {len(cases)} case(s) failed"]
+        lines = [f"✗ {spec.name}: {len(failures)} of {n} case(s) failed"]
         lines += [f"  - {f}" for f in failures]
-        if hint:
-            lines.append(f"Hint: {hint}")
+        if spec.hint:
+            lines.append(f"Hint: {spec.hint}")
         raise CheckFailed("\n".join(lines))
     if withheld is not None:
         # The course's reference ships after the deadline: say so; never a ✓
         # for what was not compared.
         raise ReferenceWithheld(
-            f"○ {name}: your function ran on {len(cases)} case(s) without error; "
+            f"○ {spec.name}: your function ran on {n} case(s) without error; "
             f"the reference it is compared with ({withheld}) ships after the "
             "deadline, so this is graded after submission"
         )
-    print(f"✓ {name}: {len(cases)} case(s) passed")
+    print(f"✓ {spec.name}: {n} case(s) passed")
 
 
 def check_value(
@@ -757,7 +493,7 @@ def check_value(
             the solution's own value the expected answer.
         tol: accepted absolute difference for numbers.
     """
-    _check_name(name)
+    check_name(name)
     if kind not in VALUE_KINDS:
         raise ValueError(f"kind must be one of {VALUE_KINDS}, got {kind!r}")
     current = mode()
@@ -788,7 +524,7 @@ def check_value(
             "value_kind": kind,
             "tol": tol,
         }
-        _write_record(name, meta, {})
+        write_record(name, meta, {})
         print(f"{name}: reference answer recorded")
     else:
         print(f"✓ {name}")
@@ -848,37 +584,15 @@ def _withheld(exc: ModuleNotFoundError) -> bool:
     return matching(exc.name or "") is not None
 
 
-def parameter_changes(model: nn.Module, built: Built) -> np.ndarray:
-    """Per-parameter change of a returned model, then of the model passed in.
-
-    For a function that returns a modified copy of `built.model`: entry i is
-    ‖pᵢ(returned) − pᵢ(original)‖ over the parameters in `named_parameters`
-    order, followed by the same for the model that was passed in (which must
-    not change). Compared with compare="nonzero_pattern".
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"returned {type(model).__name__}, expected an nn.Module")
-    if built.model is None:
-        raise TypeError("parameter_changes needs a case that passes a model")
-    pristine = dict(built.case.build().model.named_parameters())
-    returned = dict(model.named_parameters())
-    passed = dict(built.model.named_parameters())
-    if returned.keys() != pristine.keys():
-        raise ValueError(
-            "the returned model has different parameters than the original"
-        )
-    with torch.no_grad():
-        out = [float((returned[k] - pristine[k]).norm()) for k in pristine]
-        out += [float((passed[k] - pristine[k]).norm()) for k in pristine]
-    return np.asarray(out)
-
-
+# Taken when a kernel imports this module (its setup cell), before any
+# student code: what `tampering` compares with. `cases`, `compare` and
+# `records` take nothing at import.
 _PRISTINE = _snapshot()
-_MODULES_AT_IMPORT = frozenset(sys.modules)
 _OWN = {
-    k: v
-    for k, v in dict(globals()).items()
+    f"{module.__name__}.{k}": v
+    for module in (sys.modules[__name__], _cases, _compare, _records)
+    for k, v in vars(module).items()
     if callable(v)
     and not k.startswith("__")
-    and getattr(v, "__module__", None) == __name__
+    and getattr(v, "__module__", None) in _OWN_MODULES
 }

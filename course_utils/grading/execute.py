@@ -56,9 +56,7 @@ from .kernels import (  # noqa: F401 — KERNEL_BOOT, the envs: public here too
     isolated_env,
     kernel_env,
 )
-
-RECORD_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.npz")
-CASES_FILE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}\.cases\.pt")
+from .records import CASES_FILE_RE, RECORD_FILE_RE
 
 
 @dataclass

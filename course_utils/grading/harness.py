@@ -22,9 +22,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+from . import records
+from .compare import normalize_value, to_array
 
-from . import checks
+# `checks` (the transforms, `Built`) and torch are imported by `run` and
+# `_Stored`, in the kernel: the grader imports this module for `cell_source`
+# only, and its process never imports the student-side test API.
 
 
 class _Stored:
@@ -34,38 +37,38 @@ class _Stored:
     def __init__(self, path: Path, index: int, label: str):
         self.path, self.index, self.label = path, index, label
 
-    def build(self) -> checks.Built:
+    def build(self):
+        """A `checks.Built` from the stored arguments of case `index`."""
+        import torch
+
+        from .checks import Built
+
         args, kwargs = torch.load(self.path, weights_only=False)[self.index]
         model = next((a for a in args if isinstance(a, torch.nn.Module)), None)
-        return checks.Built(tuple(args), dict(kwargs), model, self.label, self)
+        return Built(tuple(args), dict(kwargs), model, self.label, self)
 
 
-def run(directory: str, name: str, namespace: dict) -> None:
-    """Run check `name` of the plan in `directory` on the student's namespace."""
-    folder = Path(directory)
-    entry = json.loads((folder / "plan.json").read_text())[name]
-    out = folder / "records"
-    base = {"version": checks.RECORD_VERSION, "name": name, "kind": entry["kind"]}
+def _record_value(entry: dict, target, missing: str | None) -> dict:
+    """The metadata of a short answer's record."""
     try:
-        target = eval(entry["expr"], namespace)
-        missing = None
-    except Exception as exc:  # noqa: BLE001 — a missing answer is a result
-        target, missing = None, f"{type(exc).__name__}: {exc}"
-    if entry["kind"] == "value":
-        try:
-            if missing:
-                raise NameError(missing)
-            value, error = checks.normalize_value(target, entry["value_kind"]), None
-        except (TypeError, ValueError, NameError) as exc:
-            value, error = None, f"{type(exc).__name__}: {exc}"
-        checks._write_record(name, {**base, "value": value, "error": error}, {}, out)
-        print(f"[grader] {name}: answer recorded")
-        return
+        if missing:
+            raise NameError(missing)
+        value = normalize_value(target, entry["value_kind"])
+        if isinstance(value, str) and len(value) > records.MAX_TEXT:
+            raise ValueError(f"answer longer than {records.MAX_TEXT} characters")
+        return {"value": value, "error": None}
+    except (TypeError, ValueError, NameError) as exc:
+        return {"value": None, "error": records.error_text(exc)}
+
+
+def _record_cases(folder: Path, entry: dict, target, missing: str | None):
+    """The case list and output arrays of a function's record."""
+    from . import checks
+
     path = folder / entry["cases"]
     transform = getattr(checks, entry["transform"]) if entry.get("transform") else None
-    labels = entry["labels"]
     metas, arrays = [], {}
-    for i, label in enumerate(labels):
+    for i, label in enumerate(entry["labels"]):
         built = _Stored(path, i, label).build()
         error = missing
         if error is None and not callable(target):
@@ -73,14 +76,32 @@ def run(directory: str, name: str, namespace: dict) -> None:
         if error is None:
             try:
                 result = target(*built.args, **built.kwargs)
-                arrays[i] = checks.to_array(
-                    transform(result, built) if transform else result
-                )
+                arrays[i] = to_array(transform(result, built) if transform else result)
             except Exception as exc:  # noqa: BLE001 — the student's error is a result
-                error = f"{type(exc).__name__}: {exc}"
+                error = records.error_text(exc)
         metas.append({"label": label, "error": error})
-    checks._write_record(name, {**base, "cases": metas}, arrays, out)
-    print(f"[grader] {name}: {len(labels)} case(s) recorded")
+    return metas, arrays
+
+
+def run(directory: str, name: str, namespace: dict) -> None:
+    """Run check `name` of the plan in `directory` on the student's namespace."""
+    folder = Path(directory)
+    entry = json.loads((folder / "plan.json").read_text())[name]
+    out = folder / "records"
+    base = {"version": records.RECORD_VERSION, "name": name, "kind": entry["kind"]}
+    try:
+        target = eval(entry["expr"], namespace)
+        missing = None
+    except Exception as exc:  # noqa: BLE001 — a missing answer is a result
+        target, missing = None, records.error_text(exc)
+    if entry["kind"] == "value":
+        meta = {**base, **_record_value(entry, target, missing)}
+        records.write_record(name, meta, {}, out)
+        print(f"[grader] {name}: answer recorded")
+        return
+    metas, arrays = _record_cases(folder, entry, target, missing)
+    records.write_record(name, {**base, "cases": metas}, arrays, out)
+    print(f"[grader] {name}: {len(metas)} case(s) recorded")
 
 
 def cell_source(name: str) -> str:

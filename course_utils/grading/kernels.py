@@ -36,8 +36,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import checks
 from .forkserver import ForkServer, Identity, Limits
+from .records import MODE_ENV, RECORD_DIR_ENV
 
 if TYPE_CHECKING:
     from .sandbox import SandboxLimits, SandboxView
@@ -97,8 +97,8 @@ def _env(home: Path, tmpdir: str, mode: str, records: str) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MALLOC_ARENA_MAX": "2",
         "PYTHONDONTWRITEBYTECODE": "1",
-        checks.MODE_ENV: mode,
-        checks.RECORD_DIR_ENV: records,
+        MODE_ENV: mode,
+        RECORD_DIR_ENV: records,
     }
 
 

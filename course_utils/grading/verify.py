@@ -2,8 +2,9 @@
 
 The grader runs each submission in a sandboxed kernel that only *records* what
 the student's functions returned on the visible and hidden cases (see
-`checks`). This module reads those records — numpy archives loaded with
-``allow_pickle=False``, so reading them executes nothing — and compares them,
+`harness`). This module reads those records (`records.load_record`: numpy
+archives loaded with ``allow_pickle=False``, so reading them executes
+nothing) and compares them (`compare`),
 in the grader's own process, with the reference records written by the
 instructor's solution. Whatever the student's code did to torch, numpy or the
 test helpers inside its kernel cannot change this comparison; at most it
@@ -21,75 +22,25 @@ checks are compared too, for feedback only. Every case ends in one
 from __future__ import annotations
 
 import enum
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from .compare import compare_arrays, compare_values, normalize_value
+from .records import MAX_RECORD_BYTES, Record, RecordError, load_record
 
-from . import checks
-
-MAX_RECORD_BYTES = 32 * 2**20
-
-
-class RecordError(ValueError):
-    """A record file that is not what `checks` writes."""
-
-
-@dataclass
-class Record:
-    """One check's record: its metadata and the arrays of the cases that ran."""
-
-    meta: dict
-    arrays: dict[int, np.ndarray]
-
-
-def load_record(path: Path, name: str, max_bytes: int = MAX_RECORD_BYTES) -> Record:
-    """Read and validate a record without executing anything it contains."""
-    if path.stat().st_size > max_bytes:
-        raise RecordError(f"record {name} is larger than {max_bytes} bytes")
-    try:  # what the archive would expand to, before numpy allocates anything
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise RecordError(f"record {name} is not a numpy archive: {exc}") from None
-    if sum(m.file_size for m in members) > 4 * max_bytes or any(
-        not m.filename.endswith(".npy") or "/" in m.filename for m in members
-    ):
-        raise RecordError(
-            f"record {name} expands beyond its budget or holds other files"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = dict(archive.items())
-    except Exception as exc:  # noqa: BLE001 — whatever is wrong, it is not a record
-        raise RecordError(f"record {name} is not a numpy archive: {exc}") from None
-    raw = files.pop("__meta__", None)
-    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
-        raise RecordError(f"record {name} has no metadata")
-    try:
-        meta = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, ValueError):
-        raise RecordError(f"record {name} has unreadable metadata") from None
-    if not isinstance(meta, dict) or meta.get("version") != checks.RECORD_VERSION:
-        raise RecordError(f"record {name} has an unknown format")
-    if meta.get("name") != name or meta.get("kind") not in ("arrays", "value"):
-        raise RecordError(f"record {name} does not describe check {name}")
-    arrays: dict[int, np.ndarray] = {}
-    for key, value in files.items():
-        if not key.startswith("case_") or not key[5:].isdigit():
-            raise RecordError(f"record {name} holds an unexpected entry {key!r}")
-        if value.dtype.kind not in "biuf":
-            raise RecordError(f"record {name} holds non-numeric data")
-        arrays[int(key[5:])] = value
-    if meta["kind"] == "arrays":
-        cases = meta.get("cases")
-        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
-            raise RecordError(f"record {name} has no case list")
-        if any(i >= len(cases) for i in arrays):
-            raise RecordError(f"record {name} holds more cases than it lists")
-    return Record(meta, arrays)
+__all__ = [  # the record reader lives in `records`; these names stay importable here
+    "MAX_RECORD_BYTES",
+    "CaseResult",
+    "CaseStatus",
+    "CellVerdict",
+    "Check",
+    "Record",
+    "RecordError",
+    "Verdict",
+    "load_record",
+    "reference_checks",
+    "verify",
+]
 
 
 class CaseStatus(enum.Enum):
@@ -234,7 +185,7 @@ def _compare_case(check: Check, record: Record, i: int) -> tuple[CaseStatus, str
     if i not in record.arrays:
         return CaseStatus.RAISED, "no output"
     cmp = ref.meta.get("compare", {})
-    ok, why = checks.compare_arrays(
+    ok, why = compare_arrays(
         record.arrays[i],
         ref.arrays[i],
         cmp.get("mode", "allclose"),
@@ -254,10 +205,10 @@ def _compare_value(check: Check, record: Record) -> tuple[CaseStatus, str]:
     value, expected = record.meta.get("value"), ref.get("value")
     kind = ref.get("value_kind", "choice")
     try:
-        value = checks.normalize_value(value, kind)
+        value = normalize_value(value, kind)
     except (TypeError, ValueError) as exc:
         return CaseStatus.RAISED, f"answer has the wrong form: {exc}"
-    ok, _ = checks.compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
+    ok, _ = compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
     if ok:
         return CaseStatus.PASSED, ""
     return CaseStatus.FAILED, f"answer {value!r} is not the expected one"
