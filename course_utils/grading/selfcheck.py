@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import importlib.util
 import os
 import shutil
 import sys
@@ -134,15 +135,33 @@ def _run_copy(run_nb, cell_timeout: float, server, kernel: str) -> RunResult:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def withheld_here(nb) -> bool:
+    """Whether this hand-out lacks a module the notebook's set withholds until its
+    deadline: decided in this process from what is installed, never from what
+    the kernel reports (a student can raise an exception of any name)."""
+    try:
+        modules = nbs.absent_modules(nb)
+    except ValueError:
+        return False
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return True
+        except (ImportError, ValueError):
+            return True
+    return False
+
+
 def _report_cells(run_nb, run: RunResult, out) -> tuple[int, int]:
     """One line per graded question (and per failing answer or cell); returns
     (questions passed, questions failed)."""
     by_index = {c.index: c for c in run.cells}
+    withheld = withheld_here(run_nb)
     passed = failed = 0
     for i, cell in enumerate(run_nb.cells):
         result = by_index.get(i)
         if nbs.is_autograded_test(cell):
-            ok = _report_test(cell, result, out)
+            ok = _report_test(cell, result, out, withheld)
             passed, failed = passed + ok, failed + (not ok)
         elif nbs.is_manual(cell):
             stub = "YOUR ANSWER HERE" in cell.source
@@ -166,8 +185,12 @@ def _report_cells(run_nb, run: RunResult, out) -> tuple[int, int]:
     return passed, failed
 
 
-def _report_test(cell, result: CellResult | None, out) -> bool:
-    """The line of one auto-graded test cell; whether it counts as passed."""
+def _report_test(cell, result: CellResult | None, out, withheld: bool) -> bool:
+    """The line of one auto-graded test cell; whether it counts as passed.
+
+    A cell that stopped at the withheld reference (`checks.ReferenceWithheld`)
+    counts as "graded after submission" only where `withheld_here` found the
+    reference really absent from this hand-out."""
     gid, pts = nbs.grade_id(cell), nbs.points(cell)
     if result is None or result.status == CellStatus.NOT_RUN:
         print(
@@ -181,7 +204,7 @@ def _report_test(cell, result: CellResult | None, out) -> bool:
     if result.status == CellStatus.OK:
         print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)
         return True
-    if result.ename == "ReferenceWithheld":
+    if withheld and result.ename == "ReferenceWithheld":
         print(
             f"○ {gid} ({pts:g} pt): your function runs; its reference ships "
             "after the deadline, graded after submission",
