@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import seccomp
+
 GiB = 2**30
 MiB = 2**20
 # First uid of the sandbox users (one per worker) when the grader runs as root.
@@ -343,6 +345,7 @@ def detect() -> Isolation:
     reason = "" if ok else "bubblewrap cannot create namespaces here"
     if ok and root and not shutil.which("setpriv"):
         reason = "setpriv (util-linux) is missing"
+    reason = reason or seccomp.missing()  # no filter: no sandbox
     _DETECTED = Isolation(bwrap, root, _probe_cgroup() if root else None, reason)
     return _DETECTED
 
@@ -552,9 +555,9 @@ class Sandbox:
             self.cgroup = Cgroup(
                 name, limits.memory_bytes, limits.pids, limits.cpus, cpuset
             )
-        data_fds: list[int] = []
+        data_fds: list[int] = [seccomp.filter_fd()]  # system calls: seccomp.py
         args = [self.isolation.bwrap, *_namespace_flags(self.isolation.root)]
-        args += ["--die-with-parent", "--new-session"]
+        args += ["--die-with-parent", "--new-session", "--seccomp", str(data_fds[0])]
         args += view.mounts()
         args += ["--perms", "0755", "--dir", "/run", "--dir", "/run/course"]
         for inside, content in files.items():
@@ -593,7 +596,8 @@ class Sandbox:
         self._log = open(log, "ab")  # noqa: SIM115 — closed in close()
         try:
             self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", script, "sandbox", *args, *inner],
+                ["/bin/sh", "-c", script, "sandbox"]
+                + [*seccomp.fresh_keyring_argv(), *args, *inner],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=self._log,
