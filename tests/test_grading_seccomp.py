@@ -151,8 +151,10 @@ libc = ctypes.CDLL(None, use_errno=True)
 def keyctl(*args) -> int:
     """keyctl(2) in this process; -errno on failure."""
     conv = [
-        ctypes.c_char_p(a) if isinstance(a, bytes) else ctypes.c_long(a) for a in args
-    ]
+        ctypes.c_char_p(a) if isinstance(a, bytes) else ctypes.c_long(a)
+        if isinstance(a, int) else a  # a buffer: passed as its address
+        for a in args
+    ]  # fmt: skip
     r = libc.syscall(ctypes.c_long(seccomp.syscall_number("keyctl")), *conv)
     return r if r >= 0 else -ctypes.get_errno()
 
