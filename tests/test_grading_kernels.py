@@ -175,7 +175,7 @@ def test_a_kernel_killed_at_its_memory_cap_is_out_of_memory(tmp_path):
 def test_bwrap_arguments_give_files_read_only_and_nothing_of_the_graders_env():
     isolation = sandbox.Isolation("/usr/bin/bwrap", True, 2)
     argv = sandbox.bwrap_argv(
-        isolation, sandbox.SandboxView(), {"/run/course/k.json": 7}, 9, {"A": "1"}
+        isolation, sandbox.SandboxView(), {"/run/course/k.json": 7}, 9, {"A": "1"}, 11
     )
     assert argv[0] == "/usr/bin/bwrap" and "--unshare-net" in argv
     k = argv.index("--ro-bind-data")
@@ -187,6 +187,7 @@ def test_bwrap_arguments_give_files_read_only_and_nothing_of_the_graders_env():
         "/run/course/k.json",
     ]
     assert argv[argv.index("--info-fd") + 1] == "9"
+    assert argv[argv.index("--seccomp") + 1] == "11"  # the system-call filter
     tail = argv[argv.index("--clearenv") :]
     assert tail == ["--clearenv", "--setenv", "A", "1"]  # the whole environment
     assert argv[argv.index("--tmpfs", argv.index("/proc")) + 1] == "/tmp"
