@@ -25,6 +25,29 @@ GRADER_MODULES = [
     "course_utils.grading.handout",
     "course_utils.grading.selfcheck",
     "course_utils.grading.harness",  # imported by the grader for cell_source
+    *(
+        f"course_utils.grading.{name}"
+        for name in (
+            "discover",
+            "plan",
+            "notebooks",
+            "static",
+            "cells",
+            "kernels",
+            "sandbox",
+            "mounts",
+            "cgroups",
+            "seccomp",
+            "cpus",
+            "outcome",
+            "score",
+            "formgrader",
+            "publish",
+            "sanitize",
+            "atomic",
+            "forkserver",
+        )
+    ),
 ]
 
 
