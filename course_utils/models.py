@@ -316,20 +316,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int ≥ 1, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    if train_data is None:
-        train_data = data.load_split("train")
-    x, y = (train_data.x, train_data.y) if isinstance(train_data, data.Split) else train_data
-    if len(x) != len(y):
-        raise ValueError(f"train_data has {len(x)} images but {len(y)} labels")
+    x, y = _training_data(train_data, epochs, lr, schedule)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
     n_batches = (len(x) + batch_size - 1) // batch_size
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
@@ -342,23 +331,10 @@ def train(
     bar = tqdm(total=epochs * n_batches, desc=desc, disable=not progress)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(x), generator=gen)
-        total, correct, seen = 0.0, 0, 0
-        for b in range(n_batches):
-            rows = order[b * batch_size : (b + 1) * batch_size]
-            xb = x[rows] if not augment else random_shift(x[rows], augment, gen)
-            logits = model(xb)
-            loss = loss_fn(logits, y[rows])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total += loss.item() * len(rows)
-            correct += int((logits.argmax(1) == y[rows]).sum())
-            seen += len(rows)
-            bar.update(1)
-        losses.append(total / seen)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{correct / seen:.3f}")
+        batches = [order[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        mean_loss, accuracy = _epoch(model, x, y, batches, opt, sched, augment, gen, bar)
+        losses.append(mean_loss)
+        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{accuracy:.3f}")
         if stop is not None:
             model.eval()
             done = stop(model, epoch)
@@ -369,9 +345,45 @@ def train(
     model.eval()
     return {
         "seconds": time.perf_counter() - start,
-        "train_accuracy": correct / seen,
+        "train_accuracy": accuracy,
         "losses": losses,
     }
+
+
+def _training_data(train_data, epochs, lr, schedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """`train`'s arguments checked, and its (x, y) (default: the train split)."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int ≥ 1, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if train_data is None:
+        train_data = data.load_split("train")
+    x, y = (train_data.x, train_data.y) if isinstance(train_data, data.Split) else train_data
+    if len(x) != len(y):
+        raise ValueError(f"train_data has {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def _epoch(model, x, y, batches, opt, sched, augment, gen, bar) -> tuple[float, float]:
+    """One pass of Adam steps over `batches` (row indices): (mean loss, accuracy)."""
+    loss_fn = nn.CrossEntropyLoss()
+    total, correct, seen = 0.0, 0, 0
+    for rows in batches:
+        xb = x[rows] if not augment else random_shift(x[rows], augment, gen)
+        logits = model(xb)
+        loss = loss_fn(logits, y[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total += loss.item() * len(rows)
+        correct += int((logits.argmax(1) == y[rows]).sum())
+        seen += len(rows)
+        bar.update(1)
+    return total / seen, correct / seen
 
 
 @torch.no_grad()

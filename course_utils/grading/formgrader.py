@@ -11,19 +11,6 @@ from . import notebooks as nbs
 from . import sanitize
 from .verify import Verdict
 
-
-def for_formgrader(
-    nb: nbformat.NotebookNode,
-    verdict: Verdict,
-    scores: dict[str, float | None],
-    max_points: dict[str, float],
-    flags: list[str],
-) -> None:
-    """The graded notebook as formgrader gets it, in place: annotated, sanitised."""
-    annotate(nb, verdict, scores, max_points, flags)
-    sanitize_for_formgrader(nb)
-
-
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg", "image/gif")
 _JS_URL = re.compile(r"(?i)(java|vb)script\s*:")
 

@@ -63,7 +63,7 @@ from .course import Course
 from .cpus import _spread_over_cores, worker_cpusets
 from .discover import Entry, Unusable, discover, read_submission, read_timestamp
 from .execute import RunResult, RunSettings, run_isolated
-from .formgrader import SAFE_MIME, for_formgrader, sanitize_for_formgrader
+from .formgrader import SAFE_MIME, annotate, sanitize_for_formgrader
 from .outcome import (
     SEVERITY,
     STATUSES,
@@ -461,7 +461,8 @@ async def _grade_notebook(
     verdict = verify(spec.checks, run.records, tests)
     status = outcome(run, verdict, flags)
     scores = score(spec, merged, verdict, status, flags)
-    for_formgrader(merged.nb, verdict, scores.points, tests, flags)
+    annotate(merged.nb, verdict, scores.points, tests, flags)  # what formgrader shows
+    sanitize_for_formgrader(merged.nb)
     details = [
         *merged.notes,
         *([run.detail] if run.detail else []),
