@@ -12,6 +12,11 @@ leaves the gradebook exactly as it was.
 Manual scores given in formgrader are kept when a submission is graded again:
 only auto scores, auto comments, the review marks and the flag are written.
 
+Each student's status and details go into a table of our own in the same
+file (`write_statuses`, table ``course_grading_status``; nbgrader ignores
+tables it does not know), so they are committed with the grades and the CSV
+is derived from the gradebook alone (`read_statuses`, `read_rows`).
+
 Every student-controlled string passes `sanitize` on its way in and out: ids
 (`sanitize.student_id`), comments (`sanitize.text`, capped) and every CSV
 field (`sanitize.csv_field` of `sanitize.line`, capped at CSV_FIELD_LIMIT);

@@ -29,20 +29,23 @@ _INTERRUPTED = (
 
 
 def report(result: StudentResult, set_id: str, unsafe: bool) -> dict:
-    """The student's grading.json (without the run id, added when published)."""
+    """The student's grading.json (without the run id, added when published).
+
+    Its texts pass `sanitize.text`: valid UTF-8 whatever an exception said.
+    """
     return {
-        "student": result.student,
+        "student": sanitize.student_id(result.student),
         "set": set_id,
         "status": result.status.value,
-        "details": result.details,
+        "details": _texts(result.details),
         "total": result.total,
         "sandbox": not unsafe,
         "graded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "notebooks": {
             name: {
                 "status": o.status.value,
-                "details": o.details,
-                "flags": o.flags,
+                "details": _texts(o.details),
+                "flags": _texts(o.flags),
                 "scores": o.scores,
                 "seconds": round(o.seconds, 2),
                 "sandbox_startup_seconds": round(o.startup_seconds, 2),
@@ -50,6 +53,10 @@ def report(result: StudentResult, set_id: str, unsafe: bool) -> dict:
             for name, o in result.notebooks.items()
         },
     }
+
+
+def _texts(items: list) -> list[str]:
+    return [sanitize.text(x) for x in items]
 
 
 def commit_grades(
