@@ -107,7 +107,9 @@ def test_a_failed_autograded_write_is_that_students_alone(course, monkeypatch):
         assert [p.name for p in folder.iterdir()] == (
             ["tiny.ipynb", "grading.json"] if s != "cy" else []
         ) or sorted(p.name for p in folder.iterdir()) == ["grading.json", "tiny.ipynb"]
-    report = json.loads((course.autograded / "ada" / "tiny" / "grading.json").read_text())
+    report = json.loads(
+        (course.autograded / "ada" / "tiny" / "grading.json").read_text()
+    )
     assert report["run"] == "run-1" and report["status"] == "graded"
 
 

@@ -150,6 +150,6 @@ def read_submission(entry: Entry, name: str) -> nbformat.NotebookNode | Unusable
             [f"{name}.ipynb is a hard link shared with another file"],
         )
     try:
-        return nbs.read_notebook(path)
+        return nbs.read_notebook(path, student=True)
     except (ValueError, OSError) as exc:
         return Unusable(Status.CRASHED, str(exc))

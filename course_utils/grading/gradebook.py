@@ -339,8 +339,7 @@ def read_statuses(path: Path, set_id: str) -> dict[str, tuple[str, str]]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         rows = con.execute(
-            f"SELECT student, status, details FROM {STATUS_TABLE} "
-            "WHERE assignment = ?",
+            f"SELECT student, status, details FROM {STATUS_TABLE} WHERE assignment = ?",
             (set_id,),
         ).fetchall()
     except sqlite3.OperationalError:  # no such table: graded before it existed

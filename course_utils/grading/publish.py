@@ -156,7 +156,9 @@ def stage(
         files: list[tuple[Path, Path]] = []
         try:
             for name, nb in r.graded.items():
-                files.append(_stage_file(out_dir / f"{name}.ipynb", _notebook_writer(nb)))
+                files.append(
+                    _stage_file(out_dir / f"{name}.ipynb", _notebook_writer(nb))
+                )
             payload = {**r.report, "run": run_id}
             files.append(_stage_file(out_dir / REPORT_NAME, _json_writer(payload)))
         except Exception as exc:  # noqa: BLE001 — one student's files, never the run
@@ -268,7 +270,9 @@ def load_statuses(course: Course, set_id: str) -> dict[str, tuple[str, str]]:
     (`gradebook.write_statuses`). A student graded before that table existed
     falls back to the reports of autograded/ (`legacy_statuses`).
     """
-    out = {sanitize.student_id(k): v for k, v in legacy_statuses(course, set_id).items()}
+    out = {
+        sanitize.student_id(k): v for k, v in legacy_statuses(course, set_id).items()
+    }
     out.update(gbook.read_statuses(course.gradebook, set_id))
     return out
 
