@@ -151,10 +151,26 @@ def test_killed_between_commit_and_csv_export_tells_every_true_status(
         s: st.value for s, st in STATUSES.items()
     }
     assert table["bob"]["details"] == "timed out detail"
-    # the staged files the kill left behind go at the start of the next run
-    left = list(course.autograded.glob("*/tiny/.*.tmp-*"))
-    assert len(left) == 2 * len(STATUSES)
-    assert sorted(publish.remove_stale(course, course.root / "x.csv")) == sorted(left)
+    # autograded/ follows the new gradebook; nothing half-written is left
+    for s in STATUSES:
+        report = course.autograded / s / "tiny" / "grading.json"
+        assert json.loads(report.read_text())["run"] == "run-1", s
+    assert not list(course.autograded.glob("*/tiny/.*.tmp-*"))
+
+
+def test_a_failed_commit_leaves_autograded_as_it_was(course, monkeypatch):
+    run(course, [result(s) for s in STATUSES], run_id="run-0")
+
+    def changed(*args, **kwargs):
+        raise gbook.GradebookChanged("formgrader wrote meanwhile")
+
+    monkeypatch.setattr(gbook, "commit", changed)
+    with pytest.raises(gbook.GradebookChanged):
+        run(course, results(), run_id="run-1")
+    for s in STATUSES:
+        report = course.autograded / s / "tiny" / "grading.json"
+        assert json.loads(report.read_text())["run"] == "run-0", s
+    assert not list(course.autograded.glob("*/tiny/.*.tmp-*"))
 
 
 def test_stored_statuses_round_trip_through_sanitize(course):

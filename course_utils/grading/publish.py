@@ -108,17 +108,30 @@ def publish_run(
     4. The staged files are renamed into place (`install`); a failure there
        is added to that student's stored details and the CSV written again.
 
-    A run killed before 2 leaves the old gradebook and CSV, and temporary
-    files the next run removes (`remove_stale`); killed after 2, the CSV may
-    be stale but `course export` (or the next run) rebuilds it from the
-    gradebook alone. Returns the previous gradebook's backup.
+    A failed commit discards the staged files. A run killed (SIGKILL) before
+    2 leaves the old gradebook and CSV, and temporary files the next run
+    removes (`remove_stale`); killed after 2, the CSV may be stale but
+    `course export` (or the next run) rebuilds it from the gradebook alone.
+    Returns the previous gradebook's backup.
     """
     staged = stage(course, set_id, results, run.run_id)
-    backup = commit_grades(
-        course, set_id, results, run.candidate, run.fingerprint, run.work, run.run_id
-    )
-    export(course, set_id, run.csv_path, specs=run.specs)
-    failed = install(staged)
+    try:
+        backup = commit_grades(
+            course,
+            set_id,
+            results,
+            run.candidate,
+            run.fingerprint,
+            run.work,
+            run.run_id,
+        )
+    except BaseException:
+        discard(staged)  # the gradebook is as it was: so is autograded/
+        raise
+    try:
+        export(course, set_id, run.csv_path, specs=run.specs)
+    finally:  # the gradebook is new: autograded/ follows it even if the CSV failed
+        failed = install(staged)
     if failed:
         for r in results:
             r.details.extend(failed.get(r.student, []))
@@ -183,6 +196,13 @@ def install(staged: dict[str, list[tuple[Path, Path]]]) -> dict[str, list[str]]:
                 failed[student] = [_not_written(exc)]
                 break
     return failed
+
+
+def discard(staged: dict[str, list[tuple[Path, Path]]]) -> None:
+    """Remove the staged files of a run whose commit failed."""
+    for files in staged.values():
+        for tmp, _ in files:
+            tmp.unlink(missing_ok=True)
 
 
 def _not_written(exc: BaseException) -> str:
