@@ -232,28 +232,36 @@ def _json_writer(payload: dict):
     return lambda fh: json.dump(payload, fh, indent=1, ensure_ascii=False)
 
 
-_STALE = re.compile(r"\..+\.tmp-[A-Za-z0-9_]+")
+_TMP_SUFFIX = r"\.tmp-[A-Za-z0-9_]+"
 
 
 def remove_stale(course: Course, csv_path: Path) -> list[Path]:
     """Remove the temporary files an interrupted run left (`.NAME.tmp-XXXX`).
 
-    Looked for in autograded/ (every folder, links not followed) and beside
-    the gradebook and the CSV. Call it holding the gradebook's lock: no other
-    run is writing them. Returns what was removed.
+    Any in autograded/ (every folder, links not followed), and those of the
+    gradebook and of the CSV beside them. Call it holding the gradebook's
+    lock: no other run is writing them. Returns what was removed.
     """
-    removed: list[Path] = []
-    folders = [course.gradebook.parent, Path(csv_path).parent]
+    csv_path = Path(csv_path)
+    own = re.compile(r"\..+" + _TMP_SUFFIX)
+    places = [
+        (
+            course.gradebook.parent,
+            re.compile(re.escape(f".{course.gradebook.name}") + _TMP_SUFFIX),
+        ),
+        (csv_path.parent, re.compile(re.escape(f".{csv_path.name}") + _TMP_SUFFIX)),
+    ]
     if course.autograded.is_dir() and not course.autograded.is_symlink():
-        folders += [Path(d) for d, _, _ in os.walk(course.autograded)]
-    for folder in dict.fromkeys(folders):
+        places += [(Path(d), own) for d, _, _ in os.walk(course.autograded)]
+    removed: list[Path] = []
+    for folder, pattern in places:
         try:
             names = os.listdir(folder)
         except OSError:
             continue
         for name in names:
             path = folder / name
-            if _STALE.fullmatch(name) and path.is_file() and not path.is_symlink():
+            if pattern.fullmatch(name) and path.is_file() and not path.is_symlink():
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
