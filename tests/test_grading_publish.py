@@ -1,6 +1,7 @@
 """A run's failures stay per student, and the CSV always follows the gradebook."""
 
 import csv
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,12 @@ from course_utils.grading import gradebook as gbook
 from course_utils.grading import publish
 from course_utils.grading import sanitize as san
 from course_utils.grading.course import Course, generate
-from course_utils.grading.outcome import NotebookOutcome, Status, StudentResult
+from course_utils.grading.outcome import (
+    NotebookOutcome,
+    Status,
+    StudentResult,
+    Summary,
+)
 
 TINY = Path(__file__).parent / "grading_cases" / "course"
 STATUSES = {
@@ -87,30 +93,33 @@ def test_a_failed_autograded_write_is_that_students_alone(course, monkeypatch):
             fh.write("{")  # half a notebook, then the disk is full
             raise OSError(28, "No space left on device")
 
-        return write if nb.metadata.get("who") == "cy" else real(nb)
+        return write if nb.metadata.get("who") == "ada" else real(nb)
 
     monkeypatch.setattr(publish, "_notebook_writer", writer)
     rs = results()
-    rs[2].graded["tiny"].metadata["who"] = "cy"
+    rs[0].graded["tiny"].metadata["who"] = "ada"
     table = rows(run(course, rs))
     assert {s: table[s]["status"] for s in STATUSES} == {
         s: st.value for s, st in STATUSES.items()
     }
-    assert table["ada"]["q1_tests"] == "2" and table["cy"]["q1_tests"] == "2"
-    assert "autograded/ not updated (OSError" in table["cy"]["details"]
-    assert "autograded/ not updated" not in table["ada"]["details"]
-    # stored with the grades: `course export` says the same
-    assert rows(publish.export(course, "tiny"))["cy"] == table["cy"]
-    for s in STATUSES:
-        folder = course.autograded / s / "tiny"
-        assert (folder / "tiny.ipynb").is_file() == (s != "cy"), s
-        assert [p.name for p in folder.iterdir()] == (
-            ["tiny.ipynb", "grading.json"] if s != "cy" else []
-        ) or sorted(p.name for p in folder.iterdir()) == ["grading.json", "tiny.ipynb"]
-    report = json.loads(
-        (course.autograded / "ada" / "tiny" / "grading.json").read_text()
+    assert table["ada"]["q1_tests"] == "2" and table["bob"]["q1_tests"] == "2"
+    assert table["ada"]["details"].startswith(
+        "graded detail; autograded/ not updated (OSError: [Errno 28]"
     )
-    assert report["run"] == "run-1" and report["status"] == "graded"
+    assert "autograded/ not updated" not in table["bob"]["details"]
+    # stored with the grades: `course export` says the same
+    assert rows(publish.export(course, "tiny"))["ada"] == table["ada"]
+    for s in STATUSES:
+        names = sorted(p.name for p in (course.autograded / s / "tiny").iterdir())
+        assert names == ([] if s == "ada" else ["grading.json", "tiny.ipynb"]), s
+    report = json.loads(
+        (course.autograded / "bob" / "tiny" / "grading.json").read_text()
+    )
+    assert report["run"] == "run-1" and report["status"] == "timed out"
+    out = io.StringIO()
+    summary = Summary("tiny", rs, course.root / "grades-tiny.csv", None, 1.0)
+    publish.print_summary(summary, out)  # said at the end of the run, too
+    assert "  ada: graded — graded detail; autograded/ not updated" in out.getvalue()
 
 
 def test_a_failed_rename_is_added_to_the_stored_details(course, monkeypatch):

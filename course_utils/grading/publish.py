@@ -160,8 +160,9 @@ def stage(
 
     Returns student → [(temporary file, destination)]. A student whose files
     cannot be written (a full disk, a string no encoder takes …) keeps their
-    grades; what failed is added to their details and report, nothing of
-    theirs is staged, and every other student is unaffected.
+    grades; what failed is added to their details (stored in the gradebook
+    by the commit that follows), nothing of theirs is staged, and every
+    other student is unaffected.
     """
     staged: dict[str, list[tuple[Path, Path]]] = {}
     for r in results:
@@ -205,8 +206,11 @@ def discard(staged: dict[str, list[tuple[Path, Path]]]) -> None:
             tmp.unlink(missing_ok=True)
 
 
+_NOT_WRITTEN = "autograded/ not updated"
+
+
 def _not_written(exc: BaseException) -> str:
-    return f"autograded/ not updated ({type(exc).__name__}: {exc})"
+    return f"{_NOT_WRITTEN} ({type(exc).__name__}: {exc})"
 
 
 def _stage_file(dest: Path, write) -> tuple[Path, Path]:
@@ -388,7 +392,9 @@ def print_summary(summary: Summary, out=None) -> None:
         )
     print(f"  sandbox: {summary.sandbox}", file=out)
     for r in summary.results:
-        if r.status is not Status.GRADED:
+        if r.status is not Status.GRADED or any(
+            d.startswith(_NOT_WRITTEN) for d in r.details
+        ):
             print(
                 f"  {sanitize.student_id(r.student)}: {r.status.value} — "
                 + sanitize.line("; ".join(r.details), 300),
