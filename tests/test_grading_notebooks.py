@@ -84,6 +84,130 @@ def test_unreadable_notebooks_are_reported(tmp_path):
         nbs.read_notebook(huge, max_bytes=10)
 
 
+def _nested_notebook(depth, size=2 * 2**20):
+    """About `size` bytes of code cells whose metadata nests `depth` objects."""
+    meta = '{"a":' * depth + "1" + "}" * depth
+    cell = (
+        '{"cell_type":"code","execution_count":null,"id":"c%d",'
+        '"metadata":{"x":%s},"outputs":[],"source":"x = 1"}'
+    )
+    cells, total = [], 0
+    while total < size:
+        cells.append(cell % (len(cells), meta))
+        total += len(cells[-1])
+    return (
+        '{"cells":[' + ",".join(cells) + '],"metadata":{},'
+        '"nbformat":4,"nbformat_minor":5}'
+    )
+
+
+def test_json_limits_are_checked_before_parsing():
+    nbs.check_json_limits(b"[" * 64 + b"]" * 64)
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        nbs.check_json_limits(b"[" * 65 + b"]" * 65)
+    # brackets inside strings (escaped quotes too) are text, not nesting
+    nbs.check_json_limits(b'["' + b'[{\\"' * 100 + b'"]')
+    with pytest.raises(ValueError, match="more than 3 JSON values"):
+        nbs.check_json_limits(b'[[],"a",{}]', max_values=3)
+    with pytest.raises(ValueError, match="string longer than 4 bytes"):
+        nbs.check_json_limits(b'["abcde"]', max_string=4)
+    nbs.check_json_limits(b"{ not json")  # json.loads says why next
+
+
+def test_a_notebook_past_a_limit_is_unreadable_and_says_which(tmp_path):
+    deep = tmp_path / "deep.ipynb"
+    deep.write_text(_nested_notebook(100, size=10_000))
+    with pytest.raises(ValueError, match="not a readable notebook: JSON nested"):
+        nbs.read_notebook(deep, student=True)
+    many = tmp_path / "many.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x") for _ in range(nbs.MAX_CELLS + 1)]
+    nbformat.write(nb, many)
+    with pytest.raises(ValueError, match=f"more than {nbs.MAX_CELLS} cells"):
+        nbs.read_notebook(many)
+    nb.cells = nb.cells[: nbs.MAX_CELLS]
+    nbformat.write(nb, many)
+    assert len(nbs.read_notebook(many).cells) == nbs.MAX_CELLS
+
+
+def test_a_submission_keeps_only_what_the_merge_needs(tmp_path, tiny):
+    source, released = tiny
+    sub = build.build(released, (CASES / "correct.cells").read_text(), {})
+    sub.metadata["huge"] = {"a": [1, 2, 3]}
+    for cell in sub.cells:
+        cell.metadata["x"] = {"deep": {"er": [1]}}
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text="out")]
+        if nbs.grade_id(cell):
+            cell.metadata.nbgrader["extra"] = {"nested": True}
+    path = tmp_path / "sub.ipynb"
+    nbformat.write(sub, path)
+    read = nbs.read_notebook(path, student=True)
+    assert read.metadata == {}
+    for before, after in zip(sub.cells, read.cells, strict=True):
+        assert after.source == before.source
+        kept = {k: v for k, v in nbs.meta(before).items() if k != "extra"}
+        assert after.metadata == ({"nbgrader": kept} if kept else {})
+        if after.cell_type == "code":
+            assert after.outputs == [] and after.execution_count is None
+    plain = nbs.merge(source, released, sub).nb
+    assert nbs.merge(source, released, read).nb == plain  # the same graded notebook
+    assert nbs.read_notebook(path).cells[0].metadata["x"]  # the instructor's: all
+
+
+def test_a_deeply_nested_submission_costs_the_grader_no_memory(tmp_path):
+    """2 MiB of nested cell metadata: refused before parsing, in a child whose
+    peak RSS is measured (before this limit, the same read, merge and write
+    peaked at about 1.2 GB)."""
+    path = tmp_path / "tiny.ipynb"
+    path.write_text(_nested_notebook(300))
+    honest = tmp_path / "honest.ipynb"
+    nbformat.write(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), honest
+    )
+    source = CASES / "course" / "solutions" / "tiny" / "tiny.ipynb"
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "import nbformat\n"
+        "from course_utils.grading import notebooks as nbs\n"
+        "src = nbs.read_notebook(Path(sys.argv[2]))\n"
+        "try:\n"
+        "    sub = nbs.read_notebook(Path(sys.argv[1]), student=True)\n"
+        "    nbformat.writes(nbs.merge(src, src, sub).nb)\n"
+        "    print('read')\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+        # ru_maxrss survives exec (it would be pytest's): the peak of this
+        # process's own memory is VmHWM
+        "hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')]\n"
+        "print(int(hwm[0].split()[1]) // 1024 if hwm else\n"
+        "      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+
+    def child(nb_path):
+        import subprocess
+
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(nb_path), str(source)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        ).stdout.splitlines()
+        return out[0], int(out[-1])
+
+    verdict, peak = child(path)
+    assert verdict == (
+        "refused: tiny.ipynb is not a readable notebook: "
+        f"JSON nested deeper than {nbs.MAX_JSON_DEPTH} levels"
+    )
+    baseline = child(honest)
+    assert baseline[0] == "read"
+    print(f"peak RSS: honest {baseline[1]} MiB, nested metadata {peak} MiB")
+    assert peak < baseline[1] + 100  # MiB; the same path took ~1,100 MiB more
+
+
 def test_answers_whose_metadata_was_lost_are_matched_and_marked(tiny):
     source, released = tiny
     sub = build.build(released, (CASES / "correct.cells").read_text(), {})
@@ -154,7 +278,9 @@ def test_the_kernel_boots_with_what_the_instructors_cells_import():
     locked.metadata["nbgrader"] = {"grade_id": "setup", "locked": True}
     answer = nbformat.v4.new_code_cell("import scipy.stats\nfrom pandas import *")
     answer.metadata["nbgrader"] = {"grade_id": "a1", "solution": True}
-    lost = nbformat.v4.new_code_cell("import antigravity")  # metadata lost: the student's
+    lost = nbformat.v4.new_code_cell(
+        "import antigravity"
+    )  # metadata lost: the student's
     test = nbformat.v4.new_code_cell(
         "checks.check('q', f, cases, None)\n### BEGIN HIDDEN TESTS\n"
         "from course_utils.shapley import exact\n### END HIDDEN TESTS"
@@ -163,10 +289,15 @@ def test_the_kernel_boots_with_what_the_instructors_cells_import():
     nb = nbformat.v4.new_notebook(cells=[locked, answer, lost, test])
     names = boot_modules(nb)
     assert names[: len(BOOT_MODULES)] == list(BOOT_MODULES)
-    assert {"torch.nn", "course_utils", "course_utils.data", "course_utils.models"} <= set(
+    assert {
+        "torch.nn",
+        "course_utils",
+        "course_utils.data",
+        "course_utils.models",
+    } <= set(names)
+    assert not {"scipy.stats", "pandas", "antigravity", "matplotlib.pyplot"} & set(
         names
     )
-    assert not {"scipy.stats", "pandas", "antigravity", "matplotlib.pyplot"} & set(names)
     # the hidden tests never run in the kernel: nothing of them is named at boot
     assert not [n for n in names if "shapley" in n]
     assert len(names) == len(set(names))

@@ -14,6 +14,7 @@ from course_utils.grading.discover import (
 from course_utils.grading.execute import RunResult
 from course_utils.grading.formgrader import sanitize_for_formgrader
 from course_utils.grading.outcome import Status, outcome, worst_status
+from course_utils.grading.sandbox import SandboxLimits
 
 
 def test_every_folder_is_a_student_and_links_are_flagged_not_followed(tmp_path):
@@ -71,6 +72,21 @@ def test_one_outcome_function_decides_from_typed_facts():
         worst_status([Status.GRADED, Status.GRADER_ERROR, Status.FLAGGED])
         is Status.GRADER_ERROR
     )
+    assert worst_status([Status.MISSING]) is Status.MISSING
+    assert worst_status([Status.GRADED, Status.MISSING]) is Status.MISSING
+    assert worst_status([Status.CRASHED, Status.MISSING]) is Status.CRASHED
+
+
+def test_a_full_tmp_is_the_submissions_crash_not_a_grader_error():
+    """execute's typed `disk_full` (absent from older RunResults) means "crashed"."""
+    full = _run()
+    full.disk_full = True  # what execute sets when the sandbox's /tmp is full
+    assert outcome(full, None, []) is Status.CRASHED
+    assert outcome(full, None, ["a link"]) is Status.FLAGGED
+    assert not hasattr(_run(), "disk_full") or not _run().disk_full
+    assert outcome(_run(), None, []) is Status.GRADED
+    limits = SandboxLimits(tmpfs_bytes=256 * 2**20)
+    assert grade.out_of_space(limits) == "ran out of space in /tmp (256 MiB)"
 
 
 def test_formgrader_gets_text_and_images_only():
@@ -101,7 +117,7 @@ def test_formgrader_gets_text_and_images_only():
     assert text.source == "<b>the instructor's</b>"
 
 
-def test_a_notebook_link_is_flagged_a_missing_one_crashes(tmp_path):
+def test_a_notebook_link_is_flagged_a_missing_one_is_missing(tmp_path):
     (tmp_path / "ada").mkdir()
     found, _ = discover(tmp_path, "tiny", None)
     folder = tmp_path / "ada"
@@ -115,7 +131,8 @@ def test_a_notebook_link_is_flagged_a_missing_one_crashes(tmp_path):
     shared = read_submission(entry, "shared")
     assert shared.status is Status.FLAGGED and "hard link" in shared.flags[0]
     absent = read_submission(entry, "gone")
-    assert absent == Unusable(Status.CRASHED, "gone.ipynb not found in the submission")
+    where = f"{tmp_path.name}/ada"
+    assert absent == Unusable(Status.MISSING, f"no gone.ipynb in {where}/")
     assert read_submission(entry, "broken").status is Status.CRASHED
     os.unlink(folder / "shared.ipynb")
     assert isinstance(read_submission(entry, "real"), nbformat.NotebookNode)

@@ -128,8 +128,10 @@ class Unusable:
 def read_submission(entry: Entry, name: str) -> nbformat.NotebookNode | Unusable:
     """The student's notebook NAME.ipynb, or why it cannot be graded.
 
-    A missing or unreadable notebook is a crash; a link (symbolic, or a hard
-    link shared with another file) is flagged for review, never followed.
+    A notebook that is not there is "missing" (the folder is the student's,
+    this set's notebook is not in it); an unreadable one is a crash; a link
+    (symbolic, or a hard link shared with another file) is flagged for
+    review, never followed.
     """
     if entry.folder is None:
         return Unusable(Status.FLAGGED, "", list(entry.flags))
@@ -139,7 +141,8 @@ def read_submission(entry: Entry, name: str) -> nbformat.NotebookNode | Unusable
             Status.FLAGGED, "", [f"{name}.ipynb is a symbolic link (not followed)"]
         )
     if not path.is_file():
-        return Unusable(Status.CRASHED, f"{name}.ipynb not found in the submission")
+        where = "/".join(entry.folder.parts[-2:])
+        return Unusable(Status.MISSING, f"no {name}.ipynb in {where}/")
     if path.stat().st_nlink > 1:
         return Unusable(
             Status.FLAGGED,
@@ -147,6 +150,6 @@ def read_submission(entry: Entry, name: str) -> nbformat.NotebookNode | Unusable
             [f"{name}.ipynb is a hard link shared with another file"],
         )
     try:
-        return nbs.read_notebook(path)
+        return nbs.read_notebook(path, student=True)
     except (ValueError, OSError) as exc:
         return Unusable(Status.CRASHED, str(exc))

@@ -23,17 +23,19 @@ student gets a row, whatever their folder holds:
 4. the verdict is computed in this process (`verify`): only hidden cases carry
    points, visible cases give feedback, and `outcome` turns typed results into
    one `Status`;
-5. the graded notebook (outputs reduced to text and images, markdown answers
-   sanitised) goes to ``autograded/STUDENT/SET/`` for formgrader, with
-   ``grading.json``, written only after the gradebook commit.
+5. `publish_run`: the graded notebook (outputs reduced to text and images,
+   markdown answers sanitised) and ``grading.json`` are staged for
+   ``autograded/STUDENT/SET/`` (a failure is that student's alone); the
+   gradebook commit stores grades and statuses together; the CSV follows from
+   the gradebook at once; then the staged files are moved into place.
 
 Statuses (`Status`): "graded"; "timed out" (a cell or the notebook hit its
-deadline); "crashed" (the kernel died, ran out of memory, or the notebook was
-missing or unreadable); "flagged for review" (what a person must look at: a
+deadline); "crashed" (the kernel died, ran out of memory or of space in its
+/tmp, or the notebook was unreadable); "flagged for review" (what a person must look at: a
 symlinked folder or notebook, a folder that is the solutions' or a
 classmate's, answer cells matched without their metadata); "grader error" (a
 bug of ours on this submission, with the exception); "missing" (on the
-roster, no submission). A crash or timeout never reads as a plain zero.
+roster, no submission; or a folder without this set's notebook). A crash or timeout never reads as a plain zero.
 
 This module only orchestrates; each step has its own module, in the order a
 submission meets them: `discover` (folders, links), `plan` (the reference
@@ -88,15 +90,16 @@ from .plan import (
 from .publish import (
     REPORT_NAME,
     RUNS_NAME,
+    Commit,
     columns_of,
-    commit_grades,
     export,
     load_statuses,
     print_summary,
-    publish,
+    publish_run,
+    remove_stale,
     report,
 )
-from .sandbox import GiB, SandboxLimits
+from .sandbox import GiB, MiB, SandboxLimits
 from .score import QuestionScores, score
 from .static import review
 from .verify import RecordError, verify
@@ -235,6 +238,7 @@ def _grade_under_lock(
     course, set_id, work = run.course, run.set_id, run.work
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{os.urandom(4).hex()}"
     with gbook.locked(course.gradebook):
+        remove_stale(course, csv_path)  # what a killed run left half-written
         candidate = work / "gradebook.db"
         fingerprint = gbook.snapshot(course.gradebook, candidate)
         specs = load_specs(course, set_id, work / "release", candidate)
@@ -262,9 +266,8 @@ def _grade_under_lock(
         )
         results = asyncio.run(_grade_all(ctx, students, run.uids, run.options.progress))
         clock.mark("grading")
-        backup = commit_grades(course, set_id, results, candidate, fingerprint, work)
-        publish(course, set_id, results, run_id)
-        export(course, set_id, csv_path, specs=specs)
+        commit = Commit(run_id, candidate, fingerprint, work, csv_path, specs)
+        backup = publish_run(course, set_id, results, commit)
         clock.mark("gradebook and CSV")
     return results, backup
 
@@ -472,6 +475,8 @@ async def _grade_notebook(
     ]
     if run.memory_error:
         details.append(_out_of_memory(ctx))
+    if getattr(run, "disk_full", False):
+        details.append(out_of_space(ctx.settings.sandbox))
     out = NotebookOutcome(
         spec.name,
         status,
@@ -522,6 +527,11 @@ def _out_of_memory(ctx: _Context) -> str:
         if box.address_space != box.memory_bytes:
             limit += f", {space}"
     return f"ran out of memory ({limit})"
+
+
+def out_of_space(box: SandboxLimits) -> str:
+    """The detail line of a submission that filled its private /tmp."""
+    return f"ran out of space in /tmp ({box.tmpfs_bytes / MiB:g} MiB)"
 
 
 def _failed(

@@ -11,7 +11,10 @@ changes nothing; a missing answer cell gets the released stub.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,20 +67,122 @@ def graded_cells(nb) -> list:
     return [c for c in nb.cells if is_graded(c) and grade_id(c)]
 
 
+# Limits of a notebook's JSON, checked on the raw bytes before it is parsed: a
+# real notebook is < 10 deep, a few thousand cells, well under 10⁶ values.
+MAX_JSON_DEPTH = 64
+MAX_JSON_VALUES = 1_000_000  # strings, arrays and objects
+MAX_CELLS = 5_000
+# A string, or one of the brackets that open and close arrays and objects.
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+
+
+def check_json_limits(
+    raw: bytes,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_values: int = MAX_JSON_VALUES,
+    max_string: int = MAX_NOTEBOOK_BYTES,
+) -> None:
+    """Refuse JSON that would cost far more to parse than its size says.
+
+    One linear pass over the bytes (strings skipped whole, so a bracket in a
+    string is no bracket): nesting deeper than `max_depth`, more than
+    `max_values` strings, arrays and objects, or a string longer than
+    `max_string` bytes. Malformed JSON passes: `json.loads` refuses it next.
+
+    Raises:
+        ValueError: which limit was passed.
+    """
+    depth = values = 0
+    for match in _JSON_TOKEN.finditer(raw):
+        first = raw[match.start()]
+        if first in _CLOSE:
+            depth -= 1
+            continue
+        values += 1
+        if values > max_values:
+            raise ValueError(f"more than {max_values} JSON values")
+        if first in _OPEN:
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+        elif match.end() - match.start() - 2 > max_string:
+            raise ValueError(f"a JSON string longer than {max_string} bytes")
+
+
 def read_notebook(
-    path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES
+    path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES, *, student: bool = False
 ) -> nbformat.NotebookNode:
-    """Read a notebook (v4); ValueError with the reason if it is too big or invalid."""
-    size = path.stat().st_size
-    if size > max_bytes:
+    """Read a notebook (v4) within limits; ValueError with the reason if it is
+    too big, too deep, has too many cells or values, or is invalid.
+
+    The bytes are read with a size cap and pass `check_json_limits` before
+    `json.loads`, and the cell count is checked before nbformat builds and
+    validates the notebook. With `student`, everything the merge does not
+    need is dropped before anything copies it (`keep_for_merge`).
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        size = max(path.stat().st_size, len(raw))
         raise ValueError(f"{path.name} is {size} bytes, more than {max_bytes}")
     try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as exc:  # noqa: BLE001 — nbformat raises many kinds
+        nb = _parse(raw, student)
+    except Exception as exc:  # noqa: BLE001 — json and nbformat raise many kinds
         raise ValueError(f"{path.name} is not a readable notebook: {exc}") from None
     if not isinstance(nb.get("cells"), list):
         raise ValueError(f"{path.name} has no cell list")  # noqa: TRY004 — bad file
     return nb
+
+
+def _parse(raw: bytes, student: bool) -> nbformat.NotebookNode:
+    """Bounded bytes → a v4 notebook, as `nbformat.reads` builds it."""
+    from nbformat import ValidationError, convert, reader, validate, versions
+
+    check_json_limits(raw)
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004 — bad file
+    cells = data.get("cells")
+    if isinstance(cells, list) and len(cells) > MAX_CELLS:
+        raise ValueError(f"more than {MAX_CELLS} cells")
+    major, minor = reader.get_version(data)
+    if major not in versions:
+        raise ValueError(f"unsupported nbformat version {major}")
+    if student and major == 4:
+        keep_for_merge(data)  # before nbformat builds nodes of what goes
+    nb = convert(versions[major].to_notebook_json(data, minor=minor), 4)
+    if student:
+        keep_for_merge(nb)
+    with contextlib.suppress(ValidationError):  # nbformat.read only logs these
+        validate(nb)
+    return nb
+
+
+def keep_for_merge(nb: dict) -> None:
+    """Drop in place what `merge` never uses from a submission (a notebook or
+    its v4 JSON).
+
+    The notebook's metadata, the cells' outputs, execution counts and
+    metadata go, except the scalar values of ``metadata.nbgrader`` (grade
+    id, solution, …) that tell which cell is which.
+    """
+    nb["metadata"] = nbformat.NotebookNode()
+    if not isinstance(nb.get("cells"), list):
+        return
+    for cell in nb["cells"]:
+        if not isinstance(cell, dict):
+            continue
+        old = cell.get("metadata")
+        marks = old.get("nbgrader") if isinstance(old, dict) else None
+        cell["metadata"] = nbformat.NotebookNode()
+        if isinstance(marks, dict):
+            cell["metadata"]["nbgrader"] = nbformat.NotebookNode(
+                {k: v for k, v in marks.items() if isinstance(v, (str, int, float))}
+            )
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:

@@ -32,6 +32,7 @@ SEVERITY = (
     Status.FLAGGED,
     Status.TIMED_OUT,
     Status.CRASHED,
+    Status.MISSING,
     Status.GRADED,
 )
 UNSAFE_NOTE = "UNSAFE: graded without a sandbox (--unsafe-no-sandbox)"
@@ -168,7 +169,7 @@ class Summary:
 
 
 def worst_status(statuses: list[Status]) -> Status:
-    """grader error > flagged for review > timed out > crashed > graded."""
+    """grader error > flagged for review > timed out > crashed > missing > graded."""
     for status in SEVERITY:
         if status in statuses:
             return status
@@ -189,6 +190,8 @@ def outcome(run: RunResult | None, verdict: Verdict | None, flags: list[str]) ->
         return Status.CRASHED
     if run.status == "timed out" or run.timeouts:
         return Status.TIMED_OUT
-    if run.status == "crashed" or run.memory_error:
+    # The submission's doing, not ours: the kernel died, ran out of memory, or
+    # filled its private /tmp (execute's typed `disk_full`; absent on older runs).
+    if run.status == "crashed" or run.memory_error or getattr(run, "disk_full", False):
         return Status.CRASHED
     return Status.GRADED
