@@ -289,3 +289,29 @@ def test_grad_cam_separates_the_cat_from_the_coffee(model):
         assert left == pytest.approx(want, abs=0.01)
     assert min(LEFT_MASS[t] for t in (TIGER_CAT, EGYPTIAN_CAT, TABBY)) > 0.9
     assert 1 - LEFT_MASS[ESPRESSO] > 0.85
+
+
+# ------------------------------------------------------------ colour plots
+
+
+def test_photo_maps_aggregate_mean_abs_over_channels(model, cat):
+    from course_utils.plotting import rgb
+
+    attr = torch.tensor([[[[1.0, -2.0]], [[-3.0, 0.0]], [[2.0, 2.0]]]])  # (1, 3, 1, 2)
+    np.testing.assert_allclose(rgb.channel_map(attr), [[2.0, 4 / 3]])
+    with pytest.raises(ValueError, match="one map"):
+        rgb.channel_map(torch.zeros(2, 3, 4, 4))
+    grad = sal.gradient(model, cat, TIGER_CAT)
+    cam = sal.grad_cam(model, cat, TIGER_CAT, upsample=False)  # 7×7: upsampled
+    spec = rgb.photo_maps(cat, {"gradient": grad, "Grad-CAM": cam}).to_dict()
+    cells = [v for v in spec["data"]["values"] if "url" in v]
+    assert [v["col"] for v in cells] == ["photo", "gradient", "Grad-CAM"]
+    assert all(v["url"].startswith("data:image/png;base64,") for v in cells)
+    grid = rgb.photo_maps(cat, {"a": {"g": grad}, "b": {"g": grad}}, overlay=False)
+    rows = {v.get("row") for v in grid.to_dict()["data"]["values"] if "url" in v}
+    assert rows == {"a", "b"}
+    # the overlay: grey photo where the map is 0, the top colour at vmax
+    pixel = rgb.photo_overlay_rgb(np.ones((1, 2, 3)), np.array([[0.0, 1.0]]), 1.0,
+                                  opacity=1.0)
+    assert pixel[0, 0].tolist() == [round(255 * rgb.PHOTO_BRIGHTNESS)] * 3
+    assert pixel[0, 1].tolist() == rgb.colorize(np.ones((1, 1)), 1.0, False)[0, 0].tolist()
