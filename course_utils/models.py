@@ -471,16 +471,27 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; known models: {known_models()}")
 
 
+# Pretrained nets whose weights ship in a package, not trained by `course train`:
+# name -> "module:function" returning the eval-mode model (imported on demand).
+PACKAGED: dict[str, str] = {"efficientnet_lite0": "course_utils.photo_model:load"}
+
+
 def load_pretrained(name: str = "small_cnn") -> nn.Module:
     """Load a shipped checkpoint as an eval-mode model.
 
     Args:
-        name: one of `known_models()` ("small_cnn", "resnet_small", …).
+        name: one of `known_models()` ("small_cnn", "resnet_small", …) or of
+            `PACKAGED` ("efficientnet_lite0", the ImageNet photo model).
     Raises:
         ValueError: unknown name (the message lists the known ones).
         FileNotFoundError: checkpoint missing (the message gives the
             `course train NAME` command that rebuilds it).
     """
+    if name in PACKAGED:
+        import importlib
+
+        module, _, attr = PACKAGED[name].partition(":")
+        return getattr(importlib.import_module(module), attr)()
     _check_name(name)
     path = checkpoint_path(name)
     if not path.exists():

@@ -15,7 +15,7 @@ EXPECTED = ["00_setup_and_model", "01_gradient_saliency", "02_input_x_gradient",
             "03_integrated_gradients", "04_smoothgrad", "05_occlusion",
             "06_sanity_checks", "07_gradcam_guided_backprop",
             "08_shortcuts_and_faithfulness", "09_what_the_network_sees",
-            "10_saliency_and_shap"]
+            "10_saliency_and_shap", "11_real_photos"]
 
 
 def test_there_are_notebooks():
