@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_grading.py [--set ps1_gradients] [--n 20]
                                             [--workers 1 2] [--spinners]
-                                            [--memory-scan]
+                                            [--memory-scan] [--hostile]
 
 Builds a throw-away course (a copy of the set's solution, released with
 nbgrader) and N submissions cycling through a perfect one (the solution), a
@@ -19,7 +19,12 @@ again next to a submission that starts 60 background spinners (its cgroup
 holds them to one CPU; goal: within 10 %), --repeats times interleaved, as
 the ratio of the medians. Timings on shared machines swing by
 tens of percent; compare numbers from one run. With --memory-scan it grades
-the perfect submission under decreasing memory caps.
+the perfect submission under decreasing memory caps. With --hostile: the
+grader's own peak memory (VmHWM of the `course grade` process, which no
+sandbox cap covers) grading three honest submissions alone, then beside one
+hostile submission of each kind of issue 22 (an iopub flood, a planted record
+bomb, deeply nested notebook metadata, a thousand big outputs); goal: within
+0.5 GB of the honest run, and the honest rows unchanged.
 """
 
 from __future__ import annotations
@@ -145,6 +150,104 @@ def add_spinner(course: Course, set_id: str) -> str:
     return "zz_spinners"
 
 
+# Hostile payloads (issue 22), each an extra code cell after a perfect answer.
+FLOOD = """
+import sys
+_big = "x" * (300 * 2**20)
+for _ in range(10):
+    sys.stdout.write(_big)
+    sys.stdout.flush()
+del _big
+"""
+BOMB = """
+import glob, os, threading, time
+import numpy as np
+_blob = np.frombuffer(("[" * (64 * 2**20) + "]" * (64 * 2**20)).encode(), dtype=np.uint8)
+def _plant():
+    for _ in range(2000):
+        for d in glob.glob("/tmp/*/records"):
+            for name in os.listdir(d) or ["q1.npz"]:
+                try:
+                    np.savez_compressed(os.path.join(d, name), __meta__=_blob)
+                except Exception:
+                    pass
+        time.sleep(0.005)
+threading.Thread(target=_plant, daemon=True).start()
+"""
+OUTPUTS = [f'print("{i:04d}" + "y" * 19000)' for i in range(1000)]
+
+
+def write_hostile(course: Course, set_id: str, kind: str) -> str:
+    """One hostile submission (a perfect one plus the payload); its student id."""
+    (source_path,) = course.source_notebooks(set_id)
+    nb = nbs.read_notebook(source_path)
+    if kind == "flood":
+        nb.cells.append(nbformat.v4.new_code_cell(FLOOD))
+    elif kind == "record bomb":
+        nb.cells.append(nbformat.v4.new_code_cell(BOMB))
+    elif kind == "many outputs":
+        nb.cells += [nbformat.v4.new_code_cell(src) for src in OUTPUTS]
+    folder = course.submitted / f"zz_{kind.replace(' ', '_')}" / set_id
+    folder.mkdir(parents=True)
+    path = folder / source_path.name
+    nbformat.write(nb, path)
+    if kind == "nested metadata":
+        depth = 2**20
+        raw = path.read_text().replace(
+            '"metadata": {',
+            '"metadata": {"deep": ' + "[" * depth + "]" * depth + ", ",
+            1,
+        )
+        path.write_text(raw)
+    return folder.parent.name
+
+
+def grader_peak(course: Course, set_id: str, students: list[str]) -> tuple[float, dict]:
+    """`course grade` for `students` in its own process: (its peak RSS in GiB,
+    student → status)."""
+    import json
+    import subprocess
+
+    script = (
+        f"import json, sys; sys.path[:0] = [{str(ROOT)!r}]\n"
+        "from course_utils.grading.course import Course\n"
+        "from course_utils.grading.grade import GradeOptions, grade\n"
+        f"s = grade(Course.load({str(course.root)!r}), {set_id!r}, options=GradeOptions("
+        f"workers=2, progress=False, sandbox_uid=64500, students={students!r}))\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(json.dumps({'kb': int(hwm.split()[1]), "
+        "'status': {r.student: r.status.value for r in s.results}}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    return found["kb"] / 2**20, found["status"]
+
+
+def hostile_memory(course: Course, set_id: str) -> None:
+    honest = sorted(p.parent.name for p in course.submitted.glob(f"*_perfect/{set_id}"))
+    honest = honest[:3]
+    reset(course)
+    base, statuses = grader_peak(course, set_id, honest)
+    print(
+        f"grader peak, {len(honest)} honest submissions alone: {base:.2f} GiB "
+        f"({', '.join(sorted(set(statuses.values())))})"
+    )
+    for kind in ("flood", "record bomb", "nested metadata", "many outputs"):
+        reset(course)
+        student = write_hostile(course, set_id, kind)
+        try:
+            peak, statuses = grader_peak(course, set_id, [*honest, student])
+        finally:
+            shutil.rmtree(course.submitted / student)
+        same = all(statuses[h] == "graded" for h in honest)
+        print(
+            f"  beside {kind:<16} {peak:.2f} GiB (Δ {peak - base:+.2f}, goal < 0.5); "
+            f"hostile: {statuses[student]}; honest rows graded: {same}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="ps1_gradients")
@@ -152,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--memory-scan", action="store_true")
     parser.add_argument("--spinners", action="store_true")
+    parser.add_argument(
+        "--hostile", action="store_true", help="grader memory (issue 22)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="spinner runs (median)")
     args = parser.parse_args(argv)
     if args.n < 1:
@@ -214,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 times["alone"]
             )
             print(f"  ratio of medians {ratio:.2f} (goal ≤ 1.10)")
+        if args.hostile:
+            hostile_memory(course, args.set)
         if args.memory_scan:
             print("memory cap scan (perfect submission):")
             for gib in (3.0, 4.0, 5.0, 6.0):
