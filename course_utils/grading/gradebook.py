@@ -326,14 +326,14 @@ def add_details(path: Path, set_id: str, details: dict[str, list[str]]) -> None:
         con.close()
 
 
-def read_statuses(path: Path, set_id: str) -> dict[str, tuple[str, str]]:
+def read_statuses(
+    path: Path, set_id: str, statuses: tuple[str, ...]
+) -> dict[str, tuple[str, str]]:
     """Student → (status, details) stored with the grades ({} before this table).
 
-    A status that is not one of `statuses` (a hand-edited row) is left out,
-    so the caller's fallback decides it.
+    A status that is not one of `statuses` (`outcome.STATUSES`; a hand-edited
+    row) is left out, so the caller's fallback decides it.
     """
-    from .outcome import STATUSES
-
     if not Path(path).exists():
         return {}
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
@@ -349,7 +349,7 @@ def read_statuses(path: Path, set_id: str) -> dict[str, tuple[str, str]]:
     return {
         sanitize.student_id(student): (status, sanitize.text(details, COMMENT_LIMIT))
         for student, status, details in rows
-        if status in STATUSES and isinstance(details, str)
+        if status in statuses and isinstance(details, str)
     }
 
 

@@ -305,7 +305,7 @@ def load_statuses(course: Course, set_id: str) -> dict[str, tuple[str, str]]:
     out = {
         sanitize.student_id(k): v for k, v in legacy_statuses(course, set_id).items()
     }
-    out.update(gbook.read_statuses(course.gradebook, set_id))
+    out.update(gbook.read_statuses(course.gradebook, set_id, STATUSES))
     return out
 
 
