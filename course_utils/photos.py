@@ -202,16 +202,17 @@ METHOD_TITLES = {
 }
 
 
-def _refuse(name: str, what: str) -> ValueError:
-    return ValueError(f"{name} must be {ACCEPTED}; got {what}")
+def _refuse(name: str, what: str, accepted: str = ACCEPTED) -> ValueError:
+    return ValueError(f"{name} must be {accepted}; got {what}")
 
 
-def read_image(image, name: str = "image") -> Image.Image:
+def read_image(image, name: str = "image", accepted: str = ACCEPTED) -> Image.Image:
     """Open and fully decode an image, refusing what is not one, truncated or too big.
 
     Args:
         image: a path, a file's bytes, a PIL image or an array (see `ACCEPTED`).
-        name: the argument's name in error messages.
+        name, accepted: the argument's name and what it accepts, for error
+            messages (a widget says "an image file" rather than "a path").
     Returns:
         The decoded PIL image (mode and EXIF as in the file; `to_rgb` converts).
     Raises:
@@ -221,46 +222,50 @@ def read_image(image, name: str = "image") -> Image.Image:
             is never decoded).
         TypeError: `image` is none of the accepted types.
     """
+
+    def refuse(what: str) -> ValueError:
+        return _refuse(name, what, accepted)
+
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         if not os.path.isfile(path):
-            raise _refuse(name, f"{path!r}, which is not a file")
+            raise refuse(f"{path!r}, which is not a file")
         size = os.path.getsize(path)
         if size > MAX_BYTES:
-            raise _refuse(name, f"a file of {size / 2**20:.0f} MiB "
+            raise refuse(f"a file of {size / 2**20:.0f} MiB "
                                 f"(at most {MAX_BYTES // 2**20} MiB)")
         with open(path, "rb") as f:
             image = f.read()
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
-            raise _refuse(name, "an empty file (0 bytes)")
+            raise refuse("an empty file (0 bytes)")
         if len(data) > MAX_BYTES:
-            raise _refuse(name, f"{len(data) / 2**20:.0f} MiB of data "
+            raise refuse(f"{len(data) / 2**20:.0f} MiB of data "
                                 f"(at most {MAX_BYTES // 2**20} MiB)")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as err:
-            raise _refuse(name, f"an image too large to decode ({err})") from None
+            raise refuse(f"an image too large to decode ({err})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            raise _refuse(name, f"{len(data):,} bytes that are not an image "
+            raise refuse(f"{len(data):,} bytes that are not an image "
                                 f"(starting {data[:8]!r})") from None
     else:
         im = _open(image)  # a PIL image or an array; TypeError for the rest
     w, h = im.size
     if w * h > MAX_PIXELS:
-        raise _refuse(name, f"an image of {w} × {h} = {w * h:,} pixels "
+        raise refuse(f"an image of {w} × {h} = {w * h:,} pixels "
                             f"(at most {MAX_PIXELS:,})")
     if w == 0 or h == 0:
-        raise _refuse(name, f"an image of {w} × {h} pixels")
+        raise refuse(f"an image of {w} × {h} pixels")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise _refuse(name, f"a {im.format or 'image'} file that is truncated or "
+        raise refuse(f"a {im.format or 'image'} file that is truncated or "
                             f"corrupt ({err})") from None
     return im
 

@@ -42,6 +42,7 @@ from .view import View
 __all__ = ["PhotoExplainer"]
 
 UPLOAD = "upload:"  # prefix of an uploaded photo's key in the photo dropdown
+UPLOAD_ACCEPTED = "an image file (JPEG, PNG, GIF, BMP, TIFF or WebP)"
 
 
 def _html_output(text: str) -> tuple:
@@ -265,7 +266,8 @@ class PhotoExplainer(View):
             self.controls["upload"].value = ()  # the same file can be sent again
         key = UPLOAD + hashlib.sha256(content).hexdigest()[:16]
         if key not in self._photos:
-            im = photos.read_image(content, name=f"the uploaded file {name!r}")
+            im = photos.read_image(content, name=f"the uploaded file {name!r}",
+                                   accepted=UPLOAD_ACCEPTED)
             rgb = photos.to_rgb(im)
             self._add_photo(key, photos.preprocess(rgb), rgb.size, name)
             options = list(self.controls["photo"].options)
