@@ -288,3 +288,25 @@ def count_calls(monkeypatch):
         return calls
 
     return install
+
+
+def test_smoothgrad_samples_reuse_the_gradients_computed_before(model, monkeypatch):
+    w = W.PhotoExplainer(model, photo="chelsea", methods=("smoothgrad",), n_samples=4)
+    x, target = photos.load("chelsea"), w.target
+    rows = []
+    original = sal.gradient
+
+    def counting(model, x, target, **kwargs):
+        rows.append(x.shape[0])
+        return original(model, x, target, **kwargs)
+
+    monkeypatch.setattr(sal, "gradient", counting)
+    for n, new_rows in ((2, 0), (6, 2), (3, 0), (6, 0)):
+        rows.clear()
+        w.controls["n_samples"].value = n
+        assert sum(rows) == new_rows, n
+        want = sal.smoothgrad(model, x, target, n_samples=n, noise_level=0.15,
+                              batch_size=16, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(w.result["smoothgrad"], want, rtol=0,
+                                   atol=1e-5 * float(want.abs().max()))
+    assert w.timings["computed"] == 0  # 6 samples were computed before: no "computing…"
