@@ -1,7 +1,8 @@
 """Interactive explorers: move a slider, the saliency map is recomputed and redrawn.
 
 `OcclusionExplorer`, `IGExplorer`, `SmoothGradExplorer` (`method_explorers`),
-`MethodBrowser` (`method_browser`), the lab's `TrainingLab` (`training_lab`)
+`MethodBrowser` (`method_browser`), `PhotoExplainer` (`photo_explainer`: a
+photo of your own on the ImageNet model), the lab's `TrainingLab` (`training_lab`)
 and the `UnitBrowser` (`unit_browser`). What every explorer offers (``view``,
 ``controls``, ``result``, ``chart``, ``update()``, caching, the busy state, the
 CSS classes the browser tests use) is described in `widgets.explorer`, where
@@ -19,6 +20,7 @@ from .explorer import (
 )
 from .method_browser import MethodBrowser
 from .method_explorers import IGExplorer, OcclusionExplorer, SmoothGradExplorer
+from .photo_explainer import PhotoExplainer
 from .training_lab import TrainingLab
 from .unit_browser import UnitBrowser
 
@@ -31,6 +33,7 @@ __all__ = [
     "IGExplorer",
     "MethodBrowser",
     "OcclusionExplorer",
+    "PhotoExplainer",
     "SmoothGradExplorer",
     "TrainingLab",
     "UnitBrowser",
