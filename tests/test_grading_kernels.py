@@ -190,4 +190,6 @@ def test_bwrap_arguments_give_files_read_only_and_nothing_of_the_graders_env():
     assert argv[argv.index("--seccomp") + 1] == "11"  # the system-call filter
     tail = argv[argv.index("--clearenv") :]
     assert tail == ["--clearenv", "--setenv", "A", "1"]  # the whole environment
-    assert argv[argv.index("--tmpfs", argv.index("/proc")) + 1] == "/tmp"
+    # the private /tmp first: what is bound under /tmp is mounted above it
+    tmpfs = argv.index("--tmpfs")
+    assert argv[tmpfs + 1] == "/tmp" and tmpfs < argv.index("--ro-bind")

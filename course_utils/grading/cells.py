@@ -55,6 +55,8 @@ class RunSettings:
         limits: resource limits (memory, CPU, files, processes).
         identity: the user the kernel runs as (None: the grader's).
         max_output_chars: output kept per cell; the rest is dropped with a note.
+        max_notebook_output_chars: output kept over all cells (images by their
+            size); past it, every output is dropped, with one note.
         max_record_bytes: total size of the records copied out.
     """
 
@@ -65,6 +67,7 @@ class RunSettings:
     limits: Limits = field(default_factory=Limits)
     identity: Identity = field(default_factory=Identity)
     max_output_chars: int = 20_000
+    max_notebook_output_chars: int = 8 * 2**20
     max_record_bytes: int = 64 * 2**20
     notebook_timeout: float = 600.0
     sandbox: object = None
@@ -90,33 +93,58 @@ class CellResult:
 
 class _LimitedNotebookClient(NotebookClient):
     """nbclient that keeps at most `max_output_chars` of output per cell and
-    no widget state."""
+    `max_notebook_chars` over the notebook, and no widget state."""
 
-    def __init__(self, nb, max_output_chars: int, **kw):
+    def __init__(self, nb, max_output_chars: int, max_notebook_chars: int, **kw):
         super().__init__(nb, **kw)
         self._budget: dict[int, int] = {}
         self._max_chars = max_output_chars
+        self._max_total = max_notebook_chars
+        self._total = 0
 
     def handle_comm_msg(self, outs, msg, cell_index):
         """Ignore widget messages: grading needs no widget state, and a kernel
         must not make the grader keep arbitrary amounts of it."""
 
+    def _over_notebook(self, outs, size: int) -> bool:
+        """Count `size` against the notebook's budget; whether it is over
+        (the first time, a note is added to `outs`)."""
+        if self._total > self._max_total:
+            return True
+        self._total += size
+        if self._total <= self._max_total:
+            return False
+        outs.append(_note(f"the notebook's output beyond {self._max_total} "
+                          "characters dropped"))  # fmt: skip
+        return True
+
     def output(self, outs, msg, display_id, cell_index):
         used = self._budget.get(cell_index, 0)
-        if used >= self._max_chars:
+        if used >= self._max_chars or self._total > self._max_total:
             return None
         size = len(json.dumps(msg.get("content", {})))
         self._budget[cell_index] = used + size
         if used + size > self._max_chars:
-            outs.append(
-                nbformat.v4.new_output(
-                    "stream",
-                    name="stderr",
-                    text=f"[grader: output beyond {self._max_chars} characters dropped]\n",
-                )
-            )
+            outs.append(_note(f"output beyond {self._max_chars} characters dropped"))
+            return None
+        if self._over_notebook(outs, size):
             return None
         return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id, msg):
+        """An update of an earlier output counts against the notebook's budget
+        (it may replace a small output by a large one)."""
+        if self._total > self._max_total:
+            return None
+        size = len(json.dumps(msg.get("content", {})))
+        if size > self._max_chars or self._over_notebook([], size):
+            return None
+        return super()._update_display_id(display_id, msg)
+
+
+def _note(text: str):
+    """A stream output in which the grader says what it did."""
+    return nbformat.v4.new_output("stream", name="stderr", text=f"[grader: {text}]\n")
 
 
 def _asked_to_exit(reply: dict) -> bool:
@@ -191,6 +219,7 @@ def _cell_client(nb, extra, settings: RunSettings, kc) -> _LimitedNotebookClient
     client = _LimitedNotebookClient(
         all_nb,
         settings.max_output_chars,
+        settings.max_notebook_output_chars,
         timeout=None,
         allow_errors=True,
         record_timing=False,
@@ -213,13 +242,17 @@ async def run_cells(
     skip: set[int],
     extra: list[nbformat.NotebookNode],
     before_extra=None,
+    watch=None,
 ) -> tuple[RunStatus, str, int, list[CellResult], list[CellResult]]:
     """Execute the code cells of nb (except `skip`) and then `extra` cells.
 
     Each cell gets min(cell deadline, what is left of the notebook deadline);
     a cell past its deadline is interrupted, and the kernel killed when it
-    does not answer within the grace period. Returns (status, detail,
-    timeouts, results of nb's cells, results of the extra cells).
+    does not answer within the grace period. `before_extra()` runs before
+    the first extra cell, `watch()` after every cell: either may return
+    (status, detail) to stop the run there (the kernel is killed). Returns
+    (status, detail, timeouts, results of nb's cells, results of the extra
+    cells).
     """
     cells = not_run(nb)
     extra_results = [CellResult(-1 - k, CellStatus.NOT_RUN) for k in range(len(extra))]
@@ -235,7 +268,10 @@ async def run_cells(
     order += [(len(nb.cells) + k, c, extra_results[k]) for k, c in enumerate(extra)]
     for index, cell, result in order:
         if index == len(nb.cells) and before_extra is not None:
-            before_extra()
+            stop = before_extra()
+            if stop is not None:
+                status, detail = stop
+                break
         left = deadline - time.monotonic()
         if left <= 0:
             status, detail = RunStatus.TIMED_OUT, _past_deadline(settings)
@@ -244,6 +280,8 @@ async def run_cells(
         limit = min(settings.cell_timeout, left)
         stop = await _run_cell(client, kernel, settings, index, cell, result, limit)
         timeouts += result.status is CellStatus.TIMED_OUT
+        if stop is None and watch is not None and (stop := watch()) is not None:
+            kernel.kill()
         if stop is not None:
             status, detail = stop
             break

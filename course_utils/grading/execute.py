@@ -26,14 +26,13 @@ import ast
 import os
 import re
 import shutil
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-from jupyter_client.asynchronous import AsyncKernelClient
 
+from . import outbox, sockets
 from .cells import (
     CellResult,
     CellStatus,
@@ -56,7 +55,15 @@ from .kernels import (  # noqa: F401 — KERNEL_BOOT, the envs: public here too
     isolated_env,
     kernel_env,
 )
-from .records import CASES_FILE_RE, RECORD_FILE_RE
+from .outbox import (  # noqa: F401 — public here too
+    CASES_FILE_RE,
+    NO_SPACE,
+    RECORD_FILE_RE,
+    copy_records,
+    tmp_space,
+)
+
+_Client = sockets.Client  # the grader's kernel client
 
 
 @dataclass
@@ -66,7 +73,8 @@ class RunResult:
     status: a `RunStatus`. `timeouts` counts interrupted cells, `memory_error`
     tells whether the kernel ran out of memory: a memory cap killed one of its
     processes, or a cell raised MemoryError (an allocation the address-space
-    limit refused).
+    limit refused). `disk_full`: the kernel's /tmp was full at the end, or the
+    harness found no space in it; `tmp_bytes`: that /tmp's size (0: unknown).
     """
 
     status: RunStatus
@@ -80,6 +88,8 @@ class RunResult:
     record_problems: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
     extra: list = field(default_factory=list)
+    disk_full: bool = False
+    tmp_bytes: int = 0
 
 
 @dataclass
@@ -94,68 +104,6 @@ class Harness:
 
     files: dict[str, bytes]
     cells: list[tuple[str, str]]
-
-
-class _Client(AsyncKernelClient):
-    """A kernel client that asks the `Kernel` whether its process lives."""
-
-    alive_check = None
-
-    async def _async_is_alive(self) -> bool:
-        return bool(self.alive_check and self.alive_check())
-
-    is_alive = _async_is_alive
-
-
-def copy_records(
-    source: Path | int, dest: Path, max_bytes: int
-) -> tuple[dict[str, Path], list[str]]:
-    """Copy record files out of a kernel's scratch dir, trusting nothing about them.
-
-    `source` is the records directory, best given as a file descriptor opened
-    before the kernel ran: the student owns the scratch directory and could
-    swap paths for links, but not the directory an fd already points to. Only
-    regular files named like records are copied, opened relative to it with
-    O_NOFOLLOW and O_NONBLOCK (no links, no FIFOs), within `max_bytes` in
-    total. Returns ({name: copied path}, problems noticed).
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    copied: dict[str, Path] = {}
-    problems: list[str] = []
-    total = 0
-    try:
-        names = sorted(os.listdir(source))
-    except OSError as exc:
-        return copied, [f"records unreadable: {exc}"]
-    for name in names:
-        if name.startswith(".") and name.endswith(".tmp"):
-            continue
-        if not (RECORD_FILE_RE.fullmatch(name) or CASES_FILE_RE.fullmatch(name)):
-            problems.append(f"unexpected file {name!r} among the records")
-            continue
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-        try:
-            if isinstance(source, int):
-                fd = os.open(name, flags, dir_fd=source)
-            else:
-                fd = os.open(Path(source) / name, flags)
-        except OSError as exc:
-            problems.append(f"record {name} could not be opened: {exc.strerror}")
-            continue
-        with os.fdopen(fd, "rb") as fh:
-            info = os.fstat(fh.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                problems.append(f"record {name} is not a regular file")
-                continue
-            if total + info.st_size > max_bytes:
-                problems.append(f"records exceed {max_bytes} bytes; {name} dropped")
-                continue
-            data = fh.read(max_bytes - total + 1)
-        total += len(data)
-        target = dest / name
-        target.write_bytes(data)
-        copied[name.removesuffix(".npz")] = target
-    return copied, problems
 
 
 def _log_tail(path: Path, limit: int = 2000) -> str:
@@ -199,14 +147,29 @@ async def _connect(
     """A client on the kernel's connection file `conn`, its channels started
     and the kernel asked to be ready within `settings.startup_timeout`.
 
-    Returns (client, None) when it answered, else (client, why it did not
-    start: the error and how the kernel exited). The caller stops the client's
-    channels; when this raises instead, it has stopped them itself.
+    A kernel with a /tmp of its own (`open_dir`: the grading kernels) has its
+    sockets pinned first (`sockets.pin`): held before any student code runs,
+    connected through the held files, never re-dialled. Returns (client,
+    None) when it answered, else (client, why it did not start: the error and
+    how the kernel exited). The caller stops the client's channels; when this
+    raises instead, it has stopped them itself.
     """
     kc = _Client(connection_file=str(conn))
     kc.load_connection_file()
     kc.alive_check = kernel.alive
+    kc.watch = sockets.Watch()
     try:
+        if hasattr(kernel, "open_dir"):
+            names = sockets.socket_names(kc)
+            try:
+                kc.pinned = await sockets.pin(
+                    lambda: kernel.open_dir("/tmp"), os.path.dirname(kc.ip),
+                    names, kernel.alive, settings.startup_timeout,
+                )  # fmt: skip
+            except (OSError, TimeoutError) as exc:
+                return kc, f"the kernel did not start: {exc}; " + describe_exit(
+                    kernel.exit_code()
+                )
         kc.start_channels()
         try:
             await kc.wait_for_ready(timeout=settings.startup_timeout)
@@ -219,6 +182,30 @@ async def _connect(
         kc.stop_channels()
         raise
     return kc, None
+
+
+def _watched(kc: _Client, kernel: Kernel):
+    """A check for `run_cells`: (CRASHED, why) once a channel's connection
+    closed while the kernel lives (an oversized message, or the kernel closed
+    it), else None (a kernel that died is told by its exit)."""
+
+    def check():
+        closed = kc.watch.poll() if kc.watch is not None else []
+        if closed and kernel.exit_code(0.5) is None:
+            return RunStatus.CRASHED, sockets.why_closed(closed[0], kc.pinned)
+        return None
+
+    return check
+
+
+def _space(kc: _Client | None) -> outbox.Space | None:
+    """How full the kernel's /tmp is (read from the held descriptor)."""
+    if kc is None or kc.pinned is None:
+        return None
+    try:
+        return tmp_space(kc.pinned.dir_fd)
+    except OSError:
+        return None
 
 
 def _copy_out(kernel: Kernel, dest: Path, max_bytes: int):
@@ -267,24 +254,15 @@ async def run(
     extra = (
         [nbformat.v4.new_code_cell(src) for _, src in harness.cells] if harness else []
     )
-    kc, oom, ready = None, False, 0.0
+    kc, oom, ready, space, no_space = None, False, 0.0, None, False
     try:
         kc, failed = await _connect(kernel.start(private_dir), kernel, settings)
         if failed:
             detail = failed
         else:
             ready = time.monotonic() - start
-            delivered: list[str] = []
-
-            def before_extra():
-                delivered.append(kernel.deliver(harness.files))
-                for cell in extra:
-                    cell.source = cell.source.replace("{HARNESS_DIR}", delivered[0])
-
-            status, detail, timeouts, cells, done = await run_cells(
-                nb, kc, kernel, settings, skip or set(), extra,
-                before_extra if harness else None,
-            )  # fmt: skip
+            out = await _execute(nb, kc, kernel, settings, skip, harness, extra)
+            status, detail, timeouts, cells, done, delivered, no_space = out
             bad = [r for r in done if r.status != CellStatus.OK]
             if harness and status is RunStatus.COMPLETED and bad:
                 problems.append(
@@ -297,6 +275,7 @@ async def run(
                 )
                 problems += more
     finally:
+        space = _space(kc)
         if kc is not None:
             kc.stop_channels()
         oom = kernel.out_of_memory()
@@ -306,7 +285,38 @@ async def run(
     )
     result.startup_seconds = ready
     result.extra = extra
+    if space is not None:
+        result.tmp_bytes = space.size
+    result.disk_full = no_space or bool(space and space.full)
     return result
+
+
+async def _execute(nb, kc, kernel, settings, skip, harness, extra):
+    """run_cells with the harness delivered before `extra` and the client's
+    channels watched; returns run_cells' answer and whether the delivery
+    found no space left in the kernel's /tmp."""
+    no_space: list[OSError] = []
+    delivered: list[str] = []
+
+    def before_extra():
+        try:
+            folder = kernel.deliver(harness.files)
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                raise
+            no_space.append(exc)
+            kernel.kill()
+            return RunStatus.CRASHED, "no space left in the kernel's /tmp"
+        delivered.append(folder)
+        for cell in extra:
+            cell.source = cell.source.replace("{HARNESS_DIR}", folder)
+        return None
+
+    out = await run_cells(
+        nb, kc, kernel, settings, skip or set(), extra,
+        before_extra if harness else None, _watched(kc, kernel),
+    )  # fmt: skip
+    return (*out, bool(delivered), bool(no_space))
 
 
 async def run_notebook(

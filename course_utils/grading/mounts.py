@@ -75,7 +75,10 @@ class SandboxView:
     tmpfs_bytes: int = 256 * MiB
 
     def mounts(self) -> list[str]:
-        args: list[str] = []
+        """bubblewrap's mount arguments, applied in order: the private /tmp
+        first, so that what is bound under /tmp (a course root, a venv) stays
+        visible above it."""
+        args = ["--perms", "01777", "--size", str(self.tmpfs_bytes), "--tmpfs", "/tmp"]
         for top in ("/usr",):
             args += ["--ro-bind", top, top]
         for name in ("lib", "lib64", "lib32", "bin", "sbin"):
@@ -93,6 +96,7 @@ class SandboxView:
             if not str(tree).startswith("/usr"):
                 args += _dirs_to(tree) + ["--ro-bind", str(tree), str(tree)]
         if Path(sys.prefix) != Path(sys.prefix).resolve():
+            args += _dirs_to(Path(sys.prefix))
             args += ["--symlink", str(Path(sys.prefix).resolve()), sys.prefix]
         if self.package is not None:
             import course_utils
@@ -110,7 +114,6 @@ class SandboxView:
                 for info in site_dir.glob(f"{top}-*.dist-info"):
                     args += ["--perms", "0000", "--tmpfs", str(info)]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        args += ["--perms", "01777", "--size", str(self.tmpfs_bytes), "--tmpfs", "/tmp"]
         return args
 
 
@@ -119,7 +122,7 @@ def _dirs_to(path: Path) -> list[str]:
     for what it creates as root, which the sandbox user could not traverse)."""
     args: list[str] = []
     for parent in reversed(path.parents):
-        if str(parent) in ("/", "/usr") or str(parent).startswith("/usr/"):
+        if str(parent) in ("/", "/usr", "/tmp") or str(parent).startswith("/usr/"):
             continue
         args += ["--perms", "0755", "--dir", str(parent)]
     return args
