@@ -89,17 +89,7 @@ class PhotoExplainer(View):
                  n_steps: int = 16, n_samples: int = 8,
                  cascade_methods: Sequence[str] = ("gradient", "guided_backprop"),
                  seed: int = 0, size: int = 168):
-        if photo not in photos.PHOTOS:
-            raise ValueError(f"photo must be one of {list(photos.PHOTOS)}, got {photo!r}")
-        for arg, names, most in (("methods", methods, None),
-                                 ("cascade_methods", cascade_methods, 2)):
-            if isinstance(names, str) or not names or (most and len(names) > most):
-                raise ValueError(f"{arg} must be a list of 1–{most or 6} names from "
-                                 f"{list(sal.METHODS)}, got {names!r}")
-            unknown = [m for m in names if m not in sal.METHODS]
-            if unknown:
-                raise ValueError(f"{arg} must be names from {list(sal.METHODS)}, "
-                                 f"got unknown {unknown}")
+        _check_args(photo, methods, cascade_methods)
         self.model = model if model is not None else models.load_pretrained(pm.NAME)
         self.methods = list(methods)
         self.cascade_methods = list(cascade_methods)
@@ -118,31 +108,7 @@ class PhotoExplainer(View):
         self.n_updates = 0
         self.timings: dict[str, float] = {}
 
-        c = self.controls = {
-            "photo": widgets.Dropdown(options=[(p, p) for p in photos.PHOTOS], value=photo,
-                                      description="photo"),
-            "upload": widgets.FileUpload(accept="image/*", multiple=False,
-                                         description="upload a photo"),
-            "target": widgets.Dropdown(description="explain",
-                                       layout={"width": "360px"}),
-            "search": widgets.Combobox(options=self.labels, ensure_option=False,
-                                       continuous_update=False,
-                                       placeholder="any ImageNet class, by name",
-                                       description="or class",
-                                       layout={"width": "360px"}),
-            "n_steps": widgets.IntSlider(value=n_steps, min=2, max=64,
-                                         description="IG steps",
-                                         continuous_update=False),
-            "n_samples": widgets.IntSlider(value=n_samples, min=2, max=50,
-                                           description="SG samples",
-                                           continuous_update=False),
-            "cascade": widgets.Button(
-                description="run the cascade check",
-                tooltip="cascading randomization: "
-                        + ", ".join(photos.METHOD_TITLES.get(m, m)
-                                    for m in self.cascade_methods),
-                layout={"width": "220px"}),
-        }
+        c = self.controls = self._make_controls(photo, n_steps, n_samples)
         self.outputs = {"top5": widgets.HTML(), "photo_info": widgets.HTML()}
         self.status = widgets.HTML().add_class("sal-status")
         self._out = widgets.Output().add_class("sal-chart")
@@ -170,6 +136,34 @@ class PhotoExplainer(View):
             self.status,
         ]).add_class("sal-explorer").add_class(self.css)
         self._select(photo)
+
+    def _make_controls(self, photo: str, n_steps: int, n_samples: int) -> dict:
+        """The widget's inputs: photo, upload, class, search, IG/SG sliders, cascade."""
+        return {
+            "photo": widgets.Dropdown(options=[(p, p) for p in photos.PHOTOS], value=photo,
+                                      description="photo"),
+            "upload": widgets.FileUpload(accept="image/*", multiple=False,
+                                         description="upload a photo"),
+            "target": widgets.Dropdown(description="explain",
+                                       layout={"width": "360px"}),
+            "search": widgets.Combobox(options=self.labels, ensure_option=False,
+                                       continuous_update=False,
+                                       placeholder="any ImageNet class, by name",
+                                       description="or class",
+                                       layout={"width": "360px"}),
+            "n_steps": widgets.IntSlider(value=n_steps, min=2, max=64,
+                                         description="IG steps",
+                                         continuous_update=False),
+            "n_samples": widgets.IntSlider(value=n_samples, min=2, max=50,
+                                           description="SG samples",
+                                           continuous_update=False),
+            "cascade": widgets.Button(
+                description="run the cascade check",
+                tooltip="cascading randomization: "
+                        + ", ".join(photos.METHOD_TITLES.get(m, m)
+                                    for m in self.cascade_methods),
+                layout={"width": "220px"}),
+        }
 
     # ------------------------------------------------------------ photos
 
@@ -437,3 +431,18 @@ class PhotoExplainer(View):
         self.view.remove_class("sal-busy")
         self.status.value = ""
         return self.cascade
+
+
+def _check_args(photo, methods, cascade_methods) -> None:
+    """`PhotoExplainer`'s arguments, each error naming the argument."""
+    if photo not in photos.PHOTOS:
+        raise ValueError(f"photo must be one of {list(photos.PHOTOS)}, got {photo!r}")
+    for arg, names, most in (("methods", methods, None),
+                             ("cascade_methods", cascade_methods, 2)):
+        if isinstance(names, str) or not names or (most and len(names) > most):
+            raise ValueError(f"{arg} must be a list of 1–{most or 6} names from "
+                             f"{list(sal.METHODS)}, got {names!r}")
+        unknown = [m for m in names if m not in sal.METHODS]
+        if unknown:
+            raise ValueError(f"{arg} must be names from {list(sal.METHODS)}, "
+                             f"got unknown {unknown}")
