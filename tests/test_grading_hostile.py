@@ -63,8 +63,10 @@ EXPECTED = {
     "record_bomb": ("graded", 2, {0, 1}),
     "nested_metadata": ("crashed", 0, 0),  # not a notebook the grader will parse
     "many_outputs": ("graded", 2, 1),
-    "iopub_flood": ("crashed", 0, 0),
-    "socket_swap": ("crashed", 0, 0),
+    # the grader drops the channel that carries them; whether the cell's deadline
+    # or the closed channel ends the run first depends on the machine's speed
+    "iopub_flood": ({"crashed", "timed out"}, 0, 0),
+    "socket_swap": ({"crashed", "timed out"}, 0, 0),
     "static_chain": ("graded", 2, 1),
     # the sandbox's own limits
     "fill_tmp": ("crashed", 0, 0),
@@ -221,6 +223,8 @@ def test_each_submission_gets_its_status_and_points(runs, student):
     got = (row["status"], float(row["q1_tests"] or 0), float(row["q2_tests"] or 0))
     if isinstance(q2, set):  # never more than the answer earns
         q2 = got[2] if got[2] in q2 else q2
+    if isinstance(status, set):
+        status = got[0] if got[0] in status else status
     assert got == (status, q1, q2), row["details"]
 
 
@@ -278,7 +282,7 @@ def test_formgrader_sees_visible_characters_and_bounded_notebooks(runs, course):
     sources = "".join(c.source for c in nb.cells)
     assert "\u202e" not in sources and "U+202E" in sources
     path, nb = notebook("many_outputs")
-    assert path.stat().st_size < 32 * 2**20
+    assert path.stat().st_size < 12 * 2**20  # the whole notebook's output is capped
     path, nb = notebook("surrogate_markdown")
     assert "half a character" in "".join(c.source for c in nb.cells)
 
@@ -293,6 +297,7 @@ def test_the_sandbox_keeps_keys_out(runs, course):
 
 def test_what_happened_is_said(runs):
     assert "space" in row_of(runs, "fill_tmp")["details"]
+    assert "closed its iopub channel" in row_of(runs, "socket_swap")["details"]
     assert (
         "no tiny.ipynb" in row_of(runs, "missing_set")["details"]
         or "not found" in (row_of(runs, "missing_set")["details"])
