@@ -237,7 +237,22 @@ def _make_scratch(parent: Path | None, identity: Identity) -> Path:
 # --------------------------------------------------------- launched child
 
 
-class LaunchedKernel:
+class _ChildProcess:
+    """`alive` and `exit_code` of a kernel that is a `subprocess.Popen` (`proc`)."""
+
+    proc: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        try:
+            return self.proc.wait(wait) if wait else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class LaunchedKernel(_ChildProcess):
     """A kernel started as a plain child process by jupyter_client's launcher
     (self-check where there is no fork: Windows). It keeps the student's
     environment, with HOME, TMPDIR (TEMP, TMP) and the Jupyter folders in a
@@ -275,15 +290,6 @@ class LaunchedKernel:
                 cwd=str(scratch / "tmp"),
             )  # fmt: skip
         return Path(conn)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def exit_code(self, wait: float = 0.0) -> int | None:
-        try:
-            return self.proc.wait(wait) if wait else self.proc.poll()
-        except subprocess.TimeoutExpired:
-            return None
 
     def interrupt(self) -> None:
         if not self.alive():
@@ -519,7 +525,7 @@ class SandboxKernel(_GradingKernel):
             self.box.close()
 
 
-class PlainKernel(_GradingKernel):
+class PlainKernel(_ChildProcess, _GradingKernel):
     """--unsafe-no-sandbox: the kernel runs as a plain process of the grader's
     user, with rlimits and deadlines only; its "/tmp" is a private temp dir."""
 
@@ -567,15 +573,6 @@ class PlainKernel(_GradingKernel):
 
     def open_dir(self, inside: str) -> int:
         return os.open(self.host_path(inside), _DIR_FLAGS)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def exit_code(self, wait: float = 0.0) -> int | None:
-        try:
-            return self.proc.wait(wait) if wait else self.proc.poll()
-        except subprocess.TimeoutExpired:
-            return None
 
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError):

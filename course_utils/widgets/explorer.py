@@ -312,14 +312,6 @@ class _Explorer(View):
 
     # ------------------------------------------------------------ updating
 
-    @contextlib.contextmanager
-    def _guard(self):
-        busy, self._busy = self._busy, True
-        try:
-            yield
-        finally:
-            self._busy = busy
-
     def _on_change(self, change) -> None:
         if self._busy:
             return

@@ -26,7 +26,6 @@ maps), "sal-chart-slow", "sal-cascade-chart", "sal-status" (errors), and
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import html
 import time
@@ -228,14 +227,6 @@ class PhotoExplainer(View):
             f"<th>probability</th></tr>{top}</table>")
 
     # ------------------------------------------------------------ callbacks
-
-    @contextlib.contextmanager
-    def _guard(self):
-        busy, self._busy = self._busy, True
-        try:
-            yield
-        finally:
-            self._busy = busy
 
     def _callback(self, fn):
         """`fn` run only outside a guard, its errors shown in the status read-out."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 
 
@@ -9,6 +10,17 @@ class View:
     """Base of the widgets; a subclass sets ``view`` (the displayable box),
     ``status`` (an HTML read-out), ``_out`` (the chart's Output) and
     ``n_updates``."""
+
+    _busy = False  # True while an update runs: callbacks it triggers are skipped
+
+    @contextlib.contextmanager
+    def _guard(self):
+        """Mark the widget busy for the block (restored after, also on error)."""
+        busy, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = busy
 
     def _show(self, bundle: dict) -> None:
         """Count an update, clear the status and show the chart's display bundle
