@@ -8,7 +8,7 @@ from course_utils.grading.outcome import Status
 from course_utils.grading.plan import NotebookSpec
 from course_utils.grading.score import score
 from course_utils.grading.static import Policy
-from course_utils.grading.verify import CaseResult, CaseStatus, CellVerdict, Verdict
+from course_utils.grading.verify import CaseResult, CaseStatus, CellMarking, Marking
 
 PASSED, FAILED, MISSING = CaseStatus.PASSED, CaseStatus.FAILED, CaseStatus.MISSING
 
@@ -42,9 +42,9 @@ def _verdict(t1=(PASSED, PASSED), t2=(PASSED, PASSED, PASSED), visible=()):
             CaseResult(f"{gid}_check", f"case {i}", s) for i, s in enumerate(statuses)
         ]
         cases += [CaseResult(f"{gid}_form", "form", s, "wrong", False) for s in visible]
-        return CellVerdict(gid, points, cases)
+        return CellMarking(gid, points, cases)
 
-    return Verdict({"t1": cell("t1", 2.0, t1), "t2": cell("t2", 3.0, t2)})
+    return Marking({"t1": cell("t1", 2.0, t1), "t2": cell("t2", 3.0, t2)})
 
 
 def _merged(spec, unanswered=(), by_position=()):

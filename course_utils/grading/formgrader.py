@@ -9,7 +9,7 @@ import nbformat
 
 from . import notebooks as nbs
 from . import sanitize
-from .verify import Verdict
+from .verify import Marking
 
 SAFE_MIME = ("text/plain", "image/png", "image/jpeg", "image/gif")
 _JS_URL = re.compile(r"(?i)(java|vb)script\s*:")
@@ -53,7 +53,7 @@ def sanitize_for_formgrader(nb: nbformat.NotebookNode) -> None:
 
 def annotate(
     nb: nbformat.NotebookNode,
-    verdict: Verdict,
+    verdict: Marking,
     scores: dict[str, float | None],
     max_points: dict[str, float],
     flags: list[str],

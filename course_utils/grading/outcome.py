@@ -11,7 +11,7 @@ import nbformat
 from . import gradebook as gbook
 from .execute import RunResult
 from .sandbox import DEFAULT_SANDBOX_UID
-from .verify import Verdict
+from .verify import Marking
 
 
 class Status(str, enum.Enum):
@@ -176,7 +176,7 @@ def worst_status(statuses: list[Status]) -> Status:
     return Status.GRADED
 
 
-def outcome(run: RunResult | None, verdict: Verdict | None, flags: list[str]) -> Status:
+def outcome(run: RunResult | None, verdict: Marking | None, flags: list[str]) -> Status:
     """The one place a notebook's status is decided, from typed facts only.
 
     Args:

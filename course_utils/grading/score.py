@@ -10,7 +10,7 @@ from . import gradebook as gbook
 from . import notebooks as nbs
 from .outcome import Status
 from .plan import NotebookSpec
-from .verify import Verdict
+from .verify import Marking
 
 
 @dataclass
@@ -41,7 +41,7 @@ class QuestionScores:
 def score(
     spec: NotebookSpec,
     merged: nbs.Merged | None,
-    verdict: Verdict | None,
+    verdict: Marking | None,
     status: Status,
     flags: list[str],
 ) -> QuestionScores:
@@ -85,7 +85,7 @@ def score(
 
 
 def _comments(
-    source: nbformat.NotebookNode, merged: nbs.Merged, verdict: Verdict
+    source: nbformat.NotebookNode, merged: nbs.Merged, verdict: Marking
 ) -> dict[str, str]:
     """Answer-cell grade id → the feedback formgrader shows beside it."""
     comments: dict[str, list[str]] = {}

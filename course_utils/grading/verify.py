@@ -32,11 +32,11 @@ __all__ = [  # the record reader lives in `records`; these names stay importable
     "MAX_RECORD_BYTES",
     "CaseResult",
     "CaseStatus",
-    "CellVerdict",
+    "CellMarking",
     "Check",
+    "Marking",
     "Record",
     "RecordError",
-    "Verdict",
     "load_record",
     "reference_checks",
     "verify",
@@ -87,7 +87,7 @@ class CaseResult:
 
 
 @dataclass
-class CellVerdict:
+class CellMarking:
     """Score and explanation of one auto-graded test cell (hidden cases score)."""
 
     grade_id: str
@@ -139,10 +139,11 @@ class CellVerdict:
 
 
 @dataclass
-class Verdict:
-    """The verdict on one notebook: per-cell scores and review notes."""
+class Marking:
+    """The marking of one notebook from its records: per-cell scores and review
+    notes (`sanity.verdict` is a different thing: a sanity check's pass/fail)."""
 
-    cells: dict[str, CellVerdict]
+    cells: dict[str, CellMarking]
     notes: list[str] = field(default_factory=list)
 
     def score(self, grade_id: str) -> float:
@@ -218,7 +219,7 @@ def verify(
     reference: dict[str, Check],
     student_files: dict[str, Path],
     max_points: dict[str, float],
-) -> Verdict:
+) -> Marking:
     """Compare a submission's records (from the harness) with the reference.
 
     Args:
@@ -226,10 +227,10 @@ def verify(
         student_files: record name → file copied out of the sandbox.
         max_points: points of every auto-graded test cell, by grade id.
     """
-    cells = {gid: CellVerdict(gid, pts) for gid, pts in max_points.items()}
+    cells = {gid: CellMarking(gid, pts) for gid, pts in max_points.items()}
     notes: list[str] = []
     for name, check in reference.items():
-        cell = cells.setdefault(check.grade_id, CellVerdict(check.grade_id, 0.0))
+        cell = cells.setdefault(check.grade_id, CellMarking(check.grade_id, 0.0))
         labels = check.labels()
 
         def add(status, why="", i=None, _c=check, _cell=cell, _labels=labels):
@@ -264,4 +265,4 @@ def verify(
         for i in range(check.units):
             status, why = _compare_case(check, record, i)
             add(status, why, i)
-    return Verdict(cells, notes)
+    return Marking(cells, notes)
