@@ -136,7 +136,9 @@ def course_grade(course: Course, students: list[str] | None = None):
         [sys.executable, "-c", script], capture_output=True, timeout=1200, check=False
     )
     out = proc.stdout + proc.stderr
-    peak = int(re.search(rb"PEAK-KB (\d+)", out)[1]) * 1024
+    found = re.search(rb"PEAK-KB (\d+)", out)
+    assert found, f"course grade exited {proc.returncode}:\n{out[-4000:].decode(errors='replace')}"
+    peak = int(found[1]) * 1024
     return proc.returncode, out, peak
 
 
