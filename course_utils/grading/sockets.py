@@ -4,11 +4,19 @@ A sandboxed kernel binds its ipc sockets in its own /tmp, which the student
 can change. Before any student code runs, `pin` opens each socket file
 relative to a directory descriptor the grader holds, without following links,
 and checks that it is a socket; the grader then connects to
-``ipc:///proc/self/fd/N``, so every connect reaches that same inode whatever
-the path holds later. The grader's sockets never reconnect
-(``RECONNECT_IVL = -1``) and refuse messages over `MAX_MESSAGE_BYTES`
-(``MAXMSGSIZE``): an oversized message closes its connection instead of
-filling the grader's memory. `Watch` tells which channel was closed and why.
+``ipc:///proc/self/fd/N``, so every connect, and every reconnect, reaches that
+same inode whatever the path holds later. The grader's sockets refuse messages
+over `MAX_MESSAGE_BYTES` (``MAXMSGSIZE``): an oversized message closes its
+connection instead of filling the grader's memory. `Watch` tells which channel
+was closed and why, and the run stops there.
+
+Reconnection stays on, deliberately: with ``RECONNECT_IVL = -1`` libzmq
+terminates a connection's pipe at once when the peer drops it, and a reader in
+the middle of a multipart message then aborts the whole process
+(``Assertion failed: !_more (src/fq.cpp:80)``) — a kernel could crash the
+grader, and every classmate's run with it, by flooding or closing a channel.
+With reconnection on, libzmq rolls back the half-received message and keeps
+the pipe; a reconnect can only reach the pinned inode.
 """
 
 from __future__ import annotations
@@ -31,12 +39,9 @@ MAX_MESSAGE_BYTES = 16 * MiB
 CHANNELS = ("shell", "iopub", "stdin", "control")  # no heartbeat: see `Client`
 
 
-def harden(sock: zmq.Socket, reconnect: bool) -> None:
-    """Cap the messages `sock` accepts; without `reconnect`, a dropped
-    connection is never dialled again."""
+def harden(sock: zmq.Socket) -> None:
+    """Cap the messages `sock` accepts (see the module's note on reconnection)."""
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
-    if not reconnect:
-        sock.setsockopt(zmq.RECONNECT_IVL, -1)
 
 
 @dataclass
@@ -205,7 +210,7 @@ class Client(AsyncKernelClient):
         sock.linger = 1000
         if identity:
             sock.identity = identity
-        harden(sock, reconnect=self.pinned is None)
+        harden(sock)
         if self.watch is not None:
             self.watch.add(channel, sock)
         if self.pinned is not None:
