@@ -14,6 +14,7 @@ import io
 import numpy as np
 import pytest
 import torch
+from model_state import assert_unchanged, snapshot
 from PIL import Image
 from torch import nn
 
@@ -233,28 +234,6 @@ def test_guided_backprop_needs_relu_modules_not_relu6(model, cat):
     torch.testing.assert_close(relu6(cat), model(cat))
     captum_relu6 = ref.guided_backprop(relu6, cat, TIGER_CAT)
     assert torch.equal(captum_relu6, ref.gradient(relu6, cat, TIGER_CAT))
-
-
-def snapshot(model, x):
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grads": [p.grad is None for p in model.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks),
-                   len(m._backward_hooks)) for m in model.modules()],
-        "x": x.clone(),
-        "x_version": x._version,
-    }
-
-
-def assert_unchanged(before, model, x, method):
-    after = snapshot(model, x)
-    for key, value in before["state"].items():
-        assert torch.equal(value, after["state"][key]), (method, key)
-    for key in ("training", "requires_grad", "grads", "hooks", "x_version"):
-        assert before[key] == after[key], (method, key)
-    assert torch.equal(before["x"], after["x"]), method
 
 
 def test_no_side_effects_after_success_and_failure(model, cat):

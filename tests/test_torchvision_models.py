@@ -14,6 +14,7 @@ Grad-CAM layer (ResNet's `out += identity`, densenet's in-place ReLU after
 
 import pytest
 import torch
+from model_state import assert_unchanged, snapshot
 from torch import nn
 
 from course_utils import reference as ref
@@ -75,31 +76,6 @@ def call(module, name, model, x, **extra):
     if name == "smoothgrad":
         kwargs["generator"] = torch.Generator().manual_seed(2)
     return getattr(module, name)(model, x, TARGET, **kwargs)
-
-
-def snapshot(model, x):
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "training": {n: m.training for n, m in model.named_modules()},
-        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grads": [p.grad is None for p in model.parameters()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for m in model.modules()
-        ],
-        "inplace": [getattr(m, "inplace", None) for m in model.modules()],
-        "x": x.clone(),
-        "x_version": x._version,
-    }
-
-
-def assert_unchanged(before, model, x):
-    after = snapshot(model, x)
-    for k, v in before["state"].items():
-        assert torch.equal(v, after["state"][k]), k
-    for key in ("training", "requires_grad", "grads", "hooks", "inplace", "x_version"):
-        assert before[key] == after[key], key
-    assert torch.equal(before["x"], after["x"])
 
 
 @pytest.mark.parametrize("method", list(sal.METHODS))
