@@ -271,20 +271,6 @@ def remove_stale(course: Course, csv_path: Path) -> list[Path]:
     return removed
 
 
-def publish(
-    course: Course, set_id: str, results: list[StudentResult], run_id: str
-) -> dict[str, list[str]]:
-    """Write graded notebooks and reports into autograded/ (after a commit).
-
-    Per student: a failure is added to that student's details and returned
-    (student → details), and never stops the others.
-    """
-    failed = install(stage(course, set_id, results, run_id))
-    for r in results:
-        r.details.extend(failed.get(r.student, []))
-    return failed
-
-
 def columns_of(specs_or_sources) -> tuple[list[tuple[str, str]], float]:
     """(notebook, grade id) of every graded cell in order, and the total points."""
     columns, total = [], 0.0
