@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release grade handout bench weights clean bubblewrap
+        release collect grade handout bench weights clean bubblewrap
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -90,6 +90,12 @@ html: setup
 # Instructors: make exercises/ from solutions/ (nbgrader), then grade a class.
 release: setup
 	$(BIN)/course release
+
+# make collect SET=ps1_gradients ZIP=submissions.zip [ROSTER=roster.csv] [FORCE=1]:
+# an LMS download (Canvas, Moodle) into submitted/<student>/<set>/
+collect: setup
+	@test -n "$(SET)" -a -n "$(ZIP)" || { echo "usage: make collect SET=<problem set> ZIP=<lms zip> [ROSTER=csv] [FORCE=1]"; exit 2; }
+	$(BIN)/course collect $(SET) "$(ZIP)" $(if $(ROSTER),--roster "$(ROSTER)") $(if $(FORCE),--force)
 
 # make grade SET=ps1_gradients [SUBMISSIONS=path/to/student/folders]
 # Student code runs in a bubblewrap sandbox: installed here when missing (as root).

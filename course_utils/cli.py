@@ -3,7 +3,7 @@
     course train NAME [--epochs N] [--seed S]   rebuild weights/NAME.pt
     course info                                 versions, data, checkpoints
 
-The grading subcommands (release, check, grade, export, handout) come from
+The grading subcommands (release, check, collect, grade, export, handout) come from
 `course_utils.grading.cli.COMMANDS`, imported when `main` runs.
 """
 

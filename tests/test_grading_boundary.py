@@ -46,6 +46,8 @@ GRADER_MODULES = [
             "sanitize",
             "atomic",
             "forkserver",
+            "collect",
+            "lms",
         )
     ),
 ]

@@ -2,6 +2,7 @@
 
     course release [SET ...] [--check] [--force]   solutions/ → exercises/
     course check NOTEBOOK                          a student's self-check
+    course collect SET ZIP [--roster CSV] [--force]  an LMS zip → submitted/
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
     course handout DIR [--after-deadline SET]      the student repository
@@ -95,6 +96,55 @@ check_command.configure = lambda p: (
     p.add_argument(
         "--timeout", type=float, default=120.0, help="seconds per cell (default 120)"
     ),
+)
+
+
+def collect_command(args) -> int:
+    from .collect import collect, format_report
+    from .lms import load_roster
+
+    try:
+        roster = load_roster(args.roster) if args.roster else None
+        report = collect(
+            _course(args),
+            args.set,
+            args.zip,
+            roster=roster,
+            force=args.force,
+            lms=args.lms,
+            report_path=args.report,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail("collect", exc)
+    print(format_report(report))
+    return 1 if report.needs_attention() else 0
+
+
+collect_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)"),
+    p.add_argument("zip", metavar="ZIP", help="the LMS's submissions download"),
+    p.add_argument(
+        "--roster",
+        metavar="CSV",
+        help="student_id plus lms_id and/or name columns (default: Canvas's "
+        "user id, Moodle's full name)",
+    ),
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a student's different set folder (the old one is kept as "
+        "SET.bak-TIMESTAMP)",
+    ),
+    p.add_argument(
+        "--lms",
+        choices=("auto", "canvas", "moodle"),
+        default="auto",
+        help="the zip's layout (default: told from its names)",
+    ),
+    p.add_argument(
+        "--report", type=Path, help="CSV report (default ROOT/collect-SET.csv)"
+    ),
+    _add_root(p),
 )
 
 
@@ -265,6 +315,10 @@ COMMANDS = {
     "check": (
         check_command,
         "self-check: run a notebook's visible tests and show hints",
+    ),
+    "collect": (
+        collect_command,
+        "place an LMS's submissions zip (Canvas, Moodle) into submitted/",
     ),
     "grade": (
         grade_command,

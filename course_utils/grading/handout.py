@@ -3,7 +3,8 @@
 What students get is the course repository minus
 
 * the instructor's side: ``solutions/``, the gradebook and its backups,
-  ``submitted/``, ``autograded/``, ``feedback/``, grade CSVs, ``.git``;
+  ``submitted/``, ``autograded/``, ``feedback/``, grade and collect CSVs,
+  ``.git``;
 * grading fixtures that hold answers: ``tests/grading_cases/`` and the tests
   of the grading and of the problem sets (``tests/test_grading_*.py``,
   ``tests/test_exercises.py``, ``tests/test_exercise_bug_bank.py``);
@@ -41,6 +42,7 @@ ALWAYS_OUT = (
     "tests/test_exercise_bug_bank.py",  # wrong answers next to the right ones
     ".git",
     "grades-*.csv",
+    "collect-*.csv",  # who submitted what: names and LMS ids
     "gradebook.db*",
 )
 GRADING_TESTS = "tests/test_grading_*.py"
