@@ -481,6 +481,18 @@ def test_entry_count_and_directory_size_are_bounded_before_parsing(tmp_path):
     col.open_zip(zip_path, col.Limits(entries=6)).close()
 
 
+def test_a_name_flagged_utf8_that_is_not_is_refused_whole(tmp_path):
+    zip_path = make_zip(tmp_path / "bad.zip", [("ab_1_2_gradients.ipynb", b"{}")])
+    patch_entry(
+        zip_path,
+        b"ab_1_2_gradients.ipynb",
+        flags=0x800,
+        new_name=b"\xff\xfe_1_2_gradients.ipynb",
+    )
+    with pytest.raises(ValueError, match="bad.zip is not a readable zip file"):
+        col.open_zip(zip_path, col.Limits())
+
+
 def test_a_zip64_directory_is_counted_too(tmp_path, monkeypatch):
     monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 2)  # force a zip64 end record
     zip_path = make_zip(

@@ -121,7 +121,7 @@ def _directory_size(fh) -> tuple[int, int]:
     if at < 0 or tail[at : at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
         at = tail.rfind(b"PK\x05\x06", 0, max(0, len(tail) - 21))
     if at < 0:
-        raise ValueError("not a zip file (no end of central directory)")
+        raise ValueError("ZIP is not a zip file (no end of central directory record)")
     entries, cd_bytes = struct.unpack("<HI", tail[at + 10 : at + 16])
     locator = at - 20
     zip64 = entries == 0xFFFF or cd_bytes == 0xFFFFFFFF
@@ -152,13 +152,15 @@ def open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
                 f"ZIP {path.name}'s directory is {cd_bytes} bytes, "
                 f"more than {limits.directory_bytes}"
             )
-        zf = zipfile.ZipFile(fh)
+        try:  # a name flagged UTF-8 that is not, offsets out of the file …
+            zf = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, struct.error) as exc:
+            raise ValueError(
+                f"ZIP {path.name} is not a readable zip file: {exc}"
+            ) from None
         if len(zf.infolist()) > limits.entries:
             raise ValueError(f"ZIP {path.name} has more than {limits.entries} entries")
         return zf
-    except zipfile.BadZipFile as exc:
-        fh.close()
-        raise ValueError(f"ZIP {path.name} is not a readable zip file: {exc}") from None
     except BaseException:
         fh.close()
         raise
