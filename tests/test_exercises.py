@@ -32,13 +32,14 @@ SETS = COURSE.sets()
 SOURCES = [p for s in SETS for p in COURSE.source_notebooks(s)]
 
 
-def test_there_are_five_problem_sets_following_the_lecture():
+def test_there_are_six_problem_sets_following_the_lecture():
     assert SETS == [
         "ps1_gradients",
         "ps2_integrated_gradients",
         "ps3_smoothgrad_occlusion",
         "ps4_sanity_checks",
         "ps5_shapley",
+        "ps6_photos",
     ]
 
 
