@@ -257,3 +257,97 @@ def test_no_reference_implementation_in_the_visible_namespace(notebook, monkeypa
     added = {k for k in set(ns) - before
              if isinstance(ns[k], types.FunctionType)}
     assert added <= INPUT_BUILDERS, f"{notebook}: visible cells define {added}"
+
+
+# ======================================================================
+# ps6_photos (issue 23): Grad-CAM on the photo model. Kept in its own block,
+# with its own parametrised tests reusing the ones above.
+# ======================================================================
+
+PS6 = "ps6_photos/photos.ipynb"
+
+
+def _cam(*, module="model.get_submodule(layer)", hook_arg="output",
+         prep="photo = x.detach().clone().requires_grad_(True)",
+         score="logits.gather(1, classes[:, None]).sum()",
+         weights="dA.mean(dim=(2, 3), keepdim=True)",
+         combine="(alpha * recorded['A']).sum(dim=1, keepdim=True)",
+         ret="torch.relu(weighted).detach()"):
+    """The model solution's grad_cam with one part replaced."""
+    return f"""
+def grad_cam(model, x, target, layer):
+    feature_layer = {module}
+    recorded = {{}}
+    handle = feature_layer.register_forward_hook(
+        lambda module, inputs, output: recorded.update(A={hook_arg}))
+    try:
+        {prep}
+        logits = model(photo)
+        classes = torch.as_tensor(target).expand(len(photo))
+        score = {score}
+        (dA,) = torch.autograd.grad(score, recorded["A"])
+    finally:
+        handle.remove()
+    alpha = {weights}
+    weighted = {combine}
+    return {ret}
+"""
+
+
+PS6_BANK = {
+    (PS6, "q1_tests"): [
+        ("forgot the ReLU", _cam(ret="weighted.detach()"), "no ReLU"),
+        ("gradient times A position by position",
+         _cam(combine="(dA * recorded['A']).sum(dim=1, keepdim=True)"),
+         "position by position"),
+        ("weights averaged over the channels",
+         _cam(weights="dA.mean(dim=1, keepdim=True)"), "averaged over the channels"),
+        ("gradient summed over (h, w)", _cam(weights="dA.sum(dim=(2, 3), keepdim=True)"),
+         "49.0× the reference: summed instead of averaged"),
+        ("gradient of the probability",
+         _cam(score="torch.softmax(logits, 1).gather(1, classes[:, None]).sum()"),
+         "softmax probability"),
+        ("gradient of every logit", _cam(score="logits.sum()"), "every logit summed"),
+        ("the layer's input as A", _cam(hook_arg="inputs[0]"), "layer's input"),
+        ("ignores layer: always the last activation", _cam(module="model._relu_head"),
+         "default layer"),
+        ("one map per channel", _cam(combine="alpha * recorded['A']"),
+         "one map per channel"),
+        ("upsampled to the photo",
+         _cam(ret="torch.nn.functional.interpolate(torch.relu(weighted), "
+                  "size=x.shape[2:], mode='bilinear').detach()"),
+         "upsampled to the input's"),
+        ("the input gradient instead", """
+def grad_cam(model, x, target, layer):
+    x = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[:, target].sum(), x)
+    return grad
+""", "input's shape"),
+        ("switches on requires_grad of the caller's x",
+         _cam(prep="photo = x.requires_grad_(True)"), "switched on requires_grad"),
+        ("forgets to detach", _cam(ret="torch.relu(weighted)"),
+         "still attached to the autograd graph"),
+    ],
+}
+PS6_CASES = [(nb, gid, name, src, hint) for (nb, gid), bugs in PS6_BANK.items()
+             for name, src, hint in bugs]
+
+
+@pytest.mark.parametrize(
+    "notebook, test_id, bug, answer, hint", PS6_CASES,
+    ids=[f"ps6_photos-{gid}-{name}" for _, gid, name, _, _ in PS6_CASES],
+)
+def test_ps6_visible_cell_catches_bug_with_its_hint(
+    notebook, test_id, bug, answer, hint, monkeypatch
+):
+    test_visible_cell_catches_bug_with_its_hint(
+        notebook, test_id, bug, answer, hint, monkeypatch
+    )
+
+
+def test_ps6_visible_cells_pass_the_model_solution(monkeypatch):
+    test_visible_cells_pass_the_model_solution(PS6, monkeypatch)
+
+
+def test_ps6_no_reference_implementation_in_the_visible_namespace(monkeypatch):
+    test_no_reference_implementation_in_the_visible_namespace(PS6, monkeypatch)

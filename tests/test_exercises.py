@@ -32,13 +32,14 @@ SETS = COURSE.sets()
 SOURCES = [p for s in SETS for p in COURSE.source_notebooks(s)]
 
 
-def test_there_are_five_problem_sets_following_the_lecture():
+def test_there_are_six_problem_sets_following_the_lecture():
     assert SETS == [
         "ps1_gradients",
         "ps2_integrated_gradients",
         "ps3_smoothgrad_occlusion",
         "ps4_sanity_checks",
         "ps5_shapley",
+        "ps6_photos",
     ]
 
 
@@ -137,3 +138,69 @@ def test_header_gives_the_readme_self_check_command(source):
     header = nbs.read_notebook(source).cells[0].source
     command = f"`course check exercises/{source.parent.name}/{source.name}`"
     assert command in header, f"{source.parent.name}: header lacks {command}"
+
+
+FIXED_LAYER_GRAD_CAM = '''
+def grad_cam(model, x, target, layer):
+    recorded = {}
+    handle = model._relu_head.register_forward_hook(
+        lambda module, inputs, output: recorded.update(A=output))
+    try:
+        logits = model(x.detach().clone().requires_grad_(True))
+        score = logits.gather(1, torch.as_tensor(target).expand(len(x))[:, None]).sum()
+        (dA,) = torch.autograd.grad(score, recorded["A"])
+    finally:
+        handle.remove()
+    cam = (dA.mean(dim=(2, 3), keepdim=True) * recorded["A"]).sum(dim=1, keepdim=True)
+    return torch.relu(cam).detach()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sandbox.detect().usable, reason="no OS sandbox here")
+def test_ps6_hidden_tests_on_other_layers_and_a_wrong_number_cost_points(tmp_path):
+    """Graded in the sandbox (the photo model's weights come from the environment):
+    a Grad-CAM that ignores `layer` passes only the hidden cases at `_relu_head`
+    (2 of 5) and makes Q3 (computed with it at `_blocks.10`) come out TRUE, and a
+    wrong cascade number scores nothing."""
+    set_id = "ps6_photos"
+    root = tmp_path / "course"
+    shutil.copytree(COURSE.source / set_id, root / "solutions" / set_id)
+    course = Course.load(root)
+    (source,) = course.source_notebooks(set_id)
+    nb = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        if nbs.grade_id(cell) == "q1_answer":
+            cell.source = FIXED_LAYER_GRAD_CAM.strip()
+        elif nbs.grade_id(cell) == "q2_answer":
+            cell.source = "q2 = 0.5"
+    folder = tmp_path / "submitted" / "wrong" / set_id
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / source.name)
+    summary = grade(
+        course,
+        set_id,
+        tmp_path / "submitted",
+        GradeOptions(workers=1, progress=False, sandbox_uid=64400),
+    )
+    (result,) = summary.results
+    assert result.status is Status.GRADED, result.details
+    (scores,) = [n.scores for n in result.notebooks.values()]
+    assert {k: scores[k] for k in ("q1_tests", "q2_tests", "q3_tests", "q4_tests")} == {
+        "q1_tests": 1.6, "q2_tests": 0, "q3_tests": 0, "q4_tests": 1}
+
+
+def test_ps6_answers_may_import_the_photos_but_not_the_references():
+    """The header allows the photo model and the photos; the review agrees."""
+    from course_utils.grading.static import Policy, scan_sources
+
+    (source,) = COURSE.source_notebooks("ps6_photos")
+    nb = nbs.read_notebook(source)
+    policy = Policy.from_metadata(nb.metadata)
+    ok = "from course_utils import photos, photo_model\nimport course_utils.photos as ph\n"
+    assert scan_sources([("answer", ok)], [], policy) == []
+    for module in ("saliency", "sanity"):
+        (finding,) = scan_sources([("answer", f"from course_utils import {module}\n")],
+                                  [], policy)
+        assert finding.category == "reference"
+    assert "`photo_model`, `photos`" in nb.cells[0].source

@@ -42,12 +42,15 @@ def test_the_handout_has_no_instructor_files(student_repo):
 
 def test_no_course_module_a_set_keeps_out_of_its_sandbox_ships(student_repo):
     report, dest = student_repo
-    absent = set()
+    absent, withheld = set(), set()
     for set_id in COURSE.sets():
         for path in COURSE.source_notebooks(set_id):
-            absent.update(nbs.absent_modules(nbs.read_notebook(path)))
-    # Captum is a public library students install; the course's own modules stay out.
-    assert set(report.absent_modules) == {m for m in absent if m != "captum"}
+            nb = nbs.read_notebook(path)
+            absent.update(nbs.absent_modules(nb))
+            withheld.update(nbs.handout_withholds(nb))
+    # Captum is a public library students install; the course's own modules stay
+    # out, and with every set open that is each one any set leaves out.
+    assert set(report.absent_modules) == withheld == {m for m in absent if m != "captum"}
     for module in absent:
         if module.startswith("course_utils."):
             rel = Path(*module.split("."))
@@ -100,3 +103,20 @@ def test_modules_and_notebooks_ship_in_lecture_order_after_deadlines(tmp_path):
         p.name for p in (tmp_path / "late" / "notebooks").glob("*.ipynb")
     ) == (every)
     assert scan(COURSE, tmp_path / "late", sets) == []
+
+
+def test_a_set_whose_references_shipped_earlier_holds_nothing_back(tmp_path):
+    """ps6 grades Grad-CAM against course_utils.saliency and leaves it (and sanity)
+    out of its sandbox, but they ship after ps1–ps4: ps6 open does not hold them back."""
+    (ps6,) = COURSE.source_notebooks("ps6_photos")
+    nb = nbs.read_notebook(ps6)
+    assert {"course_utils.saliency", "course_utils.sanity"} <= set(nbs.absent_modules(nb))
+    assert nbs.handout_withholds(nb) == []
+    sets = COURSE.sets()
+    report = handout(COURSE, tmp_path / "ps6-open", sets[:5])
+    assert sets[5] == "ps6_photos" and report.absent_modules == []
+    assert (tmp_path / "ps6-open" / "course_utils" / "saliency" / "grad_cam.py").is_file()
+    assert (tmp_path / "ps6-open" / "notebooks" / "11_real_photos.ipynb").is_file()
+    # ps6's open answers are still scanned for: none of them is in what ships
+    assert any("photos.ipynb" in where for where, _ in secrets_of(COURSE, sets[:5]))
+    assert scan(COURSE, tmp_path / "ps6-open", sets[:5]) == []

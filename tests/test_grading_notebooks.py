@@ -252,6 +252,25 @@ def test_a_set_declares_what_its_sandbox_leaves_out(tiny):
         nbs.absent_modules(bad)
 
 
+def test_a_set_declares_what_the_handout_holds_back(tiny):
+    source, _ = tiny
+    absent = [m for m in nbs.absent_modules(source) if m.startswith("course_utils.")]
+    assert absent and nbs.handout_withholds(source) == absent  # the default
+    nb = copy.deepcopy(source)
+    nb.metadata["course_grading"] = {
+        "absent_modules": ["course_utils.saliency", "captum"], "handout_withholds": []}
+    assert nbs.handout_withholds(nb) == []
+    nb.metadata["course_grading"]["handout_withholds"] = "course_utils.saliency"
+    with pytest.raises(ValueError, match="handout_withholds must be a list"):
+        nbs.handout_withholds(nb)
+    nb.metadata["course_grading"]["handout_withholds"] = ["course_utils.sanity"]
+    with pytest.raises(ValueError, match="only course modules of absent_modules"):
+        nbs.handout_withholds(nb)
+    nb.metadata["course_grading"]["handout_withholds"] = ["captum"]
+    with pytest.raises(ValueError, match="only course modules of absent_modules"):
+        nbs.handout_withholds(nb)
+
+
 def test_one_list_of_the_modules_that_compute_answers():
     from course_utils.grading import checks, static, withheld
 

@@ -439,6 +439,8 @@ def _plain_case(spec: _Spec, built: Built) -> tuple[str | None, str | None]:
     found = [] if ok else [why]
     if not ok and spec.compare == "allclose" and spec.transform is None:
         alternatives = hints.target_alternatives(spec.reference, *fresh(built))
+        alternatives.update(hints.grad_cam_alternatives(spec.reference, *fresh(built)))
+        found += hints.grad_cam_shape(spec.reference, mine, expected, fresh(built)[0])
         found += hints.diagnose(mine, expected, alternatives)
     if spec.transform is None:  # side effects a single comparison cannot see
         found += hints.behaviour(spec.fn, *fresh(built))

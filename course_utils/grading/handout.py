@@ -13,7 +13,10 @@ What students get is the course repository minus
   (``metadata.course_grading.absent_modules``; see `notebooks.absent_modules`)
   — ``course_utils.saliency``, ``reference``, ``sanity``, ``metrics`` … — and,
   transitively, every module, test and notebook that imports one of them when
-  it runs (imports inside functions do not count).
+  it runs (imports inside functions do not count). A set whose references
+  ship with an earlier set declares less (``handout_withholds``, see
+  `notebooks.handout_withholds`): ps6's Grad-CAM reference is in
+  ``course_utils.saliency``, handed out after ps1–ps3.
 
 Choice: those modules **ship after the set's deadline**. ``--after-deadline
 SET`` (repeatable) lists the sets whose deadline has passed; their modules
@@ -149,16 +152,16 @@ def _hits(imported: set[str], absent: set[str]) -> list[str]:
 
 
 def absent_for(course: Course, after_deadline: list[str]) -> list[str]:
-    """The course's own modules kept out by every set still open (third-party
-    libraries such as Captum are public and installed by `make setup`; they
-    are absent only from the grading sandbox)."""
+    """The course's own modules kept out by every set still open: each set's
+    `notebooks.handout_withholds` (third-party libraries such as Captum are
+    public and installed by `make setup`; they are absent only from the
+    grading sandbox)."""
     out: set[str] = set()
     for set_id in course.sets():
         if set_id in after_deadline:
             continue
         for path in course.source_notebooks(set_id):
-            absent = nbs.absent_modules(nbs.read_notebook(path))
-            out.update(m for m in absent if m.split(".")[0] == "course_utils")
+            out.update(nbs.handout_withholds(nbs.read_notebook(path)))
     return sorted(out)
 
 

@@ -16,8 +16,13 @@ cause of the classic bugs:
   first), or the result is still attached to the autograd graph.
 * `target_alternatives(reference, args, kwargs)` — the reference's output under
   the usual wrong per-row targets, for `diagnose`.
+* `grad_cam_alternatives` and `grad_cam_shape` — for a Grad-CAM answer (ps6):
+  the map without its ReLU, with per-position instead of per-channel weights,
+  weights averaged over the wrong axis, the probability's or every logit's
+  gradient, the layer's input or the default layer; a map of the input's
+  shape, one per channel, upsampled or at another layer's resolution.
 
-`checks.check` calls all three in the visible tests (plain mode). They never
+`checks.check` calls them all in the visible tests (plain mode). They never
 change a verdict that the comparison made; `behaviour` adds failures of its own,
 because a function that mutates its input can return the right numbers once.
 """
@@ -293,3 +298,161 @@ def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
                 "torch.autograd.grad (or zero .grad)"
             )
     return problems
+
+
+# --------------------------------------------------- Grad-CAM's classic bugs
+#
+# A wrong Grad-CAM usually has the right shape and a map that "looks like" a
+# heat map, so the generic diagnosis above can only say "correlation 0.7".
+# Computing the usual wrong variants names the bug instead (ps6).
+
+GRAD_CAM = "saliency.grad_cam"  # the reference's name (`checks.saliency`)
+
+
+def _cam_arguments(args: tuple, kwargs: dict):
+    """(model, x, target, layer) of a `grad_cam(model, x, target, layer)` call."""
+    model, x, target = args[:3]
+    layer = args[3] if len(args) > 3 else kwargs.get("layer")
+    if not isinstance(model, torch.nn.Module) or not isinstance(x, torch.Tensor):
+        raise TypeError("not a (model, x, target, layer) call")
+    return model, x, target, layer
+
+
+def _cam_parts(model, x, target, layer) -> dict[str, torch.Tensor]:
+    """The layer's output A and input, and ∂s/∂A for three scores s.
+
+    "logit": Σ_rows f_target (the right one); "prob": Σ_rows softmax_target;
+    "all": Σ of every logit; "input": ∂f_target/∂(the layer's input).
+    The layer is found with the course's own `resolve_layer`, so this runs
+    only where the reference implementation is installed.
+    """
+    from course_utils.saliency.core import resolve_layer
+    from course_utils.saliency.validate import target_tensor
+
+    module = resolve_layer(model, layer)
+    idx = target_tensor(target, len(x), x.device)
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, inputs, output):
+        store["input"], store["output"] = inputs[0], output
+        return output.clone()  # what runs downstream cannot change A in place
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(x.detach().clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    scores = {
+        "logit": logits.gather(1, idx[:, None]).sum(),
+        "prob": torch.softmax(logits, 1).gather(1, idx[:, None]).sum(),
+        "all": logits.sum(),
+    }
+    parts = {"A": store["output"].detach(), "A_in": store["input"].detach()}
+    for name, score in scores.items():
+        (parts[name],) = torch.autograd.grad(score, store["output"], retain_graph=True)
+    (parts["grad_in"],) = torch.autograd.grad(scores["logit"], store["input"])
+    return parts
+
+
+def _cam(weights: torch.Tensor, act: torch.Tensor, size) -> np.ndarray:
+    cam = (weights * act).sum(1, keepdim=True).clamp(min=0)
+    if tuple(cam.shape[2:]) != tuple(size):
+        cam = torch.nn.functional.interpolate(cam, size=tuple(size), mode="bilinear")
+    return cam.detach().numpy().astype(np.float64)
+
+
+def grad_cam_alternatives(
+    reference: Callable, args: tuple, kwargs: dict
+) -> dict[str, np.ndarray]:
+    """Grad-CAM under its classic wrong choices, for `diagnose`.
+
+    For an answer `grad_cam(model, x, target, layer)` checked against
+    ``checks.saliency("grad_cam", ...)``, with A the layer's output and
+    α_k = mean over (h, w) of ∂f_target/∂A^k: the map without its ReLU; Σ_k
+    (∂f/∂A^k)·A^k per position (no spatial mean); weights averaged over the
+    channels instead of over (h, w); the gradient of the softmax probability,
+    or of every logit summed, instead of the target's logit; A taken as the
+    layer's input; the default layer instead of `layer`. Empty for any other
+    reference, or where the reference implementation is not installed.
+    """
+    if getattr(reference, "__name__", "") != GRAD_CAM or len(args) < 3:
+        return {}
+    try:
+        model, x, target, layer = _cam_arguments(args, kwargs)
+        expected = reference(model, x.clone(), target, *args[3:], **kwargs)
+        size = tuple(expected.shape[2:])
+        p = _cam_parts(model, x, target, layer)
+        spatial = (2, 3)
+        alts = {
+            "no ReLU: Grad-CAM keeps only the positive part, ReLU(Σ_k α_k A^k) "
+            "(.clamp(min=0) or torch.relu)": reference(
+                model, x.clone(), target, *args[3:], **{**kwargs, "relu": False}
+            ),
+            "you multiplied the gradient and A position by position: α_k is one "
+            "number per channel, the mean of ∂f/∂A^k over (h, w) (dim=(2, 3))": _cam(
+                p["logit"], p["A"], size
+            ),
+            "weights averaged over the channels (dim=1) instead of over the positions: "
+            "α_k = mean over (h, w) of ∂f/∂A^k, dim=(2, 3)": _cam(
+                p["logit"].mean(1, keepdim=True), p["A"], size
+            ),
+            "gradient of the softmax probability: Grad-CAM differentiates the "
+            "target's logit (the score before the softmax)": _cam(
+                p["prob"].mean(spatial, keepdim=True), p["A"], size
+            ),
+            "gradient of every logit summed: differentiate only the target's logit, "
+            "logits[torch.arange(N), target]": _cam(
+                p["all"].mean(spatial, keepdim=True), p["A"], size
+            ),
+            "A is the layer's input (a forward hook's `inputs[0]`): use its output": (
+                _cam(p["grad_in"].mean(spatial, keepdim=True), p["A_in"], size)
+            ),
+        }
+        if layer is not None:
+            alts[
+                "this is Grad-CAM at the model's default layer: use the layer you are "
+                f"given ({layer!r}, model.get_submodule(layer))"
+            ] = reference(model, x.clone(), target, None, *args[4:], **kwargs)
+    except Exception:  # noqa: BLE001 — a hint is optional; never mask the real failure
+        return {}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in alts.items()}
+
+
+def grad_cam_shape(reference: Callable, actual, expected, args: tuple) -> list[str]:
+    """What a Grad-CAM answer of the wrong shape did (empty if the shape is right).
+
+    The reference's map is (N, 1, h, w) at the layer's resolution (or at x's,
+    when it upsamples); the answer may be x-shaped (the input gradient), one
+    map per channel, upsampled, or at another layer's resolution.
+    """
+    if getattr(reference, "__name__", "") != GRAD_CAM or len(args) < 2:
+        return []
+    a, e = np.shape(actual), np.shape(expected)
+    x = args[1]
+    if a == e or len(e) != 4 or len(a) != 4 or not isinstance(x, torch.Tensor):
+        return []
+    if a == tuple(x.shape) and a[1] != 1:
+        return [
+            f"your map has the input's shape {a}: Grad-CAM's is {e}, one channel at the "
+            "layer's resolution — take the gradient with respect to the layer's output "
+            "A (a forward hook on the layer), not with respect to x"
+        ]
+    if a[0] == e[0] and a[2:] == e[2:] and a[1] > 1:
+        return [
+            f"one map per channel ({a[1]} of them): sum α_k A^k over the channels k "
+            "(.sum(dim=1, keepdim=True))"
+        ]
+    if e[2:] == tuple(x.shape[2:]):
+        return []  # an upsampling reference: the generic diagnosis speaks
+    if a[:2] == e[:2] and a[2:] == tuple(x.shape[2:]):
+        return [
+            f"your map is upsampled to the input's {a[2]}×{a[3]}: return it at the "
+            f"layer's resolution {e[2]}×{e[3]}, without interpolating"
+        ]
+    if a[:2] == e[:2]:
+        return [
+            f"your map is {a[2]}×{a[3]}, the layer you were given outputs "
+            f"{e[2]}×{e[3]}: hook that layer (model.get_submodule(layer))"
+        ]
+    return []

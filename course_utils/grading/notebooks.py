@@ -464,3 +464,43 @@ def absent_modules(nb) -> list[str]:
         return list(declared)
     allowed = set(settings.get("allow_imports", []) or [])
     return [m for m in REFERENCE_MODULES if m not in allowed]
+
+
+def handout_withholds(nb) -> list[str]:
+    """The course modules the hand-out keeps back until this set's deadline.
+
+    Default: the course's own modules among `absent_modules` (Captum is a public
+    library). A set whose references were handed out with an earlier set
+    declares less in its metadata, a subset of its absent modules::
+
+        "course_grading": {"absent_modules": ["course_utils.saliency", ...],
+                           "handout_withholds": []}
+
+    ps6 grades Grad-CAM against `course_utils.saliency`, which ships after
+    ps1–ps3 with the lecture notebooks that use it: its sandbox still leaves
+    the module out, but holding it back from the hand-out until ps6's
+    deadline would hold back notebooks 01–11 with it.
+
+    Raises:
+        ValueError: not a list of module names, or a module that is not among
+            the set's absent course modules.
+    """
+    absent = [m for m in absent_modules(nb) if m.split(".")[0] == "course_utils"]
+    settings = nb.metadata.get("course_grading", {}) or {}
+    declared = settings.get("handout_withholds")
+    if declared is None:
+        return absent
+    if not isinstance(declared, list) or not all(
+        isinstance(m, str) and m for m in declared
+    ):
+        raise ValueError(
+            "metadata course_grading.handout_withholds must be a list of module "
+            f"names, got {declared!r}"
+        )
+    stray = [m for m in declared if m not in absent]
+    if stray:
+        raise ValueError(
+            "metadata course_grading.handout_withholds may name only course modules "
+            f"of absent_modules ({', '.join(absent) or 'none'}), got {stray}"
+        )
+    return list(declared)
