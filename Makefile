@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release collect grade handout bench weights clean bubblewrap
+        release collect grade report handout bench weights clean bubblewrap
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -102,6 +102,11 @@ collect: setup
 grade: setup bubblewrap
 	@test -n "$(SET)" || { echo "usage: make grade SET=<problem set> [SUBMISSIONS=dir]"; exit 2; }
 	$(BIN)/course grade $(SET) $(SUBMISSIONS)
+
+# make report SET=ps1_gradients [OUT=dir]: the class at a glance (report-SET/report.html)
+report: setup
+	@test -n "$(SET)" || { echo "usage: make report SET=<problem set> [OUT=dir]"; exit 2; }
+	$(BIN)/course report $(SET) $(if $(OUT),--out "$(OUT)")
 
 # make handout DIR=../student-repo [AFTER=ps1_gradients]: the repository students get
 handout: setup

@@ -3,8 +3,8 @@
     course train NAME [--epochs N] [--seed S]   rebuild weights/NAME.pt
     course info                                 versions, data, checkpoints
 
-The grading subcommands (release, check, collect, grade, export, handout) come from
-`course_utils.grading.cli.COMMANDS`, imported when `main` runs.
+The grading subcommands (release, check, collect, grade, export, report, handout)
+come from `course_utils.grading.cli.COMMANDS`, imported when `main` runs.
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ GRADER_MODULES = [
             "forkserver",
             "collect",
             "lms",
+            "mistakes",
+            "statuses",
+            "report",
+            "report_charts",
+            "report_page",
         )
     ),
 ]

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from course_utils.grading import gradebook as gbook
-from course_utils.grading import outcome, publish
+from course_utils.grading import outcome, publish, statuses
 from course_utils.grading import sanitize as san
 from course_utils.grading.course import Course, generate
 from course_utils.grading.outcome import (
@@ -186,7 +186,7 @@ def test_stored_statuses_round_trip_through_sanitize(course):
     hostile = "x\ud800 \x1b]52;c;aGk=\x07 \u202eevil =cmd\r\n" * 3
     sid = "caf\udce9\x1b[31m"  # `discover` gives every student their shown id
     run(course, [result("ada"), result(san.student_id(sid), Status.CRASHED, [hostile])])
-    stored = gbook.read_statuses(course.gradebook, "tiny", outcome.STATUSES)
+    stored = statuses.read_statuses(course.gradebook, "tiny", outcome.STATUSES)
     assert set(stored) == {"ada", san.student_id(sid)}
     status, details = stored[san.student_id(sid)]
     assert status == "crashed" and details == san.text(hostile, gbook.COMMENT_LIMIT)
@@ -218,7 +218,7 @@ def test_a_gradebook_without_statuses_falls_back_to_the_reports(course):
     (course.autograded / publish.RUNS_NAME).write_text(
         json.dumps({"tiny": {"ada": "r", "bob": "gone"}})
     )
-    assert gbook.read_statuses(course.gradebook, "tiny", outcome.STATUSES) == {}
+    assert statuses.read_statuses(course.gradebook, "tiny", outcome.STATUSES) == {}
     assert publish.load_statuses(course, "tiny") == {
         "ada": ("crashed", "old"),
         "bob": publish._INTERRUPTED,

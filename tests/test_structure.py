@@ -43,7 +43,8 @@ def test_cli_offers_grading_subcommands(capsys):
         cli.main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for name in ("train", "info", "release", "check", "collect", "grade", "export"):
+    for name in ("train", "info", "release", "check", "collect", "grade", "export",
+                 "report"):
         assert name in out
 
 

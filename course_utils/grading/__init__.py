@@ -1,6 +1,7 @@
 """Release exercises from solutions, self-check, and grade submissions (nbgrader).
 
-The command line is `grading.cli` (`course release|check|grade|export|handout`).
+The command line is `grading.cli` (`course release|check|collect|grade|export|
+report|handout`).
 
 Modules, by which side of the trust boundary they run on (each one sentence):
 
@@ -12,7 +13,8 @@ Modules, by which side of the trust boundary they run on (each one sentence):
   `hints` (what a failed visible test says);
 * shared and pure, imported on both sides: `records` (the record format:
   writing it, and loading it with size and depth caps), `compare` (comparing
-  answers with expected values), `withheld` (the modules that compute answers),
+  answers with expected values), `mistakes` (the kinds of mistake a wrong
+  answer makes, their ids and words), `withheld` (the modules that compute answers),
   `closed_form` (closed-form reference answers), `atomic` (atomic file
   writes), `sanitize` (every student-controlled string made safe to show);
 * in the grader, in the order one submission meets them: `grade`
@@ -27,9 +29,11 @@ Modules, by which side of the trust boundary they run on (each one sentence):
   `verify` (the verdict from the records), `outcome` (statuses and results),
   `score` (points per question), `formgrader` (what the manual grader may see),
   `publish` (reports, the CSV, the summary), `gradebook` (the nbgrader
-  gradebook and CSV files);
+  gradebook and CSV files), `statuses` (our tables in it: statuses, times,
+  mistakes);
 * for the instructor's other commands: `release`, `handout`, `course` (paths
-  and nbgrader's generator);
+  and nbgrader's generator), `report` (the class report: `report_charts`,
+  `report_page`);
 * on a student's own machine: `selfcheck` (`course check`), `forkserver`
   (forked kernels for it).
 """

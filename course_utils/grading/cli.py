@@ -5,6 +5,7 @@
     course collect SET ZIP [--roster CSV] [--force]  an LMS zip → submitted/
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
+    course report SET [--out DIR]                  the class at a glance (HTML, PNG)
     course handout DIR [--after-deadline SET]      the student repository
 
 `COMMANDS` maps each name to (function, help); `course_utils.cli.main` adds them
@@ -276,6 +277,35 @@ export_command.configure = lambda p: (
 )
 
 
+def report_command(args) -> int:
+    from .report import format_summary, load_report
+    from .report_page import write_report
+
+    try:
+        course = _course(args)
+        report = load_report(course, args.set)
+        out = Path(args.out or course.root / f"report-{report.set_id}")
+        paths = write_report(report, out)
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail("report", exc)
+    print(format_summary(report))
+    print(f"report: {paths[0]}")
+    print("charts: " + ", ".join(p.name for p in paths[1:]))
+    return 0
+
+
+report_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)"),
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for report.html and the PNG charts (default ROOT/report-SET)",
+    ),
+    _add_root(p),
+)
+
+
 def handout_command(args) -> int:
     from .handout import format_report, handout, scan
 
@@ -327,6 +357,10 @@ COMMANDS = {
     "export": (
         export_command,
         "write a set's CSV from the gradebook (after manual grading)",
+    ),
+    "report": (
+        report_command,
+        "the class at a glance: statuses, scores, frequent mistakes (HTML, PNG)",
     ),
     "handout": (
         handout_command,

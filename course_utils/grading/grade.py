@@ -477,6 +477,7 @@ async def _grade_notebook(
         details.append(_out_of_memory(ctx))
     if getattr(run, "disk_full", False):
         details.append(out_of_space(ctx.settings.sandbox))
+    found = {} if flags else {g: c.mistakes() for g, c in verdict.cells.items()}
     out = NotebookOutcome(
         spec.name,
         status,
@@ -485,6 +486,7 @@ async def _grade_notebook(
         scores.points,
         time.monotonic() - start,
         run.startup_seconds,
+        {gid: kinds for gid, kinds in found.items() if kinds},
     )
     return out, scores.grades(), merged.nb
 

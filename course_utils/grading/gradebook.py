@@ -12,10 +12,9 @@ leaves the gradebook exactly as it was.
 Manual scores given in formgrader are kept when a submission is graded again:
 only auto scores, auto comments, the review marks and the flag are written.
 
-Each student's status and details go into a table of our own in the same
-file (`write_statuses`, table ``course_grading_status``; nbgrader ignores
-tables it does not know), so they are committed with the grades and the CSV
-is derived from the gradebook alone (`read_statuses`, `read_rows`).
+Each student's status, details, time and mistakes go into tables of our own
+in the same file (`statuses`), written into the candidate before `commit`, so
+the CSV (`read_rows`, `write_csv`) is derived from the gradebook alone.
 
 Every student-controlled string passes `sanitize` on its way in and out: ids
 (`sanitize.student_id`), comments (`sanitize.text`, capped) and every CSV
@@ -241,121 +240,12 @@ def write_grades(path: Path, set_id: str, results: list[SubmissionGrades]) -> No
         gb.close()
 
 
-# ------------------------------------------------ statuses beside the grades
-
-STATUS_TABLE = "course_grading_status"  # ours; nbgrader ignores unknown tables
-_STATUS_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {STATUS_TABLE} ("
-    "assignment TEXT NOT NULL, student TEXT NOT NULL, status TEXT NOT NULL, "
-    "details TEXT NOT NULL, run_id TEXT NOT NULL, graded_at TEXT NOT NULL, "
-    "PRIMARY KEY (assignment, student))"
-)
-
-
-@dataclass
-class StoredStatus:
-    """A student's status for a set as a grading run stored it in the gradebook."""
-
-    student: str
-    status: str
-    details: list[str]
-
-
-def _stored_details(details: list[str]) -> str:
-    return sanitize.text("; ".join(map(str, details)), COMMENT_LIMIT)
-
-
-def write_statuses(
-    path: Path, set_id: str, statuses: list[StoredStatus], run_id: str
-) -> None:
-    """Store each student's status and details in the gradebook file itself.
-
-    Written into the candidate before `commit`, so grades and statuses are
-    replaced by the same rename and a killed run never pairs one with the
-    other's predecessor. Ids and details pass `sanitize` like the grades'.
-    """
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rows = [
-        (
-            set_id,
-            sanitize.student_id(s.student),
-            s.status,
-            _stored_details(s.details),
-            run_id,
-            stamp,
-        )
-        for s in statuses
-    ]
-    con = sqlite3.connect(path, timeout=30)
-    try:
-        with con:
-            con.execute(_STATUS_SCHEMA)
-            con.executemany(
-                f"INSERT OR REPLACE INTO {STATUS_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-    finally:
-        con.close()
-
-
-def add_details(path: Path, set_id: str, details: dict[str, list[str]]) -> None:
-    """Append details to stored statuses (a failure found after the commit).
-
-    One SQLite transaction on the gradebook in place: it touches only our
-    table, so formgrader's grades and the commit's atomicity are unaffected.
-    """
-    con = sqlite3.connect(path, timeout=30)
-    try:
-        with con:
-            for student, more in details.items():
-                sid = sanitize.student_id(student)
-                found = con.execute(
-                    f"SELECT details FROM {STATUS_TABLE} "
-                    "WHERE assignment = ? AND student = ?",
-                    (set_id, sid),
-                ).fetchone()
-                if found is None:
-                    continue
-                joined = _stored_details([d for d in (found[0], *more) if d])
-                con.execute(
-                    f"UPDATE {STATUS_TABLE} SET details = ? "
-                    "WHERE assignment = ? AND student = ?",
-                    (joined, set_id, sid),
-                )
-    finally:
-        con.close()
-
-
-def read_statuses(
-    path: Path, set_id: str, statuses: tuple[str, ...]
-) -> dict[str, tuple[str, str]]:
-    """Student → (status, details) stored with the grades ({} before this table).
-
-    A status that is not one of `statuses` (`outcome.STATUSES`; a hand-edited
-    row) is left out, so the caller's fallback decides it.
-    """
-    if not Path(path).exists():
-        return {}
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = con.execute(
-            f"SELECT student, status, details FROM {STATUS_TABLE} WHERE assignment = ?",
-            (set_id,),
-        ).fetchall()
-    except sqlite3.OperationalError:  # no such table: graded before it existed
-        return {}
-    finally:
-        con.close()
-    return {
-        sanitize.student_id(student): (status, sanitize.text(details, COMMENT_LIMIT))
-        for student, status, details in rows
-        if status in statuses and isinstance(details, str)
-    }
-
-
 @dataclass
 class Row:
-    """One CSV row: a student's status and scores for a set."""
+    """One CSV row: a student's status and scores for a set.
+
+    pending: (notebook, grade id) of each cell awaiting a person.
+    """
 
     student: str
     status: str
@@ -363,6 +253,7 @@ class Row:
     scores: dict[tuple[str, str], float | None]
     total: float
     needs_manual: int
+    pending: list[tuple[str, str]] = field(default_factory=list)
 
 
 def read_rows(
@@ -408,7 +299,7 @@ def _row(gb, set_id, stored, student, columns, statuses) -> Row:
             student, "missing", "no submission", {col: None for col in columns}, 0.0, 0
         )
     scores: dict[tuple[str, str], float | None] = {}
-    pending = 0
+    pending: list[tuple[str, str]] = []
     for nb_name, gid in columns:
         try:
             grade = gb.find_grade(gid, nb_name, set_id, stored)
@@ -419,7 +310,8 @@ def _row(gb, set_id, stored, student, columns, statuses) -> Row:
             grade.manual_score if grade.manual_score is not None else grade.auto_score
         )
         scores[nb_name, gid] = score
-        pending += bool(grade.needs_manual_grade)
+        if grade.needs_manual_grade:
+            pending.append((nb_name, gid))
     status, details = statuses.get(student, ("graded", ""))
     status = sanitize.line(status, CSV_FIELD_LIMIT)
     details = sanitize.line(details, CSV_FIELD_LIMIT)
@@ -427,7 +319,7 @@ def _row(gb, set_id, stored, student, columns, statuses) -> Row:
         # the gradebook says flagged: the CSV never says otherwise
         status, details = "flagged for review", details or "flagged"
     total = round(sum(v for v in scores.values() if v is not None), 2)
-    return Row(student, status, details, scores, total, pending)
+    return Row(student, status, details, scores, total, len(pending), pending)
 
 
 def write_csv(

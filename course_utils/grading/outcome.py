@@ -111,7 +111,12 @@ class GradeOptions:
 
 @dataclass
 class NotebookOutcome:
-    """Grading of one notebook of one submission."""
+    """Grading of one notebook of one submission.
+
+    mistakes: test cell grade id → {`mistakes` category: hidden cases that
+    did not pass and show it} (empty for a flagged notebook: its points and
+    its mistakes wait for a person).
+    """
 
     name: str
     status: Status
@@ -120,6 +125,7 @@ class NotebookOutcome:
     scores: dict[str, float | None]
     seconds: float = 0.0
     startup_seconds: float = 0.0
+    mistakes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import nbformat
 
 from . import gradebook as gbook
 from . import notebooks as nbs
-from . import sanitize
+from . import sanitize, statuses
 from .course import Course, generate
 from .outcome import STATUSES, Status, StudentResult, Summary
 from .plan import NotebookSpec
@@ -49,6 +49,7 @@ def report(result: StudentResult, set_id: str, unsafe: bool) -> dict:
                 "scores": o.scores,
                 "seconds": round(o.seconds, 2),
                 "sandbox_startup_seconds": round(o.startup_seconds, 2),
+                "mistakes": o.mistakes,
             }
             for name, o in result.notebooks.items()
         },
@@ -76,7 +77,7 @@ def commit_grades(
 
     def write() -> None:
         gbook.write_grades(candidate, set_id, [r.grades for r in results])
-        gbook.write_statuses(candidate, set_id, _stored(results), run_id)
+        statuses.write_statuses(candidate, set_id, _stored(results), run_id)
 
     try:
         write()
@@ -88,8 +89,21 @@ def commit_grades(
         return gbook.commit(course.gradebook, candidate, fingerprint)
 
 
-def _stored(results: list[StudentResult]) -> list[gbook.StoredStatus]:
-    return [gbook.StoredStatus(r.student, r.status.value, r.details) for r in results]
+def _stored(results: list[StudentResult]) -> list[statuses.StoredStatus]:
+    return [
+        statuses.StoredStatus(
+            r.student,
+            r.status.value,
+            r.details,
+            r.seconds,
+            {
+                (nb, gid): kinds
+                for nb, o in r.notebooks.items()
+                for gid, kinds in o.mistakes.items()
+            },
+        )
+        for r in results
+    ]
 
 
 def publish_run(
@@ -135,7 +149,7 @@ def publish_run(
     if failed:
         for r in results:
             r.details.extend(failed.get(r.student, []))
-        gbook.add_details(course.gradebook, set_id, failed)
+        statuses.add_details(course.gradebook, set_id, failed)
         export(course, set_id, run.csv_path, specs=run.specs)
     return backup
 
@@ -285,13 +299,13 @@ def load_statuses(course: Course, set_id: str) -> dict[str, tuple[str, str]]:
     """Student → (status, details) of the set, as the gradebook stores them.
 
     Each student's status is stored with their grades, in the same commit
-    (`gradebook.write_statuses`). A student graded before that table existed
+    (`statuses.write_statuses`). A student graded before that table existed
     falls back to the reports of autograded/ (`legacy_statuses`).
     """
     out = {
         sanitize.student_id(k): v for k, v in legacy_statuses(course, set_id).items()
     }
-    out.update(gbook.read_statuses(course.gradebook, set_id, STATUSES))
+    out.update(statuses.read_statuses(course.gradebook, set_id, STATUSES))
     return out
 
 

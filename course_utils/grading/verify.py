@@ -16,7 +16,9 @@ Scoring: a test cell's points are shared equally among the cases of its
 *hidden* checks (a short answer is one case); a case scores when the
 student's output matches the reference within the check's tolerance. Visible
 checks are compared too, for feedback only. Every case ends in one
-`CaseStatus`; nothing here reads message text.
+`CaseStatus`; nothing here reads message text. A case that did not pass also
+gets the kind of mistake it shows (`mistakes.classify`: sign flipped, summed
+instead of averaged, …; "raised", "not_run", …), decided from the numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import mistakes
 from .compare import compare_arrays, compare_values, normalize_value
 from .records import MAX_RECORD_BYTES, Record, RecordError, load_record
 
@@ -79,11 +82,14 @@ class Check:
 
 @dataclass(frozen=True)
 class CaseResult:
+    """One case's result; `mistake`: a `mistakes.CATEGORIES` id unless it passed."""
+
     check: str
     label: str
     status: CaseStatus
     why: str = ""
     hidden: bool = True
+    mistake: str = ""
 
 
 @dataclass
@@ -115,6 +121,15 @@ class CellMarking:
         if self.total == 0:
             return 0.0
         return round(self.max_points * self.passed / self.total, 2)
+
+    def mistakes(self) -> dict[str, int]:
+        """Category → how many hidden cases that did not pass show it."""
+        out: dict[str, int] = {}
+        for c in self._hidden():
+            if c.status is not CaseStatus.PASSED:
+                key = mistakes.known(c.mistake)
+                out[key] = out.get(key, 0) + 1
+        return out
 
     @property
     def lines(self) -> list[str]:
@@ -178,41 +193,48 @@ def reference_checks(
     return out
 
 
-def _compare_case(check: Check, record: Record, i: int) -> tuple[CaseStatus, str]:
+def _compare_case(check: Check, record: Record, i: int) -> tuple[CaseStatus, str, str]:
+    """(status, why, mistake category) of case i of an arrays check."""
     ref = check.record
     error = record.meta["cases"][i].get("error")
     if error:
-        return CaseStatus.RAISED, f"raised {str(error)[:200]}"
+        return CaseStatus.RAISED, f"raised {str(error)[:200]}", "raised"
     if i not in record.arrays:
-        return CaseStatus.RAISED, "no output"
+        return CaseStatus.RAISED, "no output", "raised"
     cmp = ref.meta.get("compare", {})
+    tolerance = (float(cmp.get("rtol", 1e-3)), float(cmp.get("atol", 1e-5)))
     ok, why = compare_arrays(
-        record.arrays[i],
-        ref.arrays[i],
-        cmp.get("mode", "allclose"),
-        float(cmp.get("rtol", 1e-3)),
-        float(cmp.get("atol", 1e-5)),
+        record.arrays[i], ref.arrays[i], cmp.get("mode", "allclose"), *tolerance
     )
-    return (CaseStatus.PASSED, "") if ok else (CaseStatus.FAILED, why)
+    if ok:
+        return CaseStatus.PASSED, "", ""
+    mistake = mistakes.classify(record.arrays[i], ref.arrays[i], None, tolerance)
+    return CaseStatus.FAILED, why, mistake
 
 
-def _compare_value(check: Check, record: Record) -> tuple[CaseStatus, str]:
+def _compare_value(check: Check, record: Record) -> tuple[CaseStatus, str, str]:
+    """(status, why, mistake category) of a short answer."""
     ref = check.record.meta
     if record.meta.get("error"):
         return (
             CaseStatus.RAISED,
             f"answer has the wrong form: {str(record.meta['error'])[:200]}",
+            "wrong_form",
         )
     value, expected = record.meta.get("value"), ref.get("value")
     kind = ref.get("value_kind", "choice")
     try:
         value = normalize_value(value, kind)
     except (TypeError, ValueError) as exc:
-        return CaseStatus.RAISED, f"answer has the wrong form: {exc}"
+        return CaseStatus.RAISED, f"answer has the wrong form: {exc}", "wrong_form"
     ok, _ = compare_values(value, expected, kind, float(ref.get("tol", 0.0)))
     if ok:
-        return CaseStatus.PASSED, ""
-    return CaseStatus.FAILED, f"answer {value!r} is not the expected one"
+        return CaseStatus.PASSED, "", ""
+    return (
+        CaseStatus.FAILED,
+        f"answer {value!r} is not the expected one",
+        "wrong_answer",
+    )
 
 
 def verify(
@@ -233,16 +255,20 @@ def verify(
         cell = cells.setdefault(check.grade_id, CellMarking(check.grade_id, 0.0))
         labels = check.labels()
 
-        def add(status, why="", i=None, _c=check, _cell=cell, _labels=labels):
-            for k, label in enumerate(_labels):
+        def add(status, why="", i=None, mistake="", _c=check, _cell=cell, _l=labels):
+            for k, label in enumerate(_l):
                 if i is None or k == i:
                     _cell.cases.append(
-                        CaseResult(_c.name, label, status, why, _c.hidden)
+                        CaseResult(_c.name, label, status, why, _c.hidden, mistake)
                     )
 
         path = student_files.get(name)
         if path is None:
-            add(CaseStatus.MISSING, "not run (an earlier cell stopped the kernel)")
+            add(
+                CaseStatus.MISSING,
+                "not run (an earlier cell stopped the kernel)",
+                mistake="not_run",
+            )
             continue
         try:
             record = load_record(path, name)
@@ -255,14 +281,14 @@ def verify(
                 raise RecordError(f"record {name} lists the wrong number of cases")
         except (RecordError, RecursionError, KeyError, TypeError) as exc:
             why = f"{type(exc).__name__}: {str(exc)[:200]}"
-            add(CaseStatus.MALFORMED, why)
+            add(CaseStatus.MALFORMED, why, mistake="malformed")
             notes.append(f"malformed record {name}: {why}")
             continue
         if record.meta["kind"] == "value":
-            status, why = _compare_value(check, record)
-            add(status, why)
+            status, why, mistake = _compare_value(check, record)
+            add(status, why, mistake=mistake)
             continue
         for i in range(check.units):
-            status, why = _compare_case(check, record, i)
-            add(status, why, i)
+            status, why, mistake = _compare_case(check, record, i)
+            add(status, why, i, mistake)
     return Marking(cells, notes)
