@@ -7,7 +7,10 @@ check the same on the real photo model.
 """
 
 import asyncio
+import collections
 import itertools
+import threading
+import time
 
 import pytest
 import torch
@@ -214,3 +217,86 @@ def test_widget_without_prefill_computes_only_what_is_shown(net):
 
     w = asyncio.run(scenario())
     assert not w.filler.running and w._path().n_done == 5 and w._noise_sums().n_done == 2
+
+
+def test_filler_steps_wait_for_the_lock_held_by_another_thread():
+    lock = threading.RLock()
+    ran, held = [], threading.Event()
+
+    def steps():
+        for k in range(3):
+            ran.append((k, held.is_set()))
+            yield
+
+    def hold():
+        with lock:
+            held.set()
+            time.sleep(0.1)
+            held.clear()
+
+    async def scenario():
+        filler = IdleFiller(delay=0.005, lock=lock)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        while not held.is_set():
+            await asyncio.sleep(0.001)
+        filler.start(steps())
+        while filler.running:
+            await asyncio.sleep(0.005)
+        holder.join()
+
+    asyncio.run(scenario())
+    assert [k for k, _ in ran] == [0, 1, 2]
+    assert not any(during for _, during in ran)  # no step while the other held it
+
+
+def test_callbacks_from_another_thread_never_overlap_a_background_step(net, monkeypatch):
+    """Widget messages come in a kernel subshell's thread while the background
+    steps run on the main thread's loop. Here a step's model call waits (up to
+    1 s) until the other thread's callback calls the model too: without the
+    widget's lock both would compute, and add, the same points."""
+    adds = collections.Counter()
+    add = PathIG._add
+
+    def counting(self, j, grad, logit):
+        adds[(id(self), j)] += 1
+        return add(self, j, grad, logit)
+
+    monkeypatch.setattr(PathIG, "_add", counting)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    armed, callback_runs = threading.Event(), threading.Event()
+
+    def meet(module, args):
+        if threading.current_thread() is thread and armed.is_set():
+            callback_runs.wait(1.0)  # a step, waiting for the callback's model call
+        elif threading.current_thread() is not thread:
+            callback_runs.set()
+
+    net.register_forward_pre_hook(meet)
+    thread.start()
+
+    async def make():
+        return W.PhotoExplainer(net, photo="coffee", n_steps=2, n_samples=2,
+                                methods=("integrated_gradients", "smoothgrad"))
+
+    try:
+        w = asyncio.run_coroutine_threadsafe(make(), loop).result()
+        path = w._path()
+        while path.n_done < 9:  # the background steps run on the loop's thread
+            time.sleep(0.001)
+        armed.set()
+        time.sleep(0.05)  # a step is now waiting inside its model call
+        w.controls["n_steps"].value = 65  # meanwhile, from this thread
+        w.controls["n_samples"].value = 50
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+    assert path.n_done == 65 and len(adds) == 65
+    assert max(adds.values()) == 1, [k for k, v in adds.items() if v > 1]
+    fresh = PathIG(net, path.x, path.target)
+    fresh.compute(list(range(65)))
+    close(path.sums, fresh.sums)
+    want = sal.smoothgrad(net, photos.load("coffee"), w.target, n_samples=50,
+                          noise_level=0.15, generator=torch.Generator().manual_seed(0))
+    close(w.result["smoothgrad"], want)

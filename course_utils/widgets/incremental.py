@@ -12,17 +12,24 @@ recomputing what it computed before:
 * `IdleFiller`: runs a generator's steps (each a couple of gradients) as
   callbacks of the running asyncio event loop, i.e. the Jupyter kernel's,
   between the messages it handles: the maps for the other slider values are
-  ready before the student asks for them. Everything runs on the kernel's
-  one thread, so a step never overlaps a widget callback (no locks, no
-  races); a new photo or class cancels the steps of the old one; a message
-  waits at most for the step in progress. Without a running loop (a script,
-  a test) nothing is scheduled.
+  ready before the student asks for them. A new photo or class cancels the
+  steps of the old one. Without a running loop (a script, a test) nothing is
+  scheduled.
+
+Threads: ipykernel ≥ 7 with JupyterLab ≥ 4.4 handles widget messages in a
+kernel *subshell*, a thread of its own with its own event loop, while cells
+run in the main thread. So a widget callback and a background step can run
+at the same time; they share the widget's lock (`IdleFiller(lock=...)`, a
+`threading.RLock`): a callback waits at most for the step in progress, and
+a step whose turn comes while a callback holds the lock tries again later
+instead of blocking its loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Callable, Iterator
 
 import torch
@@ -206,43 +213,60 @@ class IdleFiller:
     in `error`, the filling stops) or `cancel()` is called. Returns False, and
     schedules nothing, when no loop is running (a script, a test).
     `on_done` is called after the last step.
+
+    Each step runs holding `lock` (taken without blocking: when another
+    thread holds it, the step is tried again `delay` later), and so do
+    `start` and `cancel`: the caller that shares the lock never sees a step
+    half done, and a step never runs after its `cancel()`.
     """
 
-    def __init__(self, delay: float = 0.01):
+    def __init__(self, delay: float = 0.01, lock: threading.RLock | None = None):
         self.delay = delay
+        self.lock = lock if lock is not None else threading.RLock()
         self.running = False
         self.error: BaseException | None = None
         self.steps_run = 0
         self._generation = 0
 
     def cancel(self) -> None:
-        self._generation += 1
-        self.running = False
+        with self.lock:
+            self._generation += 1
+            self.running = False
 
     def start(self, steps: Iterator, on_done: Callable[[], None] | None = None) -> bool:
-        self.cancel()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        generation = self._generation
-        self.running, self.error = True, None
+        with self.lock:
+            self.cancel()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return False
+            generation = self._generation
+            self.running, self.error = True, None
 
         def step() -> None:
-            if generation != self._generation:
+            if not self.lock.acquire(blocking=False):  # a callback runs: later
+                loop.call_later(self.delay, step)
                 return
             try:
-                next(steps)
-            except StopIteration:
-                self.running = False
-                if on_done is not None:
-                    on_done()
-                return
-            except Exception as err:  # noqa: BLE001 - kept, shown by the caller
-                self.running, self.error = False, err
-                return
-            self.steps_run += 1
-            loop.call_later(self.delay, step)
+                if generation == self._generation and self._step(steps, on_done):
+                    loop.call_later(self.delay, step)
+            finally:
+                self.lock.release()
 
         loop.call_later(self.delay, step)
+        return True
+
+    def _step(self, steps: Iterator, on_done) -> bool:
+        """One step (lock held); True when there are more."""
+        try:
+            next(steps)
+        except StopIteration:
+            self.running = False
+            if on_done is not None:
+                on_done()
+            return False
+        except Exception as err:  # noqa: BLE001 - kept, shown by the caller
+            self.running, self.error = False, err
+            return False
+        self.steps_run += 1
         return True

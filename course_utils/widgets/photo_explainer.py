@@ -27,7 +27,11 @@ sent again. IG and SmoothGrad grow point by point (`widgets.incremental`):
   samples are computed in the background (`incremental.IdleFiller`: small
   steps on the kernel's event loop, between its messages; a new photo or
   class cancels them; `prefill=False` turns it off), so later moves of
-  either slider are answered from the sums.
+  either slider are answered from the sums. Widget messages may arrive in
+  a kernel subshell's thread while cells run in the main thread: every
+  callback, `update()`, `run_cascade()` and every background step hold the
+  widget's lock (``lock``, a `threading.RLock`), so none sees another half
+  done.
 
 CSS classes for browser tests: "sal-photo-explainer" on the view, "sal-photo",
 "sal-upload", "sal-target", "sal-search", "sal-n-steps", "sal-n-samples",
@@ -43,6 +47,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import html
+import threading
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -54,7 +59,7 @@ from traitlets import TraitError
 from .. import models, photos, plotting
 from .. import photo_model as pm
 from .. import saliency as sal
-from ..plotting.rgb import AGGREGATION, photo_maps
+from ..plotting.rgb import AGGREGATION, photo_maps, picture
 from ..saliency.core import eval_mode
 from .incremental import IG_STEPS, IdleFiller, NoiseSums, PathIG, lru_get
 from .view import View
@@ -96,11 +101,13 @@ class PhotoExplainer(View):
     ``controls`` (set ``.value`` from code to drive it), ``result`` ({method:
     map} on display), ``charts`` ({"fast", "slow", "cascade"}: the Altair
     charts), ``top5``, ``target``, ``cascade`` (the last `SanityResult`),
-    ``n_updates``, ``timings`` and ``filler`` (the background `IdleFiller`).
+    ``n_updates``, ``timings``, ``filler`` (the background `IdleFiller`) and
+    ``lock`` (held by every callback, update, cascade and background step).
     """
 
     css = "sal-photo-explainer"
     CACHE_SIZE = 96  # maps kept (one map of a 224 px photo is 0.6 MB)
+    PICTURES_KEPT = 32  # maps drawn as PNGs, reused by the charts (≈ 60 kB each)
     PATHS_KEPT = 4  # IG running sums kept, per (photo, class): 8.4 MB each
     NOISE_KEPT = 2  # SmoothGrad prefix sums kept: up to 30 MB each
     FILL_POINTS = 2  # gradients per background step (a message waits ≤ one step)
@@ -124,8 +131,10 @@ class PhotoExplainer(View):
         self._paths: collections.OrderedDict = collections.OrderedDict()
         self._noise: collections.OrderedDict = collections.OrderedDict()
         self._shown: dict[str, tuple] = {}  # output → key of the chart it shows
+        self._pictures: collections.OrderedDict = collections.OrderedDict()
         self.prefill = bool(prefill)
-        self.filler = IdleFiller()
+        self.lock = threading.RLock()  # callbacks, update, cascade, background steps
+        self.filler = IdleFiller(lock=self.lock)
         self._busy = False
         self.result: dict[str, torch.Tensor] = {}
         self.charts: dict = {}
@@ -156,9 +165,7 @@ class PhotoExplainer(View):
                           widgets.VBox([c["target"], c["search"]])]),
             self._out,
             widgets.HBox([c["n_steps"], c["n_samples"]]),
-            widgets.HBox([self.outputs["ig_delta"], self.outputs["cache"]],
-                         layout={"justify_content": "space-between",
-                                 "width": "880px"}),
+            widgets.VBox([self.outputs["ig_delta"], self.outputs["cache"]]),
             self._out_slow,
             c["cascade"],
             self._out_cascade,
@@ -259,16 +266,18 @@ class PhotoExplainer(View):
     # ------------------------------------------------------------ callbacks
 
     def _callback(self, fn):
-        """`fn` run only outside a guard, its errors shown in the status read-out."""
+        """`fn` run only outside a guard, holding the lock, its errors shown in the
+        status read-out."""
         def run(change):
-            if self._busy:
-                return
-            try:
-                fn(change)
-            except (ValueError, TypeError, OSError, TraitError) as err:
-                self._show_error(str(err))
-            finally:
-                self.view.remove_class("sal-busy")
+            with self.lock:  # a subshell's thread, a cell, a background step
+                if self._busy:
+                    return
+                try:
+                    fn(change)
+                except (ValueError, TypeError, OSError, TraitError) as err:
+                    self._show_error(str(err))
+                finally:
+                    self.view.remove_class("sal-busy")
         return run
 
     def _on_photo(self, change) -> None:
@@ -359,7 +368,10 @@ class PhotoExplainer(View):
         key = tuple(self._key(m) for m in methods) + (show_photo, title)
         if self._shown.get(which) == key:
             return
-        maps = {photos.METHOD_TITLES.get(m, m): self.result[m] for m in methods}
+        maps = {photos.METHOD_TITLES.get(m, m): lru_get(
+                    self._pictures, self._key(m),
+                    partial(picture, self.photo["x"], self.result[m]), self.PICTURES_KEPT)
+                for m in methods}
         self.charts[which] = photo_maps(self.photo["x"], maps, show_photo=show_photo,
                                         size=self.size, title=title)
         self._display(out, self.charts[which])
@@ -377,6 +389,10 @@ class PhotoExplainer(View):
         Returns:
             `result`, {method: map}.
         """
+        with self.lock:
+            return self._update()
+
+    def _update(self) -> dict[str, torch.Tensor]:
         self.filler.cancel()
         t0 = time.perf_counter()
         fast = [m for m in self.methods if m in photos.FAST_METHODS]
@@ -462,6 +478,10 @@ class PhotoExplainer(View):
             The `SanityResult` (also in ``cascade``); None where the hand-out does
             not have `course_utils.sanity` yet (the status line says so).
         """
+        with self.lock:
+            return self._run_cascade()
+
+    def _run_cascade(self):
         try:  # imported on use: a hand-out may withhold it until ps4's deadline
             from .. import sanity
         except ImportError:
