@@ -207,12 +207,14 @@ class IdleFiller:
     """Run a generator's steps as callbacks of the running asyncio loop.
 
     `start(steps)` cancels what ran before and schedules ``next(steps)`` on
-    the loop of the calling thread, `delay` seconds apart (≥ a few ms, so the
-    loop polls its sockets between steps: a kernel message waits at most for
-    the step in progress), until the generator ends, fails (the error is kept
-    in `error`, the filling stops) or `cancel()` is called. Returns False, and
-    schedules nothing, when no loop is running (a script, a test).
-    `on_done` is called after the last step.
+    the loop of the calling thread, the first `first_delay` seconds later
+    (default `delay`; a grace after a slider move, so that the next move of
+    a burst finds no step in progress), then `delay` seconds apart (≥ a few
+    ms, so the loop polls its sockets between steps: a kernel message waits
+    at most for the step in progress), until the generator ends, fails (the
+    error is kept in `error`, the filling stops) or `cancel()` is called.
+    Returns False, and schedules nothing, when no loop is running (a script,
+    a test). `on_done` is called after the last step.
 
     Each step runs holding `lock` (taken without blocking: when another
     thread holds it, the step is tried again `delay` later), and so do
@@ -233,7 +235,8 @@ class IdleFiller:
             self._generation += 1
             self.running = False
 
-    def start(self, steps: Iterator, on_done: Callable[[], None] | None = None) -> bool:
+    def start(self, steps: Iterator, on_done: Callable[[], None] | None = None,
+              first_delay: float | None = None) -> bool:
         with self.lock:
             self.cancel()
             try:
@@ -253,7 +256,7 @@ class IdleFiller:
             finally:
                 self.lock.release()
 
-        loop.call_later(self.delay, step)
+        loop.call_later(self.delay if first_delay is None else first_delay, step)
         return True
 
     def _step(self, steps: Iterator, on_done) -> bool:

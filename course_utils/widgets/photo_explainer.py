@@ -110,7 +110,8 @@ class PhotoExplainer(View):
     PICTURES_KEPT = 32  # maps drawn as PNGs, reused by the charts (≈ 60 kB each)
     PATHS_KEPT = 4  # IG running sums kept, per (photo, class): 8.4 MB each
     NOISE_KEPT = 2  # SmoothGrad prefix sums kept: up to 30 MB each
-    FILL_POINTS = 2  # gradients per background step (a message waits ≤ one step)
+    FILL_POINTS = 1  # gradients per background step (a message waits ≤ one step)
+    FILL_AFTER = 0.15  # s after an update before the background steps resume
 
     def __init__(self, model=None, *, photo: str = "chelsea",
                  methods: Sequence[str] = photos.FAST_METHODS + photos.SLOW_METHODS,
@@ -420,7 +421,8 @@ class PhotoExplainer(View):
         self.timings = {"fast": t1 - t0, "total": time.perf_counter() - t0,
                         "computed": float(len(pending))}
         if self.prefill and self._to_fill():
-            self.filler.start(self._fill(), on_done=self._show_readouts)
+            self.filler.start(self._fill(), on_done=self._show_readouts,
+                              first_delay=self.FILL_AFTER)
         self._show_readouts()
         return self.result
 
