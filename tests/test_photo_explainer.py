@@ -51,6 +51,7 @@ def _bad_files(coffee_rgb) -> dict[str, tuple[bytes, str]]:
     jpeg = _bytes(coffee_rgb, "JPEG", quality=90)
     return {
         "random bytes": (np.random.default_rng(0).bytes(2000), "not an image"),
+        "text file": (b"my holiday notes, not a photo\n" * 20, "not an image"),
         "truncated JPEG": (jpeg[: len(jpeg) // 2], "truncated"),
         "enormous PNG header": (_png_header(100_000, 100_000), "too large"),
         "large PNG header": (_png_header(9_000, 9_000), "81,000,000 pixels"),
@@ -73,7 +74,7 @@ def test_explain_a_bundled_photo_matches_the_pinned_top1_and_direct_calls(model)
     assert e.size == (224, 224) and e.x.shape == (1, 3, 224, 224)
     torch.testing.assert_close(e.maps["gradient"], sal.gradient(model, e.x, e.target))
     torch.testing.assert_close(e.maps["grad_cam"], sal.grad_cam(model, e.x, e.target))
-    ig = sal.integrated_gradients(model, e.x, e.target, n_steps=2, method="gausslegendre")
+    ig = sal.integrated_gradients(model, e.x, e.target, n_steps=2, method="clenshaw_curtis")
     torch.testing.assert_close(e.maps["integrated_gradients"], ig)
     assert e.chart() is not None
 
@@ -245,11 +246,12 @@ def test_target_from_top5_or_search_and_the_cache(explainer, count_calls):
     assert "ImageNet class" in w.status.value and w.target == espresso
     w.controls["target"].value = second  # seen before: from the cache
     assert len(calls) == 2 and w.timings["computed"] == 0
-    ig = count_calls("integrated_gradients")
+    guided = count_calls("guided_backprop")
     w.controls["n_steps"].value = 3
-    assert len(ig) == 1 and len(calls) == 2  # only IG is recomputed
+    assert len(calls) == 2 and not guided  # only IG is recomputed
+    assert w.timings["computed"] == 1
     w.controls["n_steps"].value = 2
-    assert len(ig) == 1  # and going back is free
+    assert w.timings["computed"] == 0  # and going back is free
 
 
 def test_cascade_button_shows_the_curve(model):
@@ -290,17 +292,19 @@ def count_calls(monkeypatch):
     return install
 
 
-def test_smoothgrad_samples_reuse_the_gradients_computed_before(model, monkeypatch):
+@pytest.fixture
+def rows_seen(model):
+    """Rows of every forward call of the model (a forward pre-hook), cleared on demand."""
+    rows = []
+    handle = model.register_forward_pre_hook(lambda m, args: rows.append(len(args[0])))
+    yield rows
+    handle.remove()
+
+
+def test_smoothgrad_samples_reuse_the_gradients_computed_before(model, rows_seen):
     w = W.PhotoExplainer(model, photo="chelsea", methods=("smoothgrad",), n_samples=4)
     x, target = photos.load("chelsea"), w.target
-    rows = []
-    original = sal.gradient
-
-    def counting(model, x, target, **kwargs):
-        rows.append(x.shape[0])
-        return original(model, x, target, **kwargs)
-
-    monkeypatch.setattr(sal, "gradient", counting)
+    rows = rows_seen
     for n, new_rows in ((2, 0), (6, 2), (3, 0), (6, 0)):
         rows.clear()
         w.controls["n_samples"].value = n
@@ -310,3 +314,48 @@ def test_smoothgrad_samples_reuse_the_gradients_computed_before(model, monkeypat
         torch.testing.assert_close(w.result["smoothgrad"], want, rtol=0,
                                    atol=1e-5 * float(want.abs().max()))
     assert w.timings["computed"] == 0  # 6 samples were computed before: no "computing…"
+
+
+def test_ig_steps_reuse_the_gradients_along_the_path(model, rows_seen):
+    w = W.PhotoExplainer(model, photo="coffee", methods=("integrated_gradients",),
+                         n_steps=9)
+    x, target = photos.load("coffee"), w.target
+    assert sum(rows_seen) == 1 + 9  # the top-5, then IG's 9 points
+    assert w.controls["n_steps"].options == (2, 3, 5, 9, 17, 33, 65)
+    for n, new in ((5, 0), (2, 0), (17, 8), (3, 0), (33, 16), (9, 0), (33, 0)):
+        rows_seen.clear()
+        w.controls["n_steps"].value = n
+        assert sum(rows_seen) == new, n  # a coarser n: no model call; finer: new points
+        assert w.timings["computed"] == (new > 0)
+        want, delta = sal.integrated_gradients(model, x, target, n_steps=n,
+                                               method="clenshaw_curtis",
+                                               return_delta=True)
+        torch.testing.assert_close(w.result["integrated_gradients"], want, rtol=1e-4,
+                                   atol=1e-5 * float(want.abs().max()))
+        text = w.outputs["ig_delta"].value
+        assert f"IG, {n} points" in text
+        assert f"completeness error {float(delta):+.2f}" in text, (text, float(delta))
+    assert "33 of 65 points on IG&#x27;s path" in w.outputs["cache"].value
+    with pytest.raises(ValueError, match=r"n_steps must be one of \[2, 3, 5, 9, 17, 33"):
+        W.PhotoExplainer(model, n_steps=16)
+    with pytest.raises(ValueError, match="n_samples must be an int in 2…50"):
+        W.PhotoExplainer(model, n_samples=64)
+
+
+def test_upload_honours_exif_orientation(explainer, coffee_rgb):
+    """A phone's portrait photo: stored landscape, with EXIF "rotate 90° to view"."""
+    w = explainer
+    upright = coffee_rgb.resize((150, 300))  # portrait, as the student sees it
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # 300 × 150 on disk
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    data = _bytes(stored, "JPEG", quality=95, exif=exif.tobytes())
+    assert Image.open(io.BytesIO(data)).size == (300, 150)
+    upload(w, "portrait.jpg", data, "image/jpeg")
+    assert w.status.value == "" and w.photo["size"] == (150, 300)
+    assert "150 × 300 px" in w.outputs["photo_info"].value
+    want = photos.preprocess(Image.open(io.BytesIO(_bytes(upright, "JPEG", quality=95))))
+    assert (w.photo["x"] - want).abs().mean() < 0.02  # two JPEG encodings apart
+    unrotated = photos.preprocess(stored)
+    assert (w.photo["x"] - unrotated).abs().mean() > 0.05
+    assert w.top5[0][1] == "espresso"

@@ -286,6 +286,12 @@ def test_photo_maps_aggregate_mean_abs_over_channels(model, cat):
     cells = [v for v in spec["data"]["values"] if "url" in v]
     assert [v["col"] for v in cells] == ["photo", "gradient", "Grad-CAM"]
     assert all(v["url"].startswith("data:image/png;base64,") for v in cells)
+    # a map drawn ahead (`picture`) gives the same chart
+    ahead = rgb.photo_maps(cat, {"gradient": rgb.picture(cat, grad),
+                                 "Grad-CAM": rgb.picture(cat, cam)}).to_dict()
+    assert ahead == spec
+    other = rgb.photo_maps(cat, {"gradient": rgb.picture(cat, grad, opacity=0.3)})
+    assert other.to_dict()["data"]["values"][1]["url"] != cells[1]["url"]
     grid = rgb.photo_maps(cat, {"a": {"g": grad}, "b": {"g": grad}}, overlay=False)
     rows = {v.get("row") for v in grid.to_dict()["data"]["values"] if "url" in v}
     assert rows == {"a", "b"}

@@ -101,6 +101,7 @@ def expected_weighted_alpha(method, n):
         "riemann_middle": 0.5,
         "riemann_trapezoid": 0.5,
         "gausslegendre": 0.5,
+        "clenshaw_curtis": 0.5,  # n = 1 is the midpoint; n ≥ 2 holds both ends
     }[method]
 
 

@@ -171,7 +171,8 @@ def test_every_baseline_name_works_for_every_method_and_metric(net, x, name):
             ValueError,
             (
                 r"method must be one of \['riemann_trapezoid', 'gausslegendre', "
-                r"'riemann_left', 'riemann_right', 'riemann_middle'\], got 'foo'"
+                r"'riemann_left', 'riemann_right', 'riemann_middle', "
+                r"'clenshaw_curtis'\], got 'foo'"
             ),
         ),
         (

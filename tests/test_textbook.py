@@ -77,6 +77,7 @@ def test_gradient_family(model, x, target):
         ("blur", 5, "riemann_left"),
         ("noise", 1, "riemann_middle"),
         (0.3, 4, "riemann_right"),
+        ("black", 9, "clenshaw_curtis"),
     ],
 )
 def test_integrated_gradients(model, x, baseline, n_steps, method):

@@ -7,12 +7,15 @@ its own aggregate. Each map is scaled to its own end of scale vmax (Captum's
 `outlier_perc=2` rule, `color_limit`) and drawn with the magnitude colours
 (plasma) over the photo turned grey, with opacity fading to 0 where the map is
 0, so the photo's own colours cannot be mistaken for attribution
-(`photo_overlay_rgb`). `photo_maps` lays out the photo and its maps.
+(`photo_overlay_rgb`). `photo_maps` lays out the photo and its maps;
+`picture` draws one map ahead, for a caller that redraws the same maps often
+(`widgets.PhotoExplainer` keeps the pictures of the maps it shows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -91,6 +94,32 @@ def _upsampled(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                                            align_corners=False)[0, 0].numpy()
 
 
+@dataclass(frozen=True)
+class Picture:
+    """One map drawn as `photo_maps` draws it (a PNG data URL), made by `picture`;
+    `photo_maps` takes it in place of an attribution and reuses the PNG."""
+
+    url: str
+
+
+def picture(photo: torch.Tensor | np.ndarray, attr, *, overlay: bool = True,
+            opacity: float = 0.8, outlier_perc: float = OUTLIER_PERC) -> Picture:
+    """The map of `attr` as `photo_maps` draws it, for reuse (arguments as there)."""
+    return Picture(_picture_url(photo_rgb(photo), attr, overlay,
+                                _check_opacity(opacity), outlier_perc))
+
+
+def _picture_url(rgb: np.ndarray, attr, overlay: bool, opacity: float,
+                 outlier_perc: float) -> str:
+    if isinstance(attr, Picture):
+        return attr.url
+    m = _upsampled(channel_map(attr), rgb.shape[:2])
+    vmax = color_limit(m, outlier_perc)
+    drawn = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
+             else colorize(m, vmax, signed=False))
+    return _png_url(drawn)
+
+
 def photo_maps(
     photo: torch.Tensor | np.ndarray,
     maps: Mapping,
@@ -110,7 +139,8 @@ def photo_maps(
         maps: {column: attribution} for one row, or {row: {column: attribution}}
             for a grid (e.g. cascade steps × methods). An attribution is
             (1, C, H, W) (C = 3 or 1; Grad-CAM's coarse maps are upsampled
-            bilinearly to the photo's size if needed).
+            bilinearly to the photo's size if needed), or a `Picture` of it
+            drawn before (`picture`, with the same photo and settings).
         overlay: draw each map over the grey photo (default) or alone.
         show_photo: a first column "photo" with the photo in colour.
         opacity: of the heat layer at its top value. outlier_perc: Captum's
@@ -133,11 +163,8 @@ def photo_maps(
             values.append({**where, "col": "photo",
                            "url": _png_url(np.rint(rgb * 255).astype(np.uint8))})
         for col, attr in cells.items():
-            m = _upsampled(channel_map(attr), rgb.shape[:2])
-            vmax = color_limit(m, outlier_perc)
-            picture = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
-                       else colorize(m, vmax, signed=False))
-            values.append({**where, "col": str(col), "url": _png_url(picture)})
+            url = _picture_url(rgb, attr, overlay, opacity, outlier_perc)
+            values.append({**where, "col": str(col), "url": url})
             if str(col) not in cols:
                 cols.append(str(col))
     first = {"col": cols[-1], **({} if grid is None else {"row": str(next(iter(rows)))})}

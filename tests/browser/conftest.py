@@ -127,7 +127,9 @@ def _interrupt(signum, frame):
 
 @pytest.fixture(scope="session")
 def lab(scratch, request):
-    server = bl.LabServer(scratch / "lab", extra=[HERE / "explorers.ipynb"])
+    server = bl.LabServer(
+        scratch / "lab", extra=[HERE / "explorers.ipynb", HERE / "photo_explainer.ipynb"]
+    )
     # A CI timeout's SIGTERM becomes KeyboardInterrupt, so pytest still tears
     # down (server, kernels, browser); atexit is the last resort.
     old_term = signal.signal(signal.SIGTERM, _interrupt)

@@ -34,8 +34,8 @@ DRAGS = 4  # slider drags (mouse down, move, release) after the key presses
 # interaction (key, click, drag). Timings are reported (table, latency.json),
 # not asserted: wall-clock bounds make CI flaky on shared machines. Set
 # BROWSER_LATENCY_MS=150 to turn the median goal into a failure.
-LATENCY_GOAL_MS = 150.0
-WORST_GOAL_MS = 400.0
+LATENCY_GOAL_MS = bl.LATENCY_GOAL_MS  # 150 ms
+WORST_GOAL_MS = bl.WORST_GOAL_MS  # 400 ms
 LATENCY_MS = float(os.environ.get("BROWSER_LATENCY_MS", "inf"))
 SCRATCH_NOTEBOOK = "explorers.ipynb"
 
@@ -72,27 +72,7 @@ def _drag(ex: Explorer, css: str, dx: float) -> None:
     page.evaluate("() => { window.__sal.dragging = false; }")
 
 
-def _row(explorer: str, interaction: str, control: str, times: list, splits=()):
-    """One latency row: median and worst against the goals."""
-    med, worst = statistics.median(times), max(times)
-    row = {
-        "explorer": explorer,
-        "interaction": interaction,
-        "control": control,
-        "moves": len(times),
-        "median_ms": med,
-        "worst_ms": worst,
-        "best_ms": min(times),
-        "times_ms": [round(t, 1) for t in times],
-        "goal_median_ms": LATENCY_GOAL_MS,
-        "goal_worst_ms": WORST_GOAL_MS,
-        "meets_goals": med <= LATENCY_GOAL_MS and worst <= WORST_GOAL_MS,
-    }
-    if splits:
-        row["kernel_median_ms"] = statistics.median(x["kernel"] for x in splits)
-        row["draw_median_ms"] = statistics.median(x["draw"] for x in splits)
-        row["canvases_per_update"] = statistics.median(x["canvases"] for x in splits)
-    return row
+_row = bl.latency_row  # one latency row: median and worst against the goals
 
 
 def _notebook_for(spec: Spec) -> str:
