@@ -184,18 +184,18 @@ def html_section(result: SetComparison) -> str:
     """The comparison as an HTML fragment (no <html>, no script): a summary, a
     table of pairs and their side-by-side views. Safe to embed in any page of
     ours; `course report` calls it."""
-    from .similarity import K, MIN_GRAMS
+    from .similarity import MIN_GRAMS, K
 
     c = result.comparison
     short = sum("too short" in why for why in c.skipped.values())
     parts = [
         f"<h2>Answers that look copied: {sanitize.html(result.set_id, 200)}</h2>",
-        f"<p>{c.compared} answer(s) of {result.students} student folder(s) compared "
+        (f"<p>{c.compared} answer(s) of {result.students} student folder(s) compared "
         f"with {result.references} function(s) of the course, each question's model "
         f"answer and each other; {short} too short to tell apart (under {MIN_GRAMS} "
         f"{K}-token grams) and {len(c.skipped) - short} unreadable not compared. "
         f"Listed: similarity ≥ {c.threshold:.0%}. <b>For a person to judge: no score "
-        "was changed.</b></p>",
+        "was changed.</b></p>"),
     ]
     if not c.pairs:
         parts.append("<p>No pair at or above the threshold.</p>")
@@ -252,8 +252,8 @@ def write(result: SetComparison, out_dir: Path) -> tuple[Path, Path]:
 def format_summary(result: SetComparison, page: Path) -> str:
     c = result.comparison
     lines = [
-        f"{result.set_id}: {c.compared} answer(s) compared, {len(c.pairs)} pair(s) "
-        f"at or above {c.threshold:.0%} (for a person to judge; no score changed)"
+        (f"{result.set_id}: {c.compared} answer(s) compared, {len(c.pairs)} pair(s) "
+         f"at or above {c.threshold:.0%} (for a person to judge; no score changed)")
     ]
     for p in c.pairs[:20]:
         like = "the course: " + p.b.where if p.kind == "reference" else p.b.who

@@ -31,13 +31,19 @@ programming courses, on one answer cell at a time:
    (every function of the modules that compute the set's answers, and the
    model answer) and against every classmate's answer to the same question.
 
-**Too short to tell apart:** an answer with fewer than `MIN_GRAMS` grams left
-after the stub's are removed is not compared. A three-line gradient has
-about one correct form: ps1's ``input_x_gradient`` (``return x *
-gradient_saliency(model, x, target)``) is 3 grams, ps3's ``noise_sigma`` 16,
-and two honest students write them alike. The answers long enough to differ
-start at about 40 (ps2's ``path_points`` 39, ps1's ``gradient_saliency`` 70);
-the numbers are printed by ``tests/test_grading_similarity.py``.
+**Too short to tell apart:** an answer with fewer than `MIN_GRAMS` (25) grams
+left after the stub's are removed is not compared. A one-line answer has
+about one correct form and two honest students write it alike: ps1's
+``input_x_gradient`` (one line: the input times its gradient) is
+10 grams, a short answer (one string or number) 1, the bug bank's one-line
+``noise_sigma`` 13. The model answers that are code start at 34 (ps3's
+``noise_sigma``, two lines) and are mostly 46–200 (ps1's three-statement
+``gradient_saliency`` 60); 25 sits between, with room for a terse honest
+answer. **Threshold** `THRESHOLD` = 0.9: verbatim, renamed and reordered
+copies of the course's functions score 1.00; the model answers and the bug
+bank's 31 answers score at most 0.74 against the course's modules and
+notebooks (0 of 43 reported). The numbers are printed by
+``tests/test_grading_similarity.py``.
 
 Untrusted input is bounded: an answer over `MAX_CHARS` characters or
 `MAX_NODES` syntax nodes, or one Python cannot parse (a syntax error, nesting
@@ -166,9 +172,7 @@ def parse_bounded(source: str) -> tuple[ast.Module | None, str]:
         return None, f"does not parse ({type(exc).__name__})"
     except (RecursionError, MemoryError) as exc:
         return None, f"nested too deeply to compare ({type(exc).__name__})"
-    count = 0
-    for _ in ast.walk(tree):  # breadth-first with a queue: no recursion
-        count += 1
+    for count, _ in enumerate(ast.walk(tree), start=1):  # a queue: no recursion
         if count > MAX_NODES:
             return None, f"over the {MAX_NODES:,} syntax nodes compared"
     return tree, ""
