@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release collect grade report handout bench weights clean bubblewrap
+        release collect grade report similarity handout bench weights clean bubblewrap
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -108,10 +108,16 @@ report: setup
 	@test -n "$(SET)" || { echo "usage: make report SET=<problem set> [OUT=dir]"; exit 2; }
 	$(BIN)/course report $(SET) $(if $(OUT),--out "$(OUT)")
 
-# make handout DIR=../student-repo [AFTER=ps1_gradients]: the repository students get
+# make handout DIR=../student-repo [WITHHOLD=1 [AFTER=ps1_gradients]]: the repository
+# students get (everything by default; WITHHOLD=1 keeps open sets' references back)
 handout: setup
-	@test -n "$(DIR)" || { echo "usage: make handout DIR=<new folder> [AFTER=set …]"; exit 2; }
-	$(BIN)/course handout $(DIR) $(foreach s,$(AFTER),--after-deadline $(s))
+	@test -n "$(DIR)" || { echo "usage: make handout DIR=<new folder> [WITHHOLD=1 [AFTER=set …]]"; exit 2; }
+	$(BIN)/course handout $(DIR) $(if $(WITHHOLD),--withhold) $(foreach s,$(AFTER),--after-deadline $(s))
+
+# make similarity SET=ps1_gradients [SUBMISSIONS=dir]: answers that look copied
+similarity: setup
+	@test -n "$(SET)" || { echo "usage: make similarity SET=<problem set> [SUBMISSIONS=dir]"; exit 2; }
+	$(BIN)/course similarity $(SET) $(SUBMISSIONS)
 
 weights: setup
 	$(BIN)/course train small_cnn

@@ -6,7 +6,8 @@
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
     course report SET [--out DIR]                  the class at a glance (HTML, PNG)
-    course handout DIR [--after-deadline SET]      the student repository
+    course similarity SET [SUBMISSIONS_DIR]        answers that look copied
+    course handout DIR [--withhold [--after-deadline SET]]  the student repository
 
 `COMMANDS` maps each name to (function, help); `course_utils.cli.main` adds them
 to its parser. Every command imports what it runs only when it runs.
@@ -306,16 +307,69 @@ report_command.configure = lambda p: (
 )
 
 
-def handout_command(args) -> int:
-    from .handout import format_report, handout, scan
+def similarity_command(args) -> int:
+    from .copying import check_set, format_summary, write
 
     try:
         course = _course(args)
-        report = handout(course, Path(args.dir), args.after_deadline)
+        result = check_set(course, args.set, args.submissions, args.threshold)
+        out = args.out or course.root / f"similarity-{result.set_id}"
+        page, _ = write(result, out)
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail("similarity", exc)
+    print(format_summary(result, page))
+    return 0
+
+
+def _threshold(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
+similarity_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)"),
+    p.add_argument(
+        "submissions",
+        nargs="?",
+        metavar="SUBMISSIONS_DIR",
+        help="folder of student folders (default: submitted/)",
+    ),
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for similarity.html and .csv (default ROOT/similarity-SET)",
+    ),
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        help="list pairs at or above this similarity, 0–1 (default 0.9)",
+    ),
+    _add_root(p),
+)
+
+
+def handout_command(args) -> int:
+    from .handout import format_report, handout, scan
+
+    if args.after_deadline and not args.withhold:
+        return _fail("handout", ValueError("--after-deadline needs --withhold"))
+    try:
+        course = _course(args)
+        report = handout(
+            course, Path(args.dir), args.after_deadline, withhold=args.withhold
+        )
     except (ValueError, RuntimeError) as exc:
         return _fail("handout", exc)
     print(format_report(report))
-    found = scan(course, report.dest, args.after_deadline)
+    found = scan(course, report.dest, args.after_deadline, withhold=args.withhold)
     for line in found[:20]:
         print(f"  LEAK {line}", file=sys.stderr)
     return 1 if found else 0
@@ -326,11 +380,19 @@ handout_command.configure = lambda p: (
         "dir", metavar="DIR", help="a new folder for the student repository"
     ),
     p.add_argument(
+        "--withhold",
+        action="store_true",
+        help="keep each open set's reference modules (and the notebooks that "
+        "import them) out until its deadline (default: ship everything; "
+        "`course similarity` reports copies)",
+    ),
+    p.add_argument(
         "--after-deadline",
         action="append",
         default=[],
         metavar="SET",
-        help="a set whose deadline passed: ship the modules it kept out (repeatable)",
+        help="with --withhold: a set whose deadline passed, whose modules ship "
+        "(repeatable)",
     ),
     _add_root(p),
 )
@@ -361,6 +423,10 @@ COMMANDS = {
     "report": (
         report_command,
         "the class at a glance: statuses, scores, frequent mistakes (HTML, PNG)",
+    ),
+    "similarity": (
+        similarity_command,
+        "answers that look copied (from the course or a classmate), side by side",
     ),
     "handout": (
         handout_command,

@@ -18,12 +18,20 @@ What students get is the course repository minus
   `notebooks.handout_withholds`): ps6's Grad-CAM reference is in
   ``course_utils.saliency``, handed out after ps1–ps3.
 
-Choice: those modules **ship after the set's deadline**. ``--after-deadline
-SET`` (repeatable) lists the sets whose deadline has passed; their modules
-(and the lecture notebooks that need them) are then included. Until then a
-student cannot run the lecture notebooks that use them, which is the price of
-a hand-out from which no graded answer can be copied. `scan` checks a hand-out
-for every solution block and every hidden test of the solutions.
+Default: **everything ships from week one** — the lecture notebooks and
+``course_utils`` in full, reference modules included — so students can follow
+the course lecture by lecture; copying is detected instead (`course
+similarity`, see `copying`). `scan` then looks for what must never ship: every
+hidden test of every set, and the model answers (solution blocks) anywhere
+but the course modules, which hold the course's own implementations by design.
+
+Option ``withhold=True`` (``course handout --withhold``): the reference
+modules of a set **ship after its deadline**. ``--after-deadline SET``
+(repeatable) lists the sets whose deadline has passed; their modules (and the
+lecture notebooks that need them) are then included. Until then a student
+cannot run the lecture notebooks that use them, which is the price of a
+hand-out from which no graded answer can be copied; `scan` checks such a
+hand-out for every solution block and every hidden test of the open sets.
 """
 
 from __future__ import annotations
@@ -47,9 +55,11 @@ ALWAYS_OUT = (
     "grades-*.csv",
     "collect-*.csv",  # who submitted what: names and LMS ids
     "gradebook.db*",
+    "similarity-*",  # who looks like whom: names and answers
 )
 GRADING_TESTS = "tests/test_grading_*.py"
 SOLUTION_RE = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
+IMPORT_RE = re.compile(r"(from\s+[\w.]+\s+)?import\s")  # an import line tells nothing
 HIDDEN_RE = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.DOTALL)
 
 
@@ -166,14 +176,25 @@ def absent_for(course: Course, after_deadline: list[str]) -> list[str]:
 
 
 def handout(
-    course: Course, dest: Path, after_deadline: list[str] | None = None
+    course: Course,
+    dest: Path,
+    after_deadline: list[str] | None = None,
+    *,
+    withhold: bool = False,
 ) -> HandoutReport:
     """Write the student repository into `dest` (which must not exist).
 
+    Args:
+        withhold: keep the reference modules of the sets not in
+            `after_deadline` out (default False: everything ships).
+
     Raises:
-        ValueError: dest exists, or a set in after_deadline is unknown.
+        ValueError: dest exists, a set in after_deadline is unknown, or
+            after_deadline without withhold.
     """
     after = list(after_deadline or [])
+    if after and not withhold:
+        raise ValueError("--after-deadline needs --withhold (by default everything ships)")
     unknown = sorted(set(after) - set(course.sets()))
     if unknown:
         raise ValueError(f"--after-deadline: unknown sets {unknown}")
@@ -181,7 +202,8 @@ def handout(
     if dest.exists():
         raise ValueError(f"DIR {dest} already exists; give a new folder")
     root = course.root
-    report = HandoutReport(dest, absent_modules=absent_for(course, after))
+    withheld = absent_for(course, after) if withhold else []
+    report = HandoutReport(dest, absent_modules=withheld)
     absent = set(report.absent_modules)
     private = [
         os.path.relpath(p, root)
@@ -240,11 +262,19 @@ def _package_of(rel: str) -> str | None:
     return module if rel.endswith("__init__.py") else module.rpartition(".")[0]
 
 
-def secrets_of(course: Course, after_deadline=()) -> list[tuple[str, str]]:
+def secrets_of(
+    course: Course,
+    after_deadline=(),
+    *,
+    solutions: bool = True,
+    solution_lines: bool = True,
+) -> list[tuple[str, str]]:
     """(where, text) to look for: every solution block and hidden-test block of
     the solutions of the sets still open (not in `after_deadline`, whose
     answers may ship), whole, and each of their lines long enough to be
-    telling (≥ 24 characters) that the released exercises do not show anyway."""
+    telling (≥ 24 characters, not an import) that the released exercises do not show anyway.
+    With `solutions` False, the hidden tests only; with `solution_lines`
+    False, solution blocks whole only."""
     public = ""
     if course.release.is_dir():
         public = (
@@ -267,15 +297,18 @@ def secrets_of(course: Course, after_deadline=()) -> list[tuple[str, str]]:
                     else "".join(cell.source)
                 )
                 where = f"{path.name} {nbs.grade_id(cell)}"
-                for regex in (SOLUTION_RE, HIDDEN_RE):
+                for regex in (SOLUTION_RE, HIDDEN_RE) if solutions else (HIDDEN_RE,):
                     for block in regex.findall(src):
                         if block.strip():
                             out.append((where, _squash(block)))
+                        if regex is SOLUTION_RE and not solution_lines:
+                            continue
                         for line in block.splitlines():
                             line = line.strip()
                             if (
                                 len(line) >= 24
                                 and not line.startswith("#")
+                                and not IMPORT_RE.match(line)
                                 and (line not in public)
                             ):
                                 out.append((where, line))
@@ -286,9 +319,21 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def scan(course: Course, tree: Path, after_deadline=()) -> list[str]:
-    """Solution or hidden-test text of a set still open, in any file under `tree`."""
-    needles = secrets_of(course, after_deadline)
+def scan(
+    course: Course, tree: Path, after_deadline=(), *, withhold: bool = False
+) -> list[str]:
+    """What must not ship, in any file under `tree`.
+
+    withhold=True: solution or hidden-test text of a set still open, anywhere.
+    Default (everything ships): hidden-test text of every set anywhere, and
+    whole solution blocks outside ``course_utils/`` (whose modules are the
+    course's own implementations, shipped on purpose).
+    """
+    if withhold:
+        needles, hidden = secrets_of(course, after_deadline), set()
+    else:
+        needles = secrets_of(course, solution_lines=False)
+        hidden = set(secrets_of(course, solutions=False))
     found = []
     for path in sorted(Path(tree).rglob("*")):
         if not path.is_file():
@@ -299,7 +344,10 @@ def scan(course: Course, tree: Path, after_deadline=()) -> list[str]:
             continue
         text = text.replace("\\n", "\n").replace('\\"', '"')
         squashed = _squash(text)
+        shipped_code = path.relative_to(tree).parts[:1] == ("course_utils",)
         for where, needle in needles:
+            if shipped_code and not withhold and (where, needle) not in hidden:
+                continue
             if needle in text or needle in squashed:
                 found.append(f"{path.relative_to(tree)}: {where}: {needle[:60]}")
     return found

@@ -3,8 +3,9 @@
 These are the reference implementations the exercises are graded against —
 the course's own methods and Captum. The one list is used four ways:
 
-* `notebooks.absent_modules`: a set's default for what the grading sandbox and
-  the hand-out leave out (a solution notebook may declare its own list in
+* `notebooks.absent_modules`: a set's default for what the grading sandbox
+  leaves out (and the hand-out with ``--withhold``; `copying` compares answers
+  with their functions) (a solution notebook may declare its own list in
   ``metadata.course_grading.absent_modules``);
 * `checks.check(..., forbid=)`: the call detector's default in a self-check;
 * `checks` again: a failed import of one of them means "withheld", not "broken";
