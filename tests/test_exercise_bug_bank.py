@@ -504,7 +504,7 @@ SHORT[(PS4, "q3_tests")] = [
 SHORT[(PS4, "q4_tests")] = [("the top layer alone changes GBP a lot", 'q4 = "TRUE"', None)]
 SHORT[(PS4, "q5_tests")] = [
     ("bottom-up", 'q5 = "b"', None),
-    ("upper case with parentheses", 'q5 = "(C)"', None),
+    ("a layer chosen at random", 'q5 = "d"', None),
 ]
 
 # ===================================================================== ps5_shapley
