@@ -122,23 +122,38 @@ class ResNetSmall(nn.Module):
 class LinearPlusProduct(nn.Module):
     """A table model with one interaction, for ps5's visible tests.
 
-    logit_k(x) = w_k · x + c_k · x₀ · x₁ for x of shape (N, D) → (N, K). Its
-    Shapley values have a closed form, which the grader keeps in
-    `grading.closed_form` (the answer is not written here: this module ships
-    to students). It lives in `models`, not in a test cell, so a grading case
-    that holds one can be loaded in the sandbox.
+    logit_k(x) = w_k · x + c_k · ∏_{j ∈ product} x_j for x of shape (N, D) →
+    (N, K); by default the product is x₀ · x₁. With a product of three or more
+    features the Shapley values differ from the Banzhaf values (which weight
+    every coalition alike); with two they coincide. Its Shapley values have a
+    closed form, which the grader keeps in `grading.closed_form` (the answer is
+    not written here: this module ships to students). It lives in `models`,
+    not in a test cell, so a grading case that holds one can be loaded in the
+    sandbox.
 
     Args:
         w: (K, D) linear weights.
         c: (K,) product weights.
+        product: the distinct features of the product term, at least two.
     """
 
-    def __init__(self, w: torch.Tensor, c: torch.Tensor):
+    product: tuple[int, ...] = (0, 1)  # the default of models pickled before it
+
+    def __init__(self, w: torch.Tensor, c: torch.Tensor, product=(0, 1)):
         super().__init__()
+        product = tuple(int(j) for j in product)
+        if len(set(product)) != len(product) or len(product) < 2 or not all(
+            0 <= j < w.shape[1] for j in product
+        ):
+            raise ValueError(
+                f"product must name at least two distinct features in 0 … "
+                f"{w.shape[1] - 1}, got {product}"
+            )
         self.w, self.c = nn.Parameter(w), nn.Parameter(c)
+        self.product = product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.w.T + self.c * (x[:, :1] * x[:, 1:2])
+        return x @ self.w.T + self.c * x[:, list(self.product)].prod(1, keepdim=True)
 
 
 @dataclass(frozen=True)

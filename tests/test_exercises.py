@@ -204,3 +204,20 @@ def test_ps6_answers_may_import_the_photos_but_not_the_references():
                                   [], policy)
         assert finding.category == "reference"
     assert "`photo_model`, `photos`" in nb.cells[0].source
+
+
+SHORT_ANSWER_RULE = (
+    "**Short answers** (a number, TRUE/FALSE, a letter) are checked now only for their form\n"
+    "(○ form ok), never for right or wrong"
+)
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.parent.name)
+def test_header_and_readme_say_why_short_answers_are_not_judged(source):
+    """One rule for every set: no right/wrong before grading, and why (README)."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rule = " ".join(SHORT_ANSWER_RULE.split())
+    assert rule in readme and "would have to carry the answer" in readme
+    header = nbs.read_notebook(source).cells[0].source
+    assert SHORT_ANSWER_RULE in header, f"{source.parent.name}: header lacks the rule"
+    assert "would have to carry the" in header

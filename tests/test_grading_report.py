@@ -97,6 +97,106 @@ def test_categories_are_validated_and_run_failures_are_not_mistakes():
     assert mistakes.category_of_hint("something new") == "other"
 
 
+def _alternatives_written():
+    """Every wrong choice `alternatives` names, computed on small cases."""
+    import torch
+
+    from course_utils import models
+    from course_utils.grading import alternatives, checks
+
+    lin = checks.Case("linear", digits=(0, 1, 2), target=(3, 5, 7)).build().args
+    torch.manual_seed(0)
+    cnn, x, t = models.load_pretrained("small_cnn"), torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
+    answer = checks.reference_answer
+    calls = [
+        (checks.saliency("gradient"), lin, {}),
+        (checks.saliency("input_x_gradient"), lin, {}),
+        (checks.saliency("integrated_gradients", method="riemann_right"),
+         (*lin, torch.zeros_like(lin[1]), 8), {}),
+        (checks.saliency("occlusion"), (cnn, x, t), {"patch": 7}),
+        (checks.saliency("grad_cam", upsample=False), (cnn, x, t, "relu1"), {}),
+        (answer("smoothgrad_from_noise"),
+         (cnn, x[:1].expand(3, -1, -1, -1).clone(), 3, torch.randn(4, 3, 1, 28, 28)), {}),
+        (answer("spearman"), (torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)), {}),
+        (answer("noise_sigma"), (torch.rand(3, 1, 4, 4), 0.15), {}),
+        (answer("path_points"), (torch.rand(1, 1, 2, 2), 0.0, 4), {}),
+    ]
+    written = set(alternatives.HEADS.values()) | set(alternatives.RULES.values())
+    for reference, args, kwargs in calls:
+        found = alternatives.of(reference, args, kwargs)
+        assert found, reference.__name__  # each case computes its alternatives
+        written |= set(found)
+    return written
+
+
+def _other_sentences():
+    """What the Grad-CAM shape hints, the model checks and the invariants write."""
+    import torch
+
+    from course_utils.grading import checks
+
+    cam = checks.saliency("grad_cam", upsample=False)
+    e = np.zeros((2, 1, 7, 7))
+    photo, digit = (None, torch.zeros(2, 3, 28, 28)), (None, torch.zeros(2, 1, 28, 28))
+    said = [
+        *hints.grad_cam_shape(cam, np.zeros((2, 3, 28, 28)), e, photo),
+        *hints.grad_cam_shape(cam, np.zeros((2, 32, 7, 7)), e, digit),
+        *hints.grad_cam_shape(cam, np.zeros((2, 1, 28, 28)), e, digit),
+        *hints.grad_cam_shape(cam, np.zeros((2, 1, 14, 14)), e, digit),
+    ]
+    assert len(said) == 4
+    model = checks.build_model("resnet_small:random", seed=1)
+    states = hints.model_states((model,))
+    model.train()
+    model(torch.rand(2, 1, 28, 28))
+    model.fc.weight.requires_grad_(False)
+    model.fc.register_forward_hook(lambda *a: None)
+    changes = hints.model_changes(states)
+    assert len(changes) == 4
+    return said + changes
+
+
+def test_every_sentence_a_visible_test_writes_has_a_category():
+    """The wrong choices the hints name (`alternatives`: the probability, the
+    loss, Grad-CAM without its ReLU…), the Grad-CAM shape hints and what a
+    function did to the model all count as a known mistake in the report."""
+    sentences = sorted(_alternatives_written()) + _other_sentences()
+    unknown = [s for s in sentences if mistakes.category_of_hint(s) == "other"]
+    assert unknown == []
+    named = {mistakes.category_of_hint(s) for s in sentences}
+    assert {"probability_not_logit", "loss_not_score", "grad_cam_no_relu",
+            "grad_cam_weights", "wrong_layer", "model_changed", "wrong_steps"} <= named
+    loss = next(s for s in sentences if "cross-entropy" in s)
+    assert "sign is flipped" in loss  # the loss, not a flipped sign
+    assert mistakes.category_of_hint(loss) == "loss_not_score"
+
+
+@pytest.mark.parametrize(
+    "sentence, category",
+    [("the values do not add up (efficiency): row 0 sums to 1.0 … Banzhaf values, "
+      "which miss the sum once three or more features interact).", "not_efficient"),
+     ("your map did not move: it depends on the logits only through the softmax (the "
+      "probability p_c, or the loss −log p_c)", "probability_not_logit"),
+     ("adding the same number to every logit of a row (no probability changes) "
+      "changed your map: you use the logit f_c, not the softmax probability p_c",
+      "logit_not_probability"),
+     ("… adds k to the gradient of the logit f_c; your map moved by −k: the sign is "
+      "flipped", "sign_flipped"),
+     ("… your map moved by 2× that: a factor too many or too few?", "scaled"),
+     ("your function returns a numpy array: return a torch.Tensor", "raised")],
+)
+def test_the_invariants_and_type_sentences_have_a_category(sentence, category):
+    assert mistakes.category_of_hint(sentence) == category
+
+
+def test_a_few_values_are_wrong_values_on_both_sides():
+    """Two numbers fit almost any factor: `hints` shows them, the grader agrees."""
+    (said,) = hints.diagnose([0.70, 0.69], [0.72, 0.70])
+    assert mistakes.category_of_hint(said) == "wrong_values"
+    assert mistakes.classify([0.70, 0.69], [0.72, 0.70]) == "wrong_values"
+    assert mistakes.classify([72.0, 70.0], [0.72, 0.70]) == "percent_or_255"
+
+
 def test_facts_read_back_bounded_whatever_the_file_holds(tmp_path):
     db = tmp_path / "gradebook.db"
     stored = statuses.StoredStatus(

@@ -435,7 +435,8 @@ def test_self_check_shows_hints_without_the_graders_traceback(course, tmp_path, 
     assert code == 1
     assert "✗ q1_tests" in out and "Hint: Differentiate the target logit" in out
     # q2 is a short answer the visible cell only checks for form: not a ✓
-    assert "○ q2_tests (1 pt): form ok, graded after submission" in out
+    assert "○ q2_tests (1 pt): form ok; right or wrong is shown only after grading" in out
+    assert "○ short answers: right or wrong is shown only after grading: a check" in out
     assert "✓ q2_tests" not in out and "✎ q3_answer" in out
     assert "⚑" in out and "torch.allclose" in out
     assert "checks.py" not in out  # the ✗ message, not the grader's stack

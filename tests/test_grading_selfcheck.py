@@ -52,3 +52,14 @@ def test_a_forged_exception_name_gets_no_circle(withheld):
         assert ok and text.startswith("○ q1_tests") and "after the deadline" in text
     else:  # the reference is here: a kernel that raises the name gets ✗
         assert not ok and text.startswith("✗ q1_tests (2 pt): ReferenceWithheld")
+
+
+def test_a_short_answer_gets_a_circle_and_the_reason_not_a_verdict():
+    nb = notebook(["course_utils.saliency"])
+    cell = nb.cells[0]
+    cell.source = 'checks.validate(q3, "bool")\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS'
+    out = io.StringIO()
+    ok = selfcheck._report_test(cell, CellResult(0, CellStatus.OK, "", ""), out, False)
+    assert ok and out.getvalue() == (
+        "○ q1_tests (2 pt): form ok; right or wrong is shown only after grading\n"
+    )

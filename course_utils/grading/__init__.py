@@ -10,7 +10,11 @@ Modules, by which side of the trust boundary they run on (each one sentence):
   tripwire), `cases` (the models and inputs of test cases), `harness` (the
   grader's hidden cases, run after the student's cells; the grader imports it
   only for the cell's source, and it imports `checks` only when it runs),
-  `hints` (what a failed visible test says);
+  `references` (the references a test cell names, which import their module
+  on the first call), `hints` (what a failed visible test says),
+  `alternatives` (the reference under the usual wrong choices, for the
+  hints), `invariants` (properties a right answer has, checked without the
+  reference);
 * shared and pure, imported on both sides: `records` (the record format:
   writing it, and loading it with size and depth caps), `compare` (comparing
   answers with expected values), `mistakes` (the kinds of mistake a wrong

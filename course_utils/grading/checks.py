@@ -58,10 +58,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import alternatives as _alternatives
 from . import cases as _cases
 from . import compare as _compare
-from . import hints
+from . import hints as _hints
+from . import invariants as _invariants
 from . import records as _records
+from . import references as _references
 from .cases import Built, Case, Inputs, Noise, build_model, fresh, parameter_changes
 from .compare import (
     COMPARE_MODES,
@@ -71,6 +74,7 @@ from .compare import (
     normalize_value,
     to_array,
 )
+from .invariants import efficiency, logit_shift
 from .records import (
     MAX_CASES,
     RECORD_VERSION,
@@ -80,7 +84,8 @@ from .records import (
     record_dir,
     write_record,
 )
-from .withheld import REFERENCE_MODULES, matching
+from .references import reference_answer, saliency
+from .withheld import REFERENCE_MODULES, SHORT_ANSWERS, SHORT_ANSWERS_WHY, matching
 
 __all__ = [  # what exercise notebooks use; Case … parameter_changes live in `cases`
     "DEFAULT_FORBID",
@@ -92,6 +97,8 @@ __all__ = [  # what exercise notebooks use; Case … parameter_changes live in `
     "build_model",
     "check",
     "check_value",
+    "efficiency",
+    "logit_shift",
     "parameter_changes",
     "reference_answer",
     "saliency",
@@ -119,7 +126,11 @@ class ReferenceWithheld(CheckFailed):
 
 
 def validate(value, kind: str, choices: Sequence[str] | None = None) -> None:
-    """Visible format check of a short answer; AssertionError says what is accepted.
+    """Visible check of a short answer's form; never says whether it is right.
+
+    Prints "○ form ok" and why right or wrong is not shown before grading
+    (`withheld.SHORT_ANSWERS`): the same line for every answer of the right
+    form, so it gives nothing away. AssertionError says what is accepted.
 
     Args:
         value: the student's answer.
@@ -136,7 +147,8 @@ def validate(value, kind: str, choices: Sequence[str] | None = None) -> None:
         and norm not in [c.lower() for c in choices]
     ):
         raise AssertionError(f"answer must be one of {list(choices)}, got {value!r}")
-    print(f"✓ answer has the right form ({kind}); it is graded after submission")
+    form = {"number": "a number", "bool": "TRUE or FALSE"}.get(kind, "a letter")
+    print(f"○ form ok ({form}); {SHORT_ANSWERS}: {SHORT_ANSWERS_WHY}")
 
 
 # ------------------------------------------------------- tamper evidence
@@ -150,7 +162,9 @@ def _resolve(path: str):
     return obj
 
 
-_OWN_MODULES = tuple(m.__name__ for m in (_cases, _compare, _records)) + (__name__,)
+# The helper modules whose functions `tampering` watches, with this one.
+_HELPERS = (_alternatives, _cases, _compare, _hints, _invariants, _records, _references)
+_OWN_MODULES = tuple(m.__name__ for m in _HELPERS) + (__name__,)
 
 # What a student could replace to fake a comparison or a reference: the
 # functions `tampering` compares with their state at import.
@@ -277,6 +291,7 @@ class _Spec:
     compare: str
     transform: Callable | None
     forbid: tuple[str, ...]
+    invariant: Callable | None = None
 
     def run(self, built: Built):
         """Run fn on a copy of a built case: (array or None, error or None, tripwire)."""
@@ -319,6 +334,7 @@ def check(
     compare: str = "allclose",
     transform: Callable | None = None,
     forbid: Sequence[str] = DEFAULT_FORBID,
+    invariant: Callable | None = None,
 ) -> None:
     """Test `fn` against `reference` on `cases` (see the module docstring for modes).
 
@@ -335,6 +351,10 @@ def check(
         transform: turns fn's output into an array, `transform(output, built)`
             (e.g. a model into the per-parameter change it underwent).
         forbid: module prefixes fn must not call into (reference code).
+        invariant: a property every right output has, checked in plain mode
+            without the reference (so also in a hand-out that lacks it):
+            `invariant(fn, output, built)` returns what fails, e.g.
+            `efficiency` or `logit_shift("gradient")` (see `invariants`).
     """
     check_name(name)
     if not callable(fn):
@@ -343,11 +363,14 @@ def check(
         )
     if compare not in COMPARE_MODES:
         raise ValueError(f"compare must be one of {COMPARE_MODES}, got {compare!r}")
+    if invariant is not None and not callable(invariant):
+        raise ValueError(f"invariant must be a function or None, got {invariant!r}")
     cases = tuple(cases)
     if not 1 <= len(cases) <= MAX_CASES:
         raise ValueError(f"cases must hold 1 … {MAX_CASES} cases, got {len(cases)}")
     spec = _Spec(
-        name, fn, cases, reference, hint, rtol, atol, compare, transform, tuple(forbid)
+        name, fn, cases, reference, hint, rtol, atol, compare, transform,
+        tuple(forbid), invariant,
     )
     current = mode()
     if current == "record":
@@ -386,6 +409,8 @@ def _check_reference(spec: _Spec) -> None:
             )
         if wire.hits:
             raise AssertionError(f"{name}: the solution calls {wire.hits}")
+        if spec.invariant and (broken := spec.invariant(spec.fn, mine, built)):
+            raise AssertionError(f"{name}: the solution fails the invariant: {broken}")
         if spec.reference is None:
             expected = mine
         else:
@@ -416,7 +441,11 @@ def _check_reference(spec: _Spec) -> None:
 
 
 def _plain_case(spec: _Spec, built: Built) -> tuple[str | None, str | None]:
-    """One case in plain mode: (what failed or None, withheld module or None)."""
+    """One case in plain mode: (what failed or None, withheld module or None).
+
+    The comparison needs the reference; the invariant and the side effects
+    (`hints.behaviour`) do not, so they are checked also where it is withheld."""
+    models = _hints.model_states(built.args)
     mine, error, wire = spec.run(built)
     if wire.hits:
         return (
@@ -425,26 +454,36 @@ def _plain_case(spec: _Spec, built: Built) -> tuple[str | None, str | None]:
         ), None
     if error is not None:
         return f"on {built.label}: raised {error}", None
+    found, withheld = _compared(spec, built, mine)
+    if spec.invariant is not None:  # after the error size, before the guesses
+        found[1:1] = spec.invariant(spec.fn, mine, built)
+    if spec.transform is None:  # side effects a single comparison cannot see
+        found += _hints.model_changes(models) + _hints.behaviour(spec.fn, *fresh(built))
+    found = list(dict.fromkeys(found))
+    return (f"on {built.label}: " + "; ".join(found) if found else None), withheld
+
+
+def _compared(spec: _Spec, built: Built, mine) -> tuple[list[str], str | None]:
+    """What the comparison with the reference found, and the withheld module."""
     if spec.reference is None:
-        return None, None
+        return [], None
     args, kwargs = fresh(built)
     try:
         out = spec.reference(*args, **kwargs)
     except ModuleNotFoundError as exc:
         if not _withheld(exc):
             raise
-        return None, exc.name  # a hand-out before the deadline
+        return [], exc.name  # a hand-out before the deadline
     expected = spec.as_array(out, built)
     ok, why = spec.agrees(mine, expected)
-    found = [] if ok else [why]
-    if not ok and spec.compare == "allclose" and spec.transform is None:
-        alternatives = hints.target_alternatives(spec.reference, *fresh(built))
-        alternatives.update(hints.grad_cam_alternatives(spec.reference, *fresh(built)))
-        found += hints.grad_cam_shape(spec.reference, mine, expected, fresh(built)[0])
-        found += hints.diagnose(mine, expected, alternatives)
-    if spec.transform is None:  # side effects a single comparison cannot see
-        found += hints.behaviour(spec.fn, *fresh(built))
-    return (f"on {built.label}: " + "; ".join(found) if found else None), None
+    if ok:
+        return [], None
+    found = [why]
+    if spec.compare == "allclose" and spec.transform is None:
+        wrong = _alternatives.of(spec.reference, *fresh(built))
+        found += _hints.grad_cam_shape(spec.reference, mine, expected, fresh(built)[0])
+        found += _hints.diagnose(mine, expected, wrong)
+    return found, None
 
 
 def _check_plain(spec: _Spec) -> None:
@@ -470,10 +509,15 @@ def _check_plain(spec: _Spec) -> None:
         # The course's reference ships after the deadline: say so; never a ✓
         # for what was not compared.
         raise ReferenceWithheld(
-            f"○ {spec.name}: your function ran on {n} case(s) without error; "
+            f"○ {spec.name}: your function ran on {n} case(s) without error or "
+            "side effect; "
             f"the reference it is compared with ({withheld}) ships after the "
             "deadline, so this is graded after submission"
         )
+    if spec.reference is None:  # the solution is the reference, when graded
+        print(f"○ {spec.name}: your function ran on {n} case(s) without error; it "
+              "is compared with the model solution when graded")
+        return
     print(f"✓ {spec.name}: {n} case(s) passed")
 
 
@@ -532,67 +576,18 @@ def check_value(
         print(f"✓ {name}")
 
 
-# ------------------------------------------------------- helpers for cases
-
-
-def saliency(method: str, /, **fixed) -> Callable:
-    """The course's implementation of a method, as a reference for `check`.
-
-    ``checks.saliency("integrated_gradients", method="riemann_right")`` calls
-    `course_utils.saliency.integrated_gradients` with those arguments fixed.
-    Test cells use this rather than importing the package, so that no name
-    bound to the reference implementation lands in the student's namespace.
-    """
-
-    def reference(*args, **kwargs):
-        # Imported on the first call only: in the grading sandbox the module is
-        # absent, and a test cell naming it must still be harmless there.
-        from course_utils import saliency as sal
-
-        if method not in sal.METHODS and not hasattr(sal, method):
-            raise ValueError(
-                f"method must be one of {sorted(sal.METHODS)}, got {method!r}"
-            )
-        return getattr(sal, method)(*args, **{**kwargs, **fixed})
-
-    reference.__name__ = f"saliency.{method}"
-    return reference
-
-
-def reference_answer(name: str, /) -> Callable:
-    """A reference answer from `course_utils.grading.closed_form`, for `check`.
-
-    Like `saliency`, so that a test cell computes its expected values without
-    binding a reference implementation to a name in the student's namespace.
-    Imported on the first call only (the module is absent from the grading
-    sandbox and from a hand-out before the set's deadline).
-    """
-
-    def reference(*args, **kwargs):
-        from . import closed_form
-
-        if name not in closed_form.REFERENCES:
-            raise ValueError(
-                f"name must be one of {sorted(closed_form.REFERENCES)}, got {name!r}"
-            )
-        return closed_form.REFERENCES[name](*args, **kwargs)
-
-    reference.__name__ = f"closed_form.{name}"
-    return reference
-
-
 def _withheld(exc: ModuleNotFoundError) -> bool:
     """Whether a failed import is of a module a set withholds (course or Captum)."""
     return matching(exc.name or "") is not None
 
 
 # Taken when a kernel imports this module (its setup cell), before any
-# student code: what `tampering` compares with. `cases`, `compare` and
-# `records` take nothing at import.
+# student code: what `tampering` compares with. The helper modules take
+# nothing at import.
 _PRISTINE = _snapshot()
 _OWN = {
     f"{module.__name__}.{k}": v
-    for module in (sys.modules[__name__], _cases, _compare, _records)
+    for module in (sys.modules[__name__], *_HELPERS)
     for k, v in vars(module).items()
     if callable(v)
     and not k.startswith("__")

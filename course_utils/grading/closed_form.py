@@ -8,6 +8,9 @@ that returns the answer. Answers must not call this module (the tripwire of
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import scipy.stats
 import torch
 
@@ -42,12 +45,29 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def linear_plus_product_shapley(model, x, target, baseline) -> torch.Tensor:
     """Closed-form Shapley values of `models.LinearPlusProduct` (see its docstring):
-    (N, D) for x (N, D), one target per row or one for all, baseline (D,)."""
+    (N, D) for x (N, D), one target per row or one for all, baseline (D,).
+
+    The linear part gives w_i (x_i − b_i). The product over the m features T
+    is a game among T alone; feature i ∈ T gets
+    c (x_i − b_i) Σ_{R ⊆ T∖{i}} |R|!(m − |R| − 1)!/m! ∏_{j ∈ R} x_j ∏_{j ∈ T∖R∖{i}} b_j
+    (for m = 2: c/2 (x_i − b_i)(x_j + b_j)).
+    """
     t = torch.as_tensor(target).expand(len(x))
     w, c, b = model.w.detach()[t], model.c.detach()[t], baseline
     phi = w * (x - b)
-    phi[:, 0] += c / 2 * (x[:, 0] - b[0]) * (x[:, 1] + b[1])
-    phi[:, 1] += c / 2 * (x[:, 1] - b[1]) * (x[:, 0] + b[0])
+    product = list(model.product)
+    m = len(product)
+    for i in product:
+        others = [j for j in product if j != i]
+        share = torch.zeros(len(x), dtype=x.dtype)
+        for size in range(m):
+            weight = math.factorial(size) * math.factorial(m - size - 1) / math.factorial(m)
+            for kept in itertools.combinations(others, size):
+                term = torch.ones(len(x), dtype=x.dtype)
+                for j in others:
+                    term = term * (x[:, j] if j in kept else b[j])
+                share = share + weight * term
+        phi[:, i] += c * (x[:, i] - b[i]) * share
     return phi
 
 

@@ -5,25 +5,27 @@ answer is wrong, not why. The functions here compare the student's output with
 the expected one, and the student's function with itself, and name the likely
 cause of the classic bugs:
 
-* `diagnose(actual, expected, alternatives)` — the output is a multiple of the
-  reference ("your map is 3.0× the reference: summed instead of averaged?"),
-  its sign is flipped, its rows belong to other rows' targets ("rows swapped:
-  check target[row]"), or it matches what another target would give; else its
-  correlation with the reference says whether the shape or only the scale is off.
+* `diagnose(actual, expected, alternatives)` — the output is what the
+  reference gives under a wrong choice (`alternatives`: the probability or the
+  loss instead of the logit, another target, another step rule…), exactly or
+  up to a factor; or a multiple of the reference ("your map is 3.0× the
+  reference: summed instead of averaged?"), its sign flipped, its absolute
+  value, its rows belonging to other rows' targets, the reference with some
+  entries left at zero (a window not visited); else, for a few values, the
+  values themselves, and for a map its correlation with the reference.
 * `behaviour(fn, args, kwargs)` — side effects a single comparison cannot see:
   the caller's `x` was changed in place or left with `requires_grad`, a
   gradient was accumulated into `x.grad` (so a second call returns twice the
-  first), or the result is still attached to the autograd graph.
-* `target_alternatives(reference, args, kwargs)` — the reference's output under
-  the usual wrong per-row targets, for `diagnose`.
-* `grad_cam_alternatives` and `grad_cam_shape` — for a Grad-CAM answer (ps6):
-  the map without its ReLU, with per-position instead of per-channel weights,
-  weights averaged over the wrong axis, the probability's or every logit's
-  gradient, the layer's input or the default layer; a map of the input's
-  shape, one per channel, upsampled or at another layer's resolution.
+  first), the result is a numpy array or still attached to the autograd
+  graph; `model_states`/`model_changes`: the model was switched to train
+  mode, or its weights, buffers, flags or hooks changed.
+* `grad_cam_shape(reference, actual, expected, args)` — a Grad-CAM answer
+  (ps6) of the wrong shape: the input's shape (the input gradient), one map
+  per channel, upsampled, or at another layer's resolution. Its wrong choices
+  of the same shape are `alternatives.grad_cam`'s.
 
-`checks.check` calls them all in the visible tests (plain mode). They never
-change a verdict that the comparison made; `behaviour` adds failures of its own,
+`checks.check` calls them in the visible tests (plain mode). They never change
+a verdict that the comparison made; `behaviour` adds failures of its own,
 because a function that mutates its input can return the right numbers once.
 """
 
@@ -39,6 +41,8 @@ import torch
 FIT_TOLERANCE = 0.02
 # Correlation above which two maps have "the same shape".
 SAME_SHAPE = 0.99
+# Outputs of at most this many values are shown as values, not as a correlation.
+SMALL_OUTPUT = 4
 
 
 def _flat(a) -> np.ndarray:
@@ -99,6 +103,93 @@ def _ratio_hint(s: float) -> str:
     return f"your map is {s:.3g}× the reference: a missing or extra factor?"
 
 
+def _scaled(a: np.ndarray, alt: np.ndarray) -> tuple[float, float] | None:
+    """(s, residual) with a ≈ s·alt on alt's finite entries, or None: no fit."""
+    if np.shape(alt) != a.shape:
+        return None
+    alt = np.asarray(alt, dtype=np.float64)
+    mask = np.isfinite(alt)
+    if mask.mean() < 0.5 or not alt[mask].any() or not a[mask].any():
+        return None
+    if _close(a[mask], alt[mask]):
+        return 1.0, 0.0
+    s, res = scale_factor(a[mask], alt[mask])
+    ok = math.isfinite(s) and res < _fit_tolerance(a) and abs(s) > 1e-6
+    return (s, res) if ok else None
+
+
+def _fit_tolerance(a: np.ndarray) -> float:
+    """A few values fit almost any factor: then only a near-exact fit counts."""
+    return FIT_TOLERANCE if a.size > SMALL_OUTPUT else 1e-4
+
+
+def _factor_note(s: float, n: int) -> str:
+    """How a match up to the factor s is off, for a batch of n rows."""
+    if abs(s - 1) <= 0.01:
+        return ""
+    sign = "negated and " if s < 0 else ""
+    if n > 1 and abs(abs(s) * n - 1) <= 0.02:
+        return (
+            f". Also {sign}divided by {n}, the batch size: a mean over the batch (such "
+            "as F.cross_entropy's default reduction='mean') shrinks every row's map "
+            "by 1/N; a map must not depend on how many images share the batch"
+        )
+    return ". Also negated" if abs(s + 1) <= 0.02 else f". Also scaled by {s:.3g}"
+
+
+def _named(
+    a: np.ndarray, e: np.ndarray, alternatives: Mapping
+) -> tuple[list[str], list[str]]:
+    """The wrong choices whose output a matches: (exactly, the best up to a factor)."""
+    exact, scaled = [], []
+    for what, alt in alternatives.items():
+        alt = np.asarray(alt, dtype=np.float64)
+        fit = _scaled(a, alt)
+        if fit is None or _scaled(e, alt) == (1.0, 0.0):
+            continue  # no match, or the wrong choice changes nothing here
+        (exact if abs(fit[0] - 1) <= 0.01 else scaled).append((what, *fit))
+    best = sorted(scaled, key=lambda m: m[2])[:1]  # the closest fit
+    n = len(a) if a.ndim else 1
+    return [m[0] for m in exact], [what + _factor_note(s, n) for what, s, _ in best]
+
+
+def _shape_hint(a: np.ndarray, e: np.ndarray) -> list[str]:
+    if a.size == 1 and e.size > 1:
+        return [
+            (f"a single number for the whole batch: return one value per image, "
+            f"shape {e.shape}")
+        ]
+    if a.size == e.size:
+        return [f"right number of values but shape {a.shape}: reshape to {e.shape}"]
+    if a.ndim == e.ndim + 1 and a.shape[1:] == e.shape:
+        return [f"one extra leading axis of {a.shape[0]}: average (or sum) over it"]
+    if a.ndim >= 1 and e.ndim >= 1 and a.shape[0] != e.shape[0]:
+        return [
+            f"shape {a.shape}: the first axis should be the batch's {e.shape[0]} rows; "
+            "did you reduce (mean, max, sum…) over the wrong axis?"
+        ]
+    return []
+
+
+def _left_zero(a: np.ndarray, e: np.ndarray) -> str | None:
+    """a is e with some entries left at 0 (a window not visited, a patch not filled)."""
+    missing = (a == 0) & (np.abs(e) > 1e-9 * max(float(np.abs(e).max()), 1e-300))
+    if not missing.any() or not _close(np.where(missing, 0.0, e), a):
+        return None
+    return (
+        f"your output equals the reference except at {int(missing.sum())} of {a.size} "
+        "entries, which you leave at 0: is every window visited and every patch "
+        "filled? (check the loop bounds and the slices)"
+    )
+
+
+def _values(a: np.ndarray, e: np.ndarray) -> str:
+    def fmt(v):
+        return "[" + ", ".join(f"{float(x):.4g}" for x in v.ravel()) + "]"
+
+    return f"your values {fmt(a)}, the reference's {fmt(e)}"
+
+
 def diagnose(
     actual,
     expected,
@@ -108,9 +199,9 @@ def diagnose(
 
     Args:
         actual: the student's output (array-like).
-        expected: the reference output, same shape.
+        expected: the reference output.
         alternatives: {description: reference output under a wrong choice}
-            (see `target_alternatives`); a match names that choice.
+            (`alternatives.of`); a match, exact or up to a factor, names it.
     Returns:
         Hint sentences, most specific first; empty when nothing is recognised
         (or when the two agree).
@@ -118,25 +209,23 @@ def diagnose(
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
-        if a.size == 1 and e.size > 1:
-            return [
-                (f"a single number for the whole batch: return one value per image, "
-                f"shape {e.shape}")
-            ]
-        if a.size == e.size:
-            return [f"right number of values but shape {a.shape}: reshape to {e.shape}"]
-        if a.ndim == e.ndim + 1 and a.shape[1:] == e.shape:
-            return [
-                f"one extra leading axis of {a.shape[0]}: average (or sum) over it"
-            ]
-        return []
+        return _shape_hint(a, e)
     if not np.isfinite(a).all() or _close(a, e):
         return []
-    hints: list[str] = []
-    for what, alt in (alternatives or {}).items():
-        if np.shape(alt) == a.shape and _close(a, alt):
-            hints.append(what)
-    if a.ndim >= 2 and len(a) > 1 and not hints:
+    if not a.any():
+        return ["your output is all zeros"]
+    named, scaled = _named(a, e, alternatives or {})
+    if named:
+        return named
+    s, res = scale_factor(a, e)
+    if math.isfinite(s) and res < _fit_tolerance(a) and abs(s - 1) > 0.01:
+        return [_ratio_hint(s)]
+    if scaled:
+        return scaled
+    if (e < 0).any() and _close(a, np.abs(e)):
+        return ["your output is the absolute value of the reference: the question "
+                "asks for the signed one (no abs)"]
+    if a.ndim >= 2 and len(a) > 1:
         swapped = []
         for i in range(len(a)):
             if _close(a[i], e[i]):
@@ -147,16 +236,14 @@ def diagnose(
             if j is not None:
                 swapped.append(f"your row {i} is the reference's row {j}")
         if swapped:
-            hints.append("rows swapped: " + "; ".join(swapped) + ": check target[row]")
-    if hints:
-        return hints
-    s, res = scale_factor(a, e)
-    if math.isfinite(s) and res < FIT_TOLERANCE and abs(s - 1) > 0.01:
-        return [_ratio_hint(s)]
+            return ["rows swapped: " + "; ".join(swapped) + ": check target[row]"]
+    zero = _left_zero(a, e)
+    if zero:
+        return [zero]
+    if a.size <= SMALL_OUTPUT:
+        return [_values(a, e)]
     r = correlation(a, e)
     if not math.isfinite(r):
-        if not a.any():
-            return ["your output is all zeros"]
         return []
     if r > SAME_SHAPE:
         return [
@@ -176,51 +263,6 @@ def diagnose(
     return [f"correlation {r:.2f} with the reference: a different quantity?"]
 
 
-def target_alternatives(
-    reference: Callable, args: tuple, kwargs: dict
-) -> dict[str, np.ndarray]:
-    """The reference's output under the usual wrong per-row targets.
-
-    For `fn(model, x, target, ...)` with a target tensor of several different
-    classes: every row explaining target[0]; the targets in reverse order
-    (rows swapped); every row explaining the sum over all rows' targets (what
-    `logits[:, target].sum()` differentiates). Empty for other signatures.
-    """
-    if (
-        len(args) < 3
-        or not isinstance(args[0], torch.nn.Module)
-        or not isinstance(args[1], torch.Tensor)
-    ):
-        return {}
-    model, x, target = args[:3]
-    rest = args[3:]
-    if not isinstance(target, torch.Tensor) or target.numel() < 2:
-        return {}
-    if len(set(target.tolist())) < 2:
-        return {}
-
-    def run(t):
-        out = reference(model, x.clone(), t, *rest, **kwargs)
-        return np.asarray(out.detach().cpu().numpy(), dtype=np.float64)
-
-    alts = {}
-    try:
-        alts[
-            "every row explains target[0]: use each row's own target[row] "
-            "(logits[torch.arange(N), target])"
-        ] = run(target[:1].expand_as(target).clone())
-        alts["rows swapped: you explain the targets in reverse order; check target[row]"] = (
-            run(target.flip(0))
-        )
-        alts[
-            "every row explains the sum of all rows' targets: logits[:, target] picks "
-            "N×N entries; use logits[torch.arange(N), target] (check target[row])"
-        ] = sum(run(torch.full_like(target, int(t))) for t in target.tolist())
-    except Exception:  # noqa: BLE001 — a hint is optional; never mask the real failure
-        return {}
-    return alts
-
-
 def _tensors(args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
     names = [f"argument {i + 1}" for i in range(len(args))]
     x_at = 1 if args and isinstance(args[0], torch.nn.Module) else 0
@@ -231,6 +273,57 @@ def _tensors(args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
+def model_states(args: tuple) -> list[tuple]:
+    """The state of every model among `args`, for `model_changes` after a call."""
+    return [(m, _model_state(m)) for m in args if isinstance(m, torch.nn.Module)]
+
+
+def model_changes(states: list[tuple]) -> list[str]:
+    """What a call did to the models `model_states` saw: mode, tensors, flags, hooks."""
+    return [p for model, before in states for p in _model_changes(model, before)]
+
+
+def _model_state(model: torch.nn.Module) -> tuple:
+    """What a function must leave as it was: modes, tensors, flags, hooks."""
+    modes = [m.training for m in model.modules()]
+    tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+    return modes, tensors, flags, hooks
+
+
+def _model_changes(model: torch.nn.Module, before: tuple) -> list[str]:
+    modes, tensors, flags, hooks = before
+    now = _model_state(model)
+    out = []
+    if any(now_train and not was for now_train, was in zip(now[0], modes)):
+        out.append(
+            "your function left the model in train mode (model.train()): a saliency "
+            "map needs no train mode, and there dropout and batch-norm change the "
+            "output (batch-norm even updates its statistics); leave the model in the "
+            "eval mode you got it in"
+        )
+    if now[1].keys() != tensors.keys() or any(
+        not torch.equal(now[1][k], v) for k, v in tensors.items()
+    ):
+        out.append(
+            "your function changed the model's weights or buffers (an optimizer "
+            "step, a forward pass in train mode, an in-place edit): explaining a "
+            "model must not change it"
+        )
+    if now[2] != flags:
+        out.append(
+            "your function changed requires_grad of the model's parameters: the "
+            "gradient with respect to x needs no change there; leave them as they were"
+        )
+    if now[3] != hooks:
+        out.append("your function left hooks registered on the model: remove them")
+    return out
+
+
 def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
     """Side effects of `fn(*args, **kwargs)` that one comparison cannot see.
 
@@ -238,7 +331,9 @@ def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
     reports: an input changed in place; `requires_grad` switched on, or a
     gradient left in `.grad`, on an input; a second call that returns
     something else than the first (e.g. 2× because `.backward()` accumulated
-    into `x.grad`); a result still attached to the autograd graph.
+    into `x.grad`); a result still attached to the autograd graph, or a numpy
+    array where the question asks for a tensor. What a call does to the model
+    is `model_changes`'s (the caller snapshots it before the first call).
 
     Args:
         fn: the student's function.
@@ -253,6 +348,11 @@ def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
         first = fn(*args, **kwargs)
     except Exception:  # noqa: BLE001 — the comparison reports errors
         return []
+    if isinstance(first, np.ndarray):
+        problems.append(
+            "your function returns a numpy array: return a torch.Tensor, as the "
+            "question asks (stay in torch, or torch.from_numpy)"
+        )
     first_copy = first.detach().clone() if isinstance(first, torch.Tensor) else None
     if isinstance(first, torch.Tensor) and first.requires_grad:
         problems.append(
@@ -300,133 +400,15 @@ def behaviour(fn: Callable, args: tuple, kwargs: dict) -> list[str]:
     return problems
 
 
-# --------------------------------------------------- Grad-CAM's classic bugs
-#
-# A wrong Grad-CAM usually has the right shape and a map that "looks like" a
-# heat map, so the generic diagnosis above can only say "correlation 0.7".
-# Computing the usual wrong variants names the bug instead (ps6).
-
-GRAD_CAM = "saliency.grad_cam"  # the reference's name (`checks.saliency`)
-
-
-def _cam_arguments(args: tuple, kwargs: dict):
-    """(model, x, target, layer) of a `grad_cam(model, x, target, layer)` call."""
-    model, x, target = args[:3]
-    layer = args[3] if len(args) > 3 else kwargs.get("layer")
-    if not isinstance(model, torch.nn.Module) or not isinstance(x, torch.Tensor):
-        raise TypeError("not a (model, x, target, layer) call")
-    return model, x, target, layer
-
-
-def _cam_parts(model, x, target, layer) -> dict[str, torch.Tensor]:
-    """The layer's output A and input, and ∂s/∂A for three scores s.
-
-    "logit": Σ_rows f_target (the right one); "prob": Σ_rows softmax_target;
-    "all": Σ of every logit; "input": ∂f_target/∂(the layer's input).
-    The layer is found with the course's own `resolve_layer`, so this runs
-    only where the reference implementation is installed.
-    """
-    from course_utils.saliency.core import resolve_layer
-    from course_utils.saliency.validate import target_tensor
-
-    module = resolve_layer(model, layer)
-    idx = target_tensor(target, len(x), x.device)
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_module, inputs, output):
-        store["input"], store["output"] = inputs[0], output
-        return output.clone()  # what runs downstream cannot change A in place
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.enable_grad():
-            logits = model(x.detach().clone().requires_grad_(True))
-    finally:
-        handle.remove()
-    scores = {
-        "logit": logits.gather(1, idx[:, None]).sum(),
-        "prob": torch.softmax(logits, 1).gather(1, idx[:, None]).sum(),
-        "all": logits.sum(),
-    }
-    parts = {"A": store["output"].detach(), "A_in": store["input"].detach()}
-    for name, score in scores.items():
-        (parts[name],) = torch.autograd.grad(score, store["output"], retain_graph=True)
-    (parts["grad_in"],) = torch.autograd.grad(scores["logit"], store["input"])
-    return parts
-
-
-def _cam(weights: torch.Tensor, act: torch.Tensor, size) -> np.ndarray:
-    cam = (weights * act).sum(1, keepdim=True).clamp(min=0)
-    if tuple(cam.shape[2:]) != tuple(size):
-        cam = torch.nn.functional.interpolate(cam, size=tuple(size), mode="bilinear")
-    return cam.detach().numpy().astype(np.float64)
-
-
-def grad_cam_alternatives(
-    reference: Callable, args: tuple, kwargs: dict
-) -> dict[str, np.ndarray]:
-    """Grad-CAM under its classic wrong choices, for `diagnose`.
-
-    For an answer `grad_cam(model, x, target, layer)` checked against
-    ``checks.saliency("grad_cam", ...)``, with A the layer's output and
-    α_k = mean over (h, w) of ∂f_target/∂A^k: the map without its ReLU; Σ_k
-    (∂f/∂A^k)·A^k per position (no spatial mean); weights averaged over the
-    channels instead of over (h, w); the gradient of the softmax probability,
-    or of every logit summed, instead of the target's logit; A taken as the
-    layer's input; the default layer instead of `layer`. Empty for any other
-    reference, or where the reference implementation is not installed.
-    """
-    if getattr(reference, "__name__", "") != GRAD_CAM or len(args) < 3:
-        return {}
-    try:
-        model, x, target, layer = _cam_arguments(args, kwargs)
-        expected = reference(model, x.clone(), target, *args[3:], **kwargs)
-        size = tuple(expected.shape[2:])
-        p = _cam_parts(model, x, target, layer)
-        spatial = (2, 3)
-        alts = {
-            "no ReLU: Grad-CAM keeps only the positive part, ReLU(Σ_k α_k A^k) "
-            "(.clamp(min=0) or torch.relu)": reference(
-                model, x.clone(), target, *args[3:], **{**kwargs, "relu": False}
-            ),
-            "you multiplied the gradient and A position by position: α_k is one "
-            "number per channel, the mean of ∂f/∂A^k over (h, w) (dim=(2, 3))": _cam(
-                p["logit"], p["A"], size
-            ),
-            "weights averaged over the channels (dim=1) instead of over the positions: "
-            "α_k = mean over (h, w) of ∂f/∂A^k, dim=(2, 3)": _cam(
-                p["logit"].mean(1, keepdim=True), p["A"], size
-            ),
-            "gradient of the softmax probability: Grad-CAM differentiates the "
-            "target's logit (the score before the softmax)": _cam(
-                p["prob"].mean(spatial, keepdim=True), p["A"], size
-            ),
-            "gradient of every logit summed: differentiate only the target's logit, "
-            "logits[torch.arange(N), target]": _cam(
-                p["all"].mean(spatial, keepdim=True), p["A"], size
-            ),
-            "A is the layer's input (a forward hook's `inputs[0]`): use its output": (
-                _cam(p["grad_in"].mean(spatial, keepdim=True), p["A_in"], size)
-            ),
-        }
-        if layer is not None:
-            alts[
-                "this is Grad-CAM at the model's default layer: use the layer you are "
-                f"given ({layer!r}, model.get_submodule(layer))"
-            ] = reference(model, x.clone(), target, None, *args[4:], **kwargs)
-    except Exception:  # noqa: BLE001 — a hint is optional; never mask the real failure
-        return {}
-    return {k: np.asarray(v, dtype=np.float64) for k, v in alts.items()}
-
-
 def grad_cam_shape(reference: Callable, actual, expected, args: tuple) -> list[str]:
     """What a Grad-CAM answer of the wrong shape did (empty if the shape is right).
 
     The reference's map is (N, 1, h, w) at the layer's resolution (or at x's,
     when it upsamples); the answer may be x-shaped (the input gradient), one
-    map per channel, upsampled, or at another layer's resolution.
+    map per channel, upsampled, or at another layer's resolution. Silent for
+    any other reference (`diagnose`'s shape hints speak there).
     """
-    if getattr(reference, "__name__", "") != GRAD_CAM or len(args) < 2:
+    if getattr(reference, "method", None) != "grad_cam" or len(args) < 2:
         return []
     a, e = np.shape(actual), np.shape(expected)
     x = args[1]

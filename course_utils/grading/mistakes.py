@@ -18,9 +18,12 @@ without revealing the case:
   all zeros, a match with the reference under a wrong choice (`alternatives`,
   keyed by category), a constant factor (−1: sign flipped; n ≥ 2: summed
   instead of averaged; 1/n; 100 or 255), the absolute value, output rows in
-  another row's place, entries left at zero, then the correlation.
-* `category_of_hint(sentence)` — the category of a hint sentence `hints`
-  writes, so the two sides provably agree (tests/test_grading_report.py).
+  another row's place, entries left at zero, then a few values (at most
+  SMALL_OUTPUT) as wrong values, else the correlation.
+* `category_of_hint(sentence)` — the category of a hint sentence `hints`,
+  `alternatives` (the wrong choice a visible test names: the probability
+  instead of the logit, Grad-CAM without its ReLU…) or `invariants` write,
+  so the two sides provably agree (tests/test_grading_report.py).
 
 Pure: numpy and the standard library only (the grader's process imports it;
 no torch), and nothing it returns carries student text.
@@ -38,6 +41,9 @@ import numpy as np
 # have "the same shape".
 FIT_TOLERANCE = 0.02
 SAME_SHAPE = 0.99
+# Outputs of at most this many values: only a near-exact fit is "s×", and a
+# mismatch is "wrong values" rather than a correlation (as `hints` does).
+SMALL_OUTPUT = 4
 # Rows compared pairwise when looking for rows in another row's place (O(n²)).
 MAX_ROWS = 64
 
@@ -57,6 +63,29 @@ CATEGORIES: dict[str, str] = {
     "detail_off": "right pattern, wrong values: a detail of the formula",
     "imprecise": "close to the reference but outside the tolerance",
     "different_quantity": "a different quantity",
+    "wrong_values": "a few values, not the reference's",
+    "predicted_class": "explains the predicted class, not the target",
+    "probability_not_logit": "the softmax probability instead of the logit",
+    "loss_not_score": "the cross-entropy loss instead of the class score",
+    "log_probability": "log p_c (log_softmax) instead of the logit",
+    "all_logits": "the sum of all the classes' logits instead of the target's",
+    "logit_not_probability": "the logit where the question asks for the probability",
+    "wrong_steps": "the wrong steps or quadrature rule (α_k = k/m, k = 1 … m)",
+    "wrong_path": "path points not from the baseline to x",
+    "black_not_grey": "patches set to black, not to the grey baseline",
+    "not_the_drop": "the occluded probability, not the drop",
+    "gradient_alone": "the gradient alone, not multiplied by the input",
+    "gradient_at_x_only": "the gradient at x alone, not averaged along the path",
+    "times_x_not_difference": "multiplied by x, not by x − baseline",
+    "noise_ignored": "SmoothGrad without its noise",
+    "noise_scaled_twice": "the noise scaled twice",
+    "pearson_not_spearman": "Pearson of the values, not of their ranks",
+    "ties_not_averaged": "tied values not given their average rank",
+    "wrong_sigma": "σ not from each image's own range max − min",
+    "not_efficient": "values that do not add up to f(x) − f(baseline) (Banzhaf weights?)",
+    "grad_cam_no_relu": "Grad-CAM without its ReLU",
+    "grad_cam_weights": "Grad-CAM's weights not the mean of ∂f/∂A^k over (h, w)",
+    "wrong_layer": "Grad-CAM at the wrong layer (its input, the default one)",
     "all_zeros": "all zeros",
     "not_finite": "NaN or Inf in the output",
     "one_value_for_batch": "one number for the whole batch",
@@ -68,6 +97,7 @@ CATEGORIES: dict[str, str] = {
     "not_detached": "result still attached to the autograd graph",
     "mutates_input": "changes the caller's input",
     "grad_accumulated": "gradients accumulate across calls",
+    "model_changed": "changes the model (train mode, weights, flags, hooks)",
     "not_run": "not reached (an earlier cell stopped the kernel)",
     "malformed": "its record was unreadable",
     "other": "not recognised",
@@ -210,7 +240,8 @@ def _classify(a: np.ndarray, e: np.ndarray, alternatives: Mapping, tolerance) ->
         if np.shape(alt) == a.shape and _close(a, alt):
             return known(category)
     s, res = scale_factor(a, e)
-    if math.isfinite(s) and res < FIT_TOLERANCE and abs(s - 1) > 0.01:
+    fit = FIT_TOLERANCE if a.size > SMALL_OUTPUT else 1e-4  # a few values fit any s
+    if math.isfinite(s) and res < fit and abs(s - 1) > 0.01:
         return ratio_category(s)
     if (e < 0).any() and _close(a, np.abs(e)):
         return "absolute_value"
@@ -218,6 +249,8 @@ def _classify(a: np.ndarray, e: np.ndarray, alternatives: Mapping, tolerance) ->
         return "rows_swapped"
     if _left_zero(a, e):
         return "left_zero"
+    if a.size <= SMALL_OUTPUT:
+        return "wrong_values"
     return _by_correlation(a, e)
 
 
@@ -227,8 +260,55 @@ def _left_zero(a: np.ndarray, e: np.ndarray) -> bool:
     return bool(missing.any()) and _close(np.where(missing, 0.0, e), a)
 
 
-# Phrases of the sentences `hints` writes, most specific first.
+# Phrases of the sentences `hints`, `alternatives` and `invariants` write,
+# most specific first: a wrong choice's name before the generic words it may
+# contain ("the loss … so the sign is flipped too" is the loss, not a sign).
 _HINT_PHRASES = (
+    ("explains the predicted class (argmax)", "predicted_class"),
+    ("explains the softmax probability p_c", "probability_not_logit"),
+    ("depends on the logits only through the softmax", "probability_not_logit"),
+    ("explains the cross-entropy loss", "loss_not_score"),
+    ("explains log p_c", "log_probability"),
+    ("the sum of all the classes' logits", "all_logits"),
+    ("your drops are of the logit f_c", "logit_not_probability"),
+    ("you use the logit f_c, not the softmax probability", "logit_not_probability"),
+    ("steps k = 0 … m−1", "wrong_steps"),
+    ("steps at the midpoints", "wrong_steps"),
+    ("the trapezoid rule", "wrong_steps"),
+    ("Gauss–Legendre nodes", "wrong_steps"),
+    ("α = linspace(0, 1, m)", "wrong_steps"),
+    ("your points run from x back to the baseline", "wrong_path"),
+    ("your points are α·x", "wrong_path"),
+    ("your patches are set to 0 (black)", "black_not_grey"),
+    ("not the drop p(x) − p(x̃)", "not_the_drop"),
+    ("the gradient alone: multiply it by x", "gradient_alone"),
+    ("the gradient at x alone", "gradient_at_x_only"),
+    ("by x, not by x − baseline", "times_x_not_difference"),
+    ("your average ignores the noise", "noise_ignored"),
+    ("the noise is scaled twice", "noise_scaled_twice"),
+    ("the Pearson correlation of the values", "pearson_not_spearman"),
+    ("ties get different ranks", "ties_not_averaged"),
+    ("σ from each image's standard deviation", "wrong_sigma"),
+    ("σ from the maximum alone", "wrong_sigma"),
+    ("one σ for the whole batch", "wrong_sigma"),
+    ("do not add up (efficiency)", "not_efficient"),
+    ("no ReLU: Grad-CAM", "grad_cam_no_relu"),
+    ("the gradient and A position by position", "grad_cam_weights"),
+    ("weights averaged over the channels", "grad_cam_weights"),
+    ("A is the layer's input", "wrong_layer"),
+    ("Grad-CAM at the model's default layer", "wrong_layer"),
+    ("hook that layer", "wrong_layer"),
+    ("your map has the input's shape", "wrong_shape"),
+    ("one map per channel", "wrong_shape"),
+    ("upsampled to the input's", "wrong_shape"),
+    ("the first axis should be the batch's", "wrong_shape"),
+    ("left the model in train mode", "model_changed"),
+    ("changed the model's weights or buffers", "model_changed"),
+    ("requires_grad of the model's parameters", "model_changed"),
+    ("left hooks registered on the model", "model_changed"),
+    ("returns a numpy array", "raised"),
+    ("a factor too many or too few", "scaled"),
+    ("your values [", "wrong_values"),
     ("a single number for the whole batch", "one_value_for_batch"),
     ("right number of values but shape", "wrong_shape"),
     ("extra leading axis", "extra_axis"),

@@ -31,6 +31,7 @@ from .execute import (
 )
 from .forkserver import ForkServer, Limits, server_env
 from .static import Policy, scan_sources
+from .withheld import SHORT_ANSWERS, SHORT_ANSWERS_WHY
 
 
 def _first_lines(text: str, n: int = 12) -> str:
@@ -96,6 +97,8 @@ def self_check(
         "tests; hidden tests run when your instructor grades.",
         file=out,
     )
+    if any(nbs.is_autograded_test(c) and _form_only(c.source) for c in run_nb.cells):
+        print(f"○ short answers: {SHORT_ANSWERS}: {SHORT_ANSWERS_WHY}.", file=out)
     return 0 if failed == 0 and run.status == "completed" else 1
 
 
@@ -199,7 +202,7 @@ def _report_test(cell, result: CellResult | None, out, withheld: bool) -> bool:
         )
         return False
     if result.status == CellStatus.OK and _form_only(cell.source):
-        print(f"○ {gid} ({pts:g} pt): form ok, graded after submission", file=out)
+        print(f"○ {gid} ({pts:g} pt): form ok; {SHORT_ANSWERS}", file=out)
         return True
     if result.status == CellStatus.OK:
         print(f"✓ {gid} ({pts:g} pt): visible tests pass", file=out)

@@ -12,6 +12,11 @@ the course's own methods and Captum. The one list is used four ways:
 * `static`: the review notes an answer that imports one of them.
 
 The module is a constant and a matcher, so the sandbox can import it.
+
+It also holds what the course withholds from a student before grading, and
+why: whether a short answer (a number, TRUE/FALSE, a letter) is right.
+`checks.validate` and `course check` print the same words (`SHORT_ANSWERS`,
+`SHORT_ANSWERS_WHY`); the README and every exercise header say it at length.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ REFERENCE_MODULES: tuple[str, ...] = (
     "course_utils.grading.closed_form",
     "course_utils.shapley",
     "captum",
+)
+
+
+# Short answers: checked for their form before grading, never for right or wrong.
+SHORT_ANSWERS = "right or wrong is shown only after grading"
+SHORT_ANSWERS_WHY = (
+    "a check on your machine would have to carry the answer, and a few tries "
+    "(TRUE, then FALSE; each letter) would find it: the point would no longer "
+    "say what you understood"
 )
 
 
