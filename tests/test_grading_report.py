@@ -352,7 +352,7 @@ def test_the_page_escapes_every_student_string_and_loads_nothing(tmp_path):
     assert "⟨U+003C⟩img src⟨U+003D⟩x" in html  # the id, as `student_id` shows it
     assert "default-src 'none'" in html
     # nothing is loaded: no src or href but inline data, no url(), no @import
-    assert not re.search(r"(src|href)=\"(?!data:)", html)
+    assert not re.search(r"(src|href)=\"(?!data:|#)", html)  # in-page anchors only
     assert "url(" not in html and "@import" not in html
 
 
@@ -543,5 +543,16 @@ def test_the_written_report_is_escaped_and_self_contained(graded_class):
     assert "<img src=x" not in html and "<script" not in html.lower()
     assert "\x1b" not in html and 'HYPERLINK("' not in html
     assert "⟨U+003C⟩img src⟨U+003D⟩x onerror⟨U+003D⟩alert⟨U+0028⟩1⟨U+0029⟩" in html
-    assert not re.search(r"(src|href)=\"(?!data:)", html)
+    assert not re.search(r"(src|href)=\"(?!data:|#)", html)  # in-page anchors only
     assert "sign flipped" in html and "n× the reference" in html
+
+
+@pytest.mark.slow
+def test_the_report_lists_answers_that_look_copied(graded_class):
+    """`course report` embeds `course similarity`'s pairs (the two model answers
+    are the same text: listed for a person to judge, no score changed)."""
+    course, _, r = graded_class
+    html = (course.root / "report-tiny" / "report.html").read_text()
+    assert "Answers that look copied" in html
+    assert "model_a" in html.split("Answers that look copied", 1)[1]
+    assert r.distributions[0].points == {0.0: 5, 2.0: 2}

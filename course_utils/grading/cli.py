@@ -286,7 +286,12 @@ def report_command(args) -> int:
         course = _course(args)
         report = load_report(course, args.set)
         out = Path(args.out or course.root / f"report-{report.set_id}")
-        paths = write_report(report, out)
+        extra = style = ""
+        if course.submitted.is_dir():  # answers that look copied, for a person to judge
+            from .copying import SECTION_STYLE, check_set, html_section
+
+            extra, style = html_section(check_set(course, report.set_id)), SECTION_STYLE
+        paths = write_report(report, out, extra, style)
     except (ValueError, RuntimeError, OSError) as exc:
         return _fail("report", exc)
     print(format_summary(report))

@@ -217,13 +217,13 @@ def html_section(result: SetComparison) -> str:
     return "\n".join(parts)
 
 
-STYLE = (
-    "body{font-family:sans-serif;max-width:1200px;margin:1em auto}"
+SECTION_STYLE = (  # what html_section needs; `course report` embeds it
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px;"
     "vertical-align:top}table.side{width:100%;table-layout:fixed}"
     "pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px}"
     ".same{background:#ffe08a;display:block}pre span{display:block}i{color:#888}"
 )
+STYLE = "body{font-family:sans-serif;max-width:1200px;margin:1em auto}" + SECTION_STYLE
 
 
 def write(result: SetComparison, out_dir: Path) -> tuple[Path, Path]:

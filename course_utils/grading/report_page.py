@@ -208,8 +208,14 @@ def _slowest_section(report: ClassReport, pngs: dict[str, bytes]) -> str:
     )
 
 
-def page(report: ClassReport, pngs: dict[str, bytes]) -> str:
-    """The whole page as a string (charts: name → PNG bytes, see `report_charts`)."""
+def page(report: ClassReport, pngs: dict[str, bytes], extra: str = "",
+         extra_style: str = "") -> str:
+    """The whole page as a string (charts: name → PNG bytes, see `report_charts`).
+
+    `extra`: an HTML fragment of ours appended after the sections (the copying
+    check's `copying.html_section`, which escapes every student string itself),
+    with its CSS in `extra_style`.
+    """
     stamp = time.strftime("%Y-%m-%d %H:%M")
     body = "\n".join(
         [
@@ -223,6 +229,7 @@ def page(report: ClassReport, pngs: dict[str, bytes]) -> str:
             _mistakes_section(report, pngs),
             _attention_section(report),
             _slowest_section(report, pngs),
+            extra,
         ]
     )
     return (
@@ -230,11 +237,12 @@ def page(report: ClassReport, pngs: dict[str, bytes]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         f"<title>Class report: {_e(report.set_id)}</title>\n"
-        f"<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f"<style>{_STYLE}{extra_style}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
 
 
-def write_report(report: ClassReport, out_dir: Path) -> list[Path]:
+def write_report(report: ClassReport, out_dir: Path, extra: str = "",
+                 extra_style: str = "") -> list[Path]:
     """Write OUT_DIR/report.html (charts inlined) and each chart as OUT_DIR/NAME.png.
 
     Returns the paths written, the page first. Each file is written
@@ -256,5 +264,5 @@ def write_report(report: ClassReport, out_dir: Path) -> list[Path]:
         written.append(path)
     html_path = out_dir / "report.html"
     with atomic_write(html_path, chmod=0o644) as fh:
-        fh.write(page(report, pngs))
+        fh.write(page(report, pngs, extra, extra_style))
     return [html_path, *written]
