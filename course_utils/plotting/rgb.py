@@ -27,13 +27,14 @@ from ._base import (
     color_limit,
     colorize,
 )
+from .grid import NEGLIGIBLE, _greyed, scale_label
 from .layout import FacetLayout, facet_chart
 from .maps import _legend_rows
 
 AGGREGATION = "mean |attribution| over channels"
 PHOTO_BRIGHTNESS = 0.85  # the grey photo under the heat
-# Short enough for Vega's legend title limit (about 180 px).
-LEGEND_TITLE = "channel mean |attr| ÷ vmax"
+# Each map's own vmax is written under it.
+LEGEND_TITLE = "channel mean |attr| ÷ vmax (each map's vmax under it)"
 
 
 def channel_map(attr: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -118,7 +119,9 @@ def photo_maps(
         title, row_title: chart and row-header titles.
     Returns:
         An Altair facet chart; the legend runs from 0 to each map's own vmax
-        (`LEGEND_TITLE`).
+        (`LEGEND_TITLE`), written under each map ("vmax 0.0123"). A map whose
+        largest value is at most `NEGLIGIBLE` × the chart's largest is drawn
+        light grey and labelled "≈ 0", not stretched to full colour.
     """
     opacity = _check_opacity(opacity)
     size = _check_size(size)
@@ -127,17 +130,25 @@ def photo_maps(
     rows = {None: maps} if grid is None else grid
     cols = ["photo"] if show_photo else []
     values = []
+    channel = {(row, col): _upsampled(channel_map(attr), rgb.shape[:2])
+               for row, cells in rows.items() for col, attr in cells.items()}
+    top = max(float(m.max()) for m in channel.values())
     for row, cells in rows.items():
         where = {} if row is None else {"row": str(row)}
         if show_photo:
             values.append({**where, "col": "photo",
                            "url": _png_url(np.rint(rgb * 255).astype(np.uint8))})
-        for col, attr in cells.items():
-            m = _upsampled(channel_map(attr), rgb.shape[:2])
-            vmax = color_limit(m, outlier_perc)
-            picture = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
-                       else colorize(m, vmax, signed=False))
-            values.append({**where, "col": str(col), "url": _png_url(picture)})
+        for col in cells:
+            m = channel[(row, col)]
+            vmax, peak = color_limit(m, outlier_perc), float(m.max())
+            if peak <= NEGLIGIBLE * top:  # its own scale would stretch ≈ 0 to colour
+                picture, text = _greyed(None, m.shape), scale_label(vmax, peak)
+            else:
+                picture = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
+                           else colorize(m, vmax, signed=False))
+                text = scale_label(vmax)
+            values.append({**where, "col": str(col), "url": _png_url(picture),
+                           "scale": text})
             if str(col) not in cols:
                 cols.append(str(col))
     first = {"col": cols[-1], **({} if grid is None else {"row": str(next(iter(rows)))})}
@@ -146,7 +157,7 @@ def photo_maps(
     layout = FacetLayout(
         False, LEGEND_TITLE, size, height, cols=tuple(cols),
         rows=None if grid is None else tuple(str(r) for r in rows),
-        row_title=row_title, legend_orient="bottom",
+        row_title=row_title, legend_orient="bottom", scale_text=True,
     )
     chart, _ = facet_chart(layout, values, title)
     return chart
