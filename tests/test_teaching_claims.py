@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import data, metrics, models, sanity
+from course_utils import data, metrics, models, plotting, sanity
 from course_utils import saliency as sal
 
 N_DIGITS = 200
@@ -227,6 +227,35 @@ def test_01_our_model_underuses_the_first_sevens_top_bar(model):
     # measured: 20 % of the ink, 13 % of the on-ink gradient mass (ratio 0.66)
     assert 0.15 < bar_ink < 0.25, bar_ink
     assert bar_grad < 0.8 * bar_ink, (bar_grad, bar_ink)
+
+
+# ----------------------------------------------------------- 02 input × gradient
+
+
+def test_02_normalised_inputs_put_a_share_on_the_background_spread_thin(model, demo):
+    x, y = demo
+    mu, sigma = data.train_mean(), data.train_std()
+
+    class FromNormalized(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, z):
+            return self.model(z * sigma + mu)
+
+    black = x == 0
+    attr = sal.input_x_gradient(model, x, y)
+    attr_z = sal.input_x_gradient(FromNormalized(), (x - mu) / sigma, y)
+    assert float(metrics.mass_share(attr, black).max()) == 0
+    share = metrics.mass_share(attr_z, black)
+    per_pixel = torch.tensor([
+        float(a[b].abs().mean()) / plotting.color_limit(a.numpy())
+        for a, b in zip(attr_z, black)
+    ])
+    # measured: 17–32 % of the mass, each black pixel 0.7–1.6 % of its map's vmax
+    assert 0.15 < float(share.min()) and float(share.max()) < 0.35, share
+    assert float(per_pixel.max()) < 0.02, per_pixel
 
 
 # ----------------------------------------------------------- 03 integrated gradients
