@@ -306,6 +306,20 @@ def test_04_smoothgrad_has_lower_total_variation(jitter_maps):
     assert float(ratio.max()) < 0.85 and float(ratio.min()) > 0.6, ratio
 
 
+def test_04_vargrad_share_on_the_ink_is_below_each_digits_ink_share(model, demo):
+    x, y = demo
+    ink = x > 0
+    vargrad = sal.smoothgrad(model, x, y, n_samples=50, noise_level=0.15, kind="vargrad",
+                             generator=torch.Generator().manual_seed(0))
+    ratio = metrics.mass_share(vargrad, ink) / ink.float().mean((1, 2, 3))
+    # measured: 0.48, 0.70, 0.75, 0.96, 0.87, 0.89 ("on every digit below")
+    assert float(ratio.max()) < 1.0, ratio
+    # the 9 (#2): 17 % of VarGrad's mass on ink that covers 22 % of its pixels
+    assert int(y[2]) == 9
+    assert round(float(metrics.mass_share(vargrad, ink)[2]), 2) == pytest.approx(0.17, abs=0.01)
+    assert round(float(ink[2].float().mean()), 2) == pytest.approx(0.22, abs=0.01)
+
+
 # ----------------------------------------------------------- 05 occlusion
 
 
