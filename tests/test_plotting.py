@@ -420,7 +420,8 @@ def test_grid_frame_draws_each_picture_on_a_dark_ground(seven):
     ground = layers[0]
     assert ground["mark"]["type"] == "rect" and ground["mark"]["color"] == "#3b3b3b"
     image = next(l for l in layers if l["mark"]["type"] == "image")
-    assert image["mark"]["width"] == 120 - 6 and image["encoding"]["x"] == {"value": 3}
+    assert image["mark"]["width"] == 120 and image["encoding"]["x"] == {"value": 3}
+    assert ground["encoding"]["x2"] == {"value": 126} and spec["spec"]["width"] == 126
 
 
 @pytest.mark.parametrize(

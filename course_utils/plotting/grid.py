@@ -32,7 +32,7 @@ from ._base import (
     overlay_rgb,
     to_map,
 )
-from .layout import FacetLayout, facet_chart
+from .layout import FRAME_WIDTH, FacetLayout, facet_chart
 from .maps import _legend_rows
 
 # A scale group whose largest |value| is at most this share of the grid's
@@ -293,7 +293,8 @@ def _wrapped_chart(
         cells.signed, legend_vmax, row=row_labels[0], col=col_labels[0]
     )
     h, w = cells.shape
-    blocks = _column_blocks(col_labels, row_labels, size, row_title)
+    cell = size + (2 * FRAME_WIDTH if frame else 0)
+    blocks = _column_blocks(col_labels, row_labels, cell, row_title)
 
     def block_chart(cols, block_values, block_title):
         layout = FacetLayout(

@@ -60,8 +60,9 @@ class FacetLayout:
         scale_text: write each cell's ``scale`` field (its vmax, "≈ 0") under
             its picture (`SCALE_TEXT_HEIGHT` px): how a grid with one colour
             scale per map shows each map's scale. Default False.
-        frame: draw each picture inset on a dark ground (`FRAME_RGB`), so a
-            white stroke on a patch's border stays visible. Default False.
+        frame: draw each picture on a dark ground (`FRAME_RGB`) reaching
+            `FRAME_WIDTH` px beyond it, so a white stroke on a patch's border
+            stays visible. The picture keeps its width. Default False.
     """
 
     signed: bool
@@ -79,9 +80,20 @@ class FacetLayout:
     frame: bool = False
 
     @property
+    def inset(self) -> int:
+        """Pixels of dark ground around each picture (0 without a frame)."""
+        return FRAME_WIDTH if self.frame else 0
+
+    @property
+    def cell_width(self) -> int:
+        """The facet cell's width: the picture and its frame."""
+        return self.width + 2 * self.inset
+
+    @property
     def cell_height(self) -> int:
-        """The facet cell's height: the picture, and the scale text below it."""
-        return self.height + (SCALE_TEXT_HEIGHT if self.scale_text else 0)
+        """The facet cell's height: the picture, its frame, the scale text."""
+        text = SCALE_TEXT_HEIGHT if self.scale_text else 0
+        return self.height + 2 * self.inset + text
 
     def _tooltips(self) -> list | None:
         if not self.tooltip:
@@ -99,11 +111,11 @@ class FacetLayout:
                 title=self.column_title,
                 header=alt.Header(
                     labelFontSize=12 if self.rows is None else 11,
-                    labelLimit=self.width + self.spacing,
+                    labelLimit=self.cell_width + self.spacing,
                     # a label wider than its cell goes on several lines (split
                     # at spaces and underscores) instead of being cut off
                     labelExpr=(
-                        f"length(datum.label) * 6.5 > {self.width + self.spacing}"
+                        f"length(datum.label) * 6.5 > {self.cell_width + self.spacing}"
                         " ? split(replace(datum.label, /_/g, ' '), ' ')"
                         " : datum.label"
                     ),
@@ -123,9 +135,10 @@ class FacetLayout:
 def _cell_layers(layout: FacetLayout) -> list:
     """What one facet cell draws: (the dark frame,) the picture, (its scale
     text,) and the invisible legend layer."""
-    w, h = layout.width, layout.height
-    inset = FRAME_WIDTH if layout.frame else 0
-    image = _image_layer(w - 2 * inset, h - 2 * inset, layout._tooltips(), at=inset)
+    w, h = layout.cell_width, layout.cell_height - (
+        SCALE_TEXT_HEIGHT if layout.scale_text else 0
+    )
+    image = _image_layer(layout.width, layout.height, layout._tooltips(), at=layout.inset)
     layers = [image.transform_filter("isValid(datum.url)")]
     if layout.frame or layout.scale_text:
         # the cell's own border is off (it would box the text too): each
@@ -162,7 +175,7 @@ def _facet_template(layout: FacetLayout) -> tuple[alt.LayerSpec, dict]:
     `LayerChart` re-runs its constructor, which copies each layer twice more.
     """
     layer = alt.layer(*_cell_layers(layout)).properties(
-        width=layout.width, height=layout.cell_height,
+        width=layout.cell_width, height=layout.cell_height,
         **({"view": alt.ViewBackground(stroke=None)}
            if layout.frame or layout.scale_text else {}),
     )
