@@ -335,3 +335,63 @@ def test_every_chart_of_the_notebook_is_readable(path):
     assert charts, f"{path.name} shows no chart"
     bad = {f"cell {i}": p for i, spec in charts if (p := chart_problems(spec))}
     assert not bad, f"{path.name}: {bad}"
+
+
+# ------------------------------------------------------------- the widgets
+
+
+def _widget_charts(widget) -> list[dict]:
+    """The Vega-Lite specs a widget shows now, from each of its Output areas."""
+    import ipywidgets
+
+    specs = []
+    for value in vars(widget).values():
+        if isinstance(value, ipywidgets.Output):
+            specs += [o["data"][VEGA_LITE] for o in value.outputs
+                      if VEGA_LITE in o.get("data", {})]
+    return specs
+
+
+def _build_widget(name):
+    from course_utils import data, models, widgets
+
+    model = models.load_pretrained("small_cnn")
+    test = data.load_split("test")
+    x, y = data.demo_digits(6)
+    if name == "OcclusionExplorer":
+        return widgets.OcclusionExplorer(model, x, y, patch=4)
+    if name == "IGExplorer":
+        return widgets.IGExplorer(model, x, y, n_steps=8)
+    if name == "SmoothGradExplorer":
+        return widgets.SmoothGradExplorer(model, x, y, n_samples=4)
+    if name == "MethodBrowser":
+        return widgets.MethodBrowser(model, x, y)
+    if name.startswith("UnitBrowser"):
+        layer = name.split(":")[1]
+        return widgets.UnitBrowser(model, test.x[:300], layers=("conv1", "conv2"),
+                                   layer=layer, unit=2)
+    if name == "TrainingLab":
+        lab = widgets.TrainingLab(test.x[:4], test.y[:4], auto=False)
+        lab.train_steps(50)
+        lab.update()
+        return lab
+    if name.startswith("PhotoExplainer"):
+        w = widgets.PhotoExplainer(models.load_pretrained("efficientnet_lite0"),
+                                   photo="chelsea", n_steps=2, n_samples=2)
+        if name.endswith("cascade"):
+            w.run_cascade()
+        return w
+    raise AssertionError(name)
+
+
+WIDGETS = ["OcclusionExplorer", "IGExplorer", "SmoothGradExplorer", "MethodBrowser",
+           "UnitBrowser:conv1", "UnitBrowser:conv2", "TrainingLab", "PhotoExplainer",
+           pytest.param("PhotoExplainer+cascade", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("name", WIDGETS)
+def test_every_chart_of_the_widget_is_readable(name):
+    charts = _widget_charts(_build_widget(name))
+    assert charts, f"{name} shows no chart"
+    bad = {i: p for i, spec in enumerate(charts) if (p := chart_problems(spec))}
+    assert not bad, f"{name}: {bad}"
