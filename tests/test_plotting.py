@@ -680,3 +680,23 @@ def test_facet_layout_is_a_frozen_cache_key(blob):
     assert spec2["data"]["values"] == rows[:1]  # same layout, its own data
     assert chart1.to_dict() == spec1 and chart2.to_dict() == spec2
     assert spec1["facet"]["column"]["sort"] == ["a", "b"]
+
+
+def test_photo_maps_state_each_maps_vmax_and_grey_only_what_is_asked():
+    from course_utils.plotting.rgb import photo_maps
+
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    big = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = {"big": big, "tiny": 1e-6 * big, "zero": torch.zeros(1, 1, 4, 4)}
+
+    def scales(**kw):
+        spec = photo_maps(photo, maps, size=120, **kw).to_dict()
+        return {v["col"]: v.get("scale") for v in records(spec) if v.get("url")}
+
+    # default: a cascade's shrunken map keeps its colours, only zeros are grey
+    got = scales()
+    assert got["photo"] is None and got["big"].startswith("vmax")
+    assert got["tiny"].startswith("vmax") and got["zero"] == "= 0"
+    assert scales(negligible=1e-3)["tiny"].startswith("≈ 0 (max 9")  # mean over channels
+    with pytest.raises(ValueError, match="negligible"):
+        photo_maps(photo, maps, negligible=-1)

@@ -27,7 +27,7 @@ from ._base import (
     color_limit,
     colorize,
 )
-from .grid import NEGLIGIBLE, _greyed, scale_label
+from .grid import _check_negligible, _greyed, scale_label
 from .layout import FacetLayout, facet_chart
 from .maps import _legend_rows
 
@@ -103,6 +103,7 @@ def photo_maps(
     size: int = 168,
     title: str | None = None,
     row_title: str | None = None,
+    negligible: float = 0.0,
 ):
     """The photo and its maps side by side, each as mean |attribution| over channels.
 
@@ -117,14 +118,20 @@ def photo_maps(
         opacity: of the heat layer at its top value. outlier_perc: Captum's
             rule for each map's vmax (default 2 %). size: cell width in pixels.
         title, row_title: chart and row-header titles.
+        negligible: a map whose largest value is at most `negligible` × the
+            chart's largest is drawn light grey and labelled "≈ 0" instead of
+            being stretched to full colour. Default 0: only all-zero maps
+            (a Grad-CAM after its ReLU), because the course's photo grids are
+            cascades, whose maps shrink by orders of magnitude as the layers go
+            random while their pattern is what is compared (each map's vmax
+            under it shows the shrinking). `NEGLIGIBLE` (1e-3) is `grid`'s.
     Returns:
         An Altair facet chart; the legend runs from 0 to each map's own vmax
-        (`LEGEND_TITLE`), written under each map ("vmax 0.0123"). A map whose
-        largest value is at most `NEGLIGIBLE` × the chart's largest is drawn
-        light grey and labelled "≈ 0", not stretched to full colour.
+        (`LEGEND_TITLE`), written under each map ("vmax 0.0123").
     """
     opacity = _check_opacity(opacity)
     size = _check_size(size)
+    negligible = _check_negligible(negligible)
     rgb = photo_rgb(photo)
     grid = maps if all(isinstance(v, Mapping) for v in maps.values()) else None
     rows = {None: maps} if grid is None else grid
@@ -141,7 +148,7 @@ def photo_maps(
         for col in cells:
             m = channel[(row, col)]
             vmax, peak = color_limit(m, outlier_perc), float(m.max())
-            if peak <= NEGLIGIBLE * top:  # its own scale would stretch ≈ 0 to colour
+            if peak <= negligible * top:  # its own scale would stretch ≈ 0 to colour
                 picture, text = _greyed(None, m.shape), scale_label(vmax, peak)
             else:
                 picture = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
