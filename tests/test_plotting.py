@@ -382,6 +382,48 @@ def test_grid_of_ninety_digit_maps_stays_small(digits):
     assert len(str(spec)) < 400_000  # upsampled outline overlays: palette PNGs
 
 
+def test_grid_states_each_maps_scale_and_greys_out_negligible_maps(seven, blob):
+    maps = {"drop": {"big": blob, "tiny": 1e-5 * blob, "zero": 0 * blob}}
+    spec = spec_of(P.grid(maps, image=seven, scale="independent"))
+    got = cells(spec)
+    # each map its own scale: the legend is in vmax units, each map says its vmax
+    assert legend_values(spec) == [-1.0, 1.0]
+    assert got[("drop", "big")]["scale"] == f"vmax {got[('drop', 'big')]['vmax']:.3g}"
+    # 1e-5 of the grid's largest: not stretched to full colour, greyed, "≈ 0"
+    assert got[("drop", "tiny")]["scale"] == "≈ 0 (max 2e-05)"
+    assert got[("drop", "zero")]["scale"] == "= 0"
+    tiny = decode(got[("drop", "tiny")]["url"])
+    assert (tiny.max(axis=2) - tiny.min(axis=2)).max() == 0  # grey: no colour at all
+    assert tiny.min() >= 228 - 45 and tiny.max() <= 228
+    big = decode(got[("drop", "big")]["url"])
+    assert (big.max(axis=2) - big.min(axis=2)).max() > 100  # coloured
+    # the scale text is drawn under each picture (the cell is taller than it)
+    inner = spec["spec"]
+    assert inner["height"] > 120 and any(
+        l["mark"].get("type") == "text" for l in inner["layer"]
+    )
+    # negligible=0 greys out only the all-zero map
+    kept = cells(spec_of(P.grid(maps, image=seven, scale="independent", negligible=0)))
+    assert kept[("drop", "tiny")]["scale"].startswith("vmax")
+    assert kept[("drop", "zero")]["scale"] == "= 0"
+    # one scale for all: the legend shows the magnitudes, no text, nothing greyed
+    shared = cells(spec_of(P.grid(maps, image=seven)))
+    assert all("scale" not in v for v in shared.values())
+    with pytest.raises(ValueError, match="negligible"):
+        P.grid(maps, negligible=1.5)
+
+
+def test_grid_frame_draws_each_picture_on_a_dark_ground(seven):
+    spec = spec_of(P.grid({"r": {"a": seven}}, frame=True, overlay=False,
+                          scale="row"))
+    layers = spec["spec"]["layer"]
+    ground = layers[0]
+    assert ground["mark"]["type"] == "rect" and ground["mark"]["color"] == "#3b3b3b"
+    image = next(l for l in layers if l["mark"]["type"] == "image")
+    assert image["mark"]["width"] == 120 and image["encoding"]["x"] == {"value": 3}
+    assert ground["encoding"]["x2"] == {"value": 126} and spec["spec"]["width"] == 126
+
+
 @pytest.mark.parametrize(
     "maps, kwargs, err, match",
     [
@@ -452,6 +494,9 @@ def test_digits_grid(digits):
         f"#1: {int(y[1])} → {int(y[1])}",
     ]
     assert spec["columns"] == 4
+    # by default 120 px digits, as many to a row as fit the notebook column
+    default = spec_of(P.digits(x, y))
+    assert default["spec"]["mark"]["width"] == 120 and default["columns"] == 7
     # text labels stand alone: "black", not "#0 black" (which reads like a digit)
     named = records(spec_of(P.digits(x[:2], ["black", "grey"])))
     assert [v["caption"] for v in named] == ["black", "grey"]
@@ -635,3 +680,23 @@ def test_facet_layout_is_a_frozen_cache_key(blob):
     assert spec2["data"]["values"] == rows[:1]  # same layout, its own data
     assert chart1.to_dict() == spec1 and chart2.to_dict() == spec2
     assert spec1["facet"]["column"]["sort"] == ["a", "b"]
+
+
+def test_photo_maps_state_each_maps_vmax_and_grey_only_what_is_asked():
+    from course_utils.plotting.rgb import photo_maps
+
+    photo = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    big = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = {"big": big, "tiny": 1e-6 * big, "zero": torch.zeros(1, 1, 4, 4)}
+
+    def scales(**kw):
+        spec = photo_maps(photo, maps, size=120, **kw).to_dict()
+        return {v["col"]: v.get("scale") for v in records(spec) if v.get("url")}
+
+    # default: a cascade's shrunken map keeps its colours, only zeros are grey
+    got = scales()
+    assert got["photo"] is None and got["big"].startswith("vmax")
+    assert got["tiny"].startswith("vmax") and got["zero"] == "= 0"
+    assert scales(negligible=1e-3)["tiny"].startswith("≈ 0 (max 9")  # mean over channels
+    with pytest.raises(ValueError, match="negligible"):
+        photo_maps(photo, maps, negligible=-1)

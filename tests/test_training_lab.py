@@ -41,6 +41,16 @@ def test_map_entropy_by_hand():
     assert float(tl.map_entropy(spike)) == pytest.approx(0.0)
     assert float(tl.map_entropy(half)) == pytest.approx(0.75)
     assert math.isnan(float(tl.map_entropy(torch.zeros(1, 1, 4, 4))))
+    # positive=True: only the evidence for the class counts, not its opposite
+    mixed = half.clone()
+    mixed[0, 0, 3] = -5.0  # four strongly negative pixels
+    assert float(tl.map_entropy(mixed, positive=True)) == pytest.approx(0.75)
+    # |values| counts them: 8 pixels of mass 1/28 and 4 of 5/28
+    by_hand = -(8 / 28 * math.log(1 / 28) + 4 * 5 / 28 * math.log(5 / 28)) / math.log(16)
+    assert float(tl.map_entropy(mixed)) == pytest.approx(by_hand, rel=1e-5)
+    assert math.isnan(float(tl.map_entropy(-flat, positive=True)))
+    with pytest.raises(TypeError, match="positive"):
+        tl.map_entropy(flat, positive=1)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +62,8 @@ def over_training():
 
 def test_later_maps_are_more_on_the_ink(over_training):
     """Measured (seed 0): ink share .16 → .40 → .40 → .42 (chance .13);
-    occlusion entropy .93 → .86 → .79 → .60; accuracy .06 → .84 → .94 → .96."""
+    entropy of the positive occlusion drops .83 → .79 → .74 → .58; accuracy
+    .06 → .84 → .94 → .96 (notebook 09 computes and prints the same table)."""
     t = over_training
     ink, ent = t["ink_share"], t["occlusion_entropy"]
     assert ink[0] < t["ink_share_chance"][0] + 0.08  # untrained: about chance
@@ -122,6 +133,26 @@ def test_update_shows_the_current_models_maps(few):
     assert [s for s, _ in lab.history] == [0, 10, 20, 30, 40, 50]
     assert lab.accuracy == lab.history[-1][1] > 0.3
     assert "step: <b>50</b>" in lab.outputs["step"].value
+
+
+def test_occlusion_is_drawn_on_the_signed_scale():
+    """A patch whose hiding raises the probability (a negative drop) is drawn
+    blue, not as the most important patch: at step 50 on digit 0 the
+    largest |drop| is such a patch (measured: −0.166)."""
+    test = data.load_split("test")
+    lab = W.TrainingLab(test.x[:1], test.y[:1], auto=False)
+    lab.train_steps(50)
+    lab.update()
+    occ = lab.result["occlusion"]
+    assert float(occ.min()) < 0 and float(-occ.min()) > float(occ.max())
+    spec = shown(lab)
+    scales = [l["encoding"]["color"]["scale"] for l in spec["spec"]["layer"]
+              if "color" in l.get("encoding", {})]
+    assert scales and all(s.get("domainMid") == 0 for s in scales)  # diverging
+    rows = {v["col"]: v for v in spec["data"]["values"] if v.get("url")}
+    assert set(rows) == {"input", "occlusion (drop)", "gradient"}
+    assert rows["occlusion (drop)"]["scale"].startswith("vmax")
+    assert "entropy of the positive drops" in spec["title"]
 
 
 def test_buttons_browse_and_refresh(few):

@@ -395,6 +395,17 @@ def test_unit_browser_shows_direct_results_once_per_change(small_cnn, test_split
     ub.controls["next"].click()
     assert ub.controls["unit"].value == 0 and ub.n_updates == 3  # wraps around
     assert "sal-unit-browser" in ub.view._dom_classes
+    # 120 px cells, each picture on a dark ground (white strokes at a patch's
+    # border stay visible on the white page), every map's vmax written under it
+    (out,) = ub._out.outputs
+    spec = out["data"]["application/vnd.vegalite.v5+json"]
+    blocks = spec.get("vconcat", [spec])
+    for block in blocks:
+        ground, image = block["spec"]["layer"][:2]
+        assert ground["mark"]["type"] == "rect" and image["mark"]["width"] == 120
+    maps = [v for b in blocks for v in b["data"]["values"]
+            if v.get("url") and v.get("vmax") is not None]
+    assert len(maps) == 3 * 9 and all(v["scale"].startswith("vmax") for v in maps)
 
 
 def test_unit_browser_bad_input(small_cnn, test_split):

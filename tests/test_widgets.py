@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 
+from course_utils import plotting
 from course_utils import saliency as sal
 from course_utils import widgets as W
 
@@ -337,7 +338,18 @@ def test_method_browser_matches_direct_calls(small_cnn, digits, monkeypatch):
         expected = sal.smoothgrad(small_cnn, x[1:2], t)
     torch.testing.assert_close(e.result["smoothgrad"], expected)
     spec = shown_spec(e)
-    assert spec["facet"]["column"]["sort"] == ["input", *names]
+    signed, magnitude = spec["vconcat"]  # Grad-CAM (≥ 0) on its own scale, below
+    assert signed["facet"]["column"]["sort"] == ["input", "gradient", "SmoothGrad"]
+    assert magnitude["facet"]["column"]["sort"] == ["Grad-CAM"]
+    assert spec["resolve"] == {"scale": {"color": "independent"}}
+
+    def ranges(part):
+        return [l["encoding"]["color"]["scale"] for l in part["spec"]["layer"]
+                if "color" in l.get("encoding", {})]
+
+    assert all(r["range"] == list(plotting.SIGNED_COLORS) for r in ranges(signed))
+    assert all(r["range"] == list(plotting.MAGNITUDE_COLORS) for r in ranges(magnitude))
+    assert signed["spec"]["layer"][0]["mark"]["width"] == 120  # panels ≥ 120 px
     e.prev()  # digit 0 again: from the cache
     e.prev()
     assert e.index == len(x) - 1 and len(calls) == 2 * len(names)

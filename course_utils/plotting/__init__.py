@@ -43,7 +43,7 @@ makes notebooks show charts offline with JupyterLab's built-in Vega viewer.
 
 The package, one concern per module: `_base` (arrays, colours, checks),
 `maps` (`heatmap`, `overlay`), `layout` (`FacetLayout`, cached facet charts,
-`panels`), `grid`, `figures` (`digits`, `confusion_matrix`), `curves`
+`panels`, `stack`), `grid`, `figures` (`digits`, `confusion_matrix`), `curves`
 (`error_vs_cost`), `export` (`save`,
 `mimebundle`, `enable_renderer`) and `sanity` (the sanity checks' charts).
 Charts are built with Altair's public API only.
@@ -74,7 +74,7 @@ from .curves import error_vs_cost
 from .export import enable_renderer, mimebundle, save
 from .figures import confusion_matrix, digits
 from .grid import grid
-from .layout import FacetLayout, facet_chart, panels
+from .layout import FacetLayout, facet_chart, panels, stack
 from .maps import heatmap, overlay
 
 __all__ = [
@@ -105,5 +105,6 @@ __all__ = [
     "overlay",
     "panels",
     "save",
+    "stack",
     "to_map",
 ]

@@ -9,7 +9,15 @@ import altair as alt
 import numpy as np
 import torch
 
-from ._base import _check_size, _grey_rgb, _png_url, _title, _to_image, _to_numpy
+from ._base import (
+    COLUMN_WIDTH,
+    _check_size,
+    _grey_rgb,
+    _png_url,
+    _title,
+    _to_image,
+    _to_numpy,
+)
 from .maps import _image_layer
 
 
@@ -46,8 +54,8 @@ def digits(
     labels: Sequence | torch.Tensor | np.ndarray | None = None,
     *,
     predictions: Sequence | torch.Tensor | np.ndarray | None = None,
-    columns: int = 8,
-    size: int = 56,
+    columns: int | None = None,
+    size: int = 120,
     title: str | None = None,
 ) -> alt.Chart:
     """A grid of digits, captioned with their labels (and predictions).
@@ -58,7 +66,10 @@ def digits(
             text labels (e.g. baseline names) by the text alone.
             predictions: optional N predicted classes (captions then read
             "#i: 7 → 7"; a wrong prediction is easy to spot).
-        columns: digits per row (default 8). size: width of each digit in px.
+        columns: digits per row; default None: as many as fit the notebook
+            column (`COLUMN_WIDTH`, 7 at the default size).
+        size: width of each digit in px (default 120, about 4 px per pixel
+            of a 28 × 28 digit: enough to read its shape).
         title: chart title.
     Returns:
         A faceted Altair chart, one image mark per digit (N data rows).
@@ -73,9 +84,11 @@ def digits(
     n = arr.shape[0]
     if n == 0:
         raise ValueError("images must hold at least one image, got 0")
-    if not isinstance(columns, numbers.Integral) or columns < 1:
-        raise ValueError(f"columns must be an int ≥ 1, got {columns!r}")
     size = _check_size(size)
+    if columns is None:
+        columns = max(1, min(n, COLUMN_WIDTH // (size + 4)))
+    if isinstance(columns, bool) or not isinstance(columns, numbers.Integral) or columns < 1:
+        raise ValueError(f"columns must be None or an int ≥ 1, got {columns!r}")
 
     labels = _per_image(labels, "labels", n)
     captions = _captions(n, labels, _per_image(predictions, "predictions", n))

@@ -8,6 +8,7 @@ values (one data row per cell, coloured and PNG-encoded), which fill a cached
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,8 +32,13 @@ from ._base import (
     overlay_rgb,
     to_map,
 )
-from .layout import FacetLayout, facet_chart
+from .layout import FRAME_WIDTH, FacetLayout, facet_chart
 from .maps import _legend_rows
+
+# A scale group whose largest |value| is at most this share of the grid's
+# largest is drawn greyed out (`NEGLIGIBLE_GREY`) and labelled "≈ 0".
+NEGLIGIBLE = 1e-3
+NEGLIGIBLE_GREY = 228
 
 
 def _labelled(obj: object, name: str) -> list[tuple[str, object]]:
@@ -170,6 +176,36 @@ def _scale_limits(cells: _Cells, scale: str, outlier_perc: float) -> dict:
     return {g: color_limit(np.stack(ms), outlier_perc) for g, ms in groups.items()}
 
 
+def _negligible_groups(cells: _Cells, scale: str, negligible: float) -> set:
+    """The scale groups whose largest |value| is below `negligible` × the
+    grid's largest: their own scale would stretch ≈ 0 to full colour."""
+    if scale == "shared":  # one scale: a ≈ 0 map is drawn pale by itself
+        return set()
+    peaks: dict[tuple, float] = {}
+    for r, c, m in cells.maps:
+        g = _group_key(scale, r, c)
+        peaks[g] = max(peaks.get(g, 0.0), float(np.abs(m).max()))
+    top = max(peaks.values())
+    return {g for g, p in peaks.items() if p <= negligible * top}
+
+
+def scale_label(vmax: float, peak: float | None = None) -> str:
+    """The text under a map drawn on its own scale: "vmax 0.279", or for a
+    map greyed out as negligible, "≈ 0 (max 3.1e-05)" (peak = its largest
+    |value|; "= 0" when it is exactly zero)."""
+    if peak is None:
+        return f"vmax {vmax:.3g}"
+    return "= 0" if peak == 0 else f"≈ 0 (max {peak:.2g})"
+
+
+def _greyed(image: np.ndarray | None, shape) -> np.ndarray:
+    """A negligible map's picture: light grey, the digit faintly in it."""
+    base = np.full(shape, NEGLIGIBLE_GREY, dtype=np.float64)
+    if image is not None:
+        base = base - 45.0 * image
+    return np.rint(np.repeat(base[..., None], 3, axis=2)).astype(np.uint8)
+
+
 def _input_values(cells: _Cells) -> tuple[list[dict], list[str], list[str]]:
     """The grey input cells, and the row/column labels with "input" added."""
     if cells.one_image:
@@ -188,18 +224,26 @@ def _input_values(cells: _Cells) -> tuple[list[dict], list[str], list[str]]:
 
 
 def _map_values(cells: _Cells, limits: dict, scale: str, overlay: bool,
-                opacity: float, fade: bool) -> list[dict]:
-    """One data row per map: coloured (over its image with `overlay`) as PNG."""
+                opacity: float, fade: bool, negligible: set) -> list[dict]:
+    """One data row per map: coloured (over its image with `overlay`) as PNG;
+    with per-map scales, its scale as text ("vmax …", or "≈ 0" and greyed)."""
     values = []
     for r, c, m in cells.maps:
-        vmax = limits[_group_key(scale, r, c)]
-        if cells.images is not None and overlay:
-            rgb = overlay_rgb(cells.images[c], m, vmax, cells.signed, opacity, fade)
+        group = _group_key(scale, r, c)
+        vmax = limits[group]
+        image = None if cells.images is None else cells.images[c]
+        row = {"row": r, "col": c, "vmax": float(f"{vmax:.4g}")}
+        if group in negligible:
+            rgb = _greyed(image if overlay else None, m.shape)
+            row["scale"] = scale_label(vmax, float(np.abs(m).max()))
         else:
-            rgb = colorize(m, vmax, cells.signed)
-        values.append(
-            {"row": r, "col": c, "url": _png_url(rgb), "vmax": float(f"{vmax:.4g}")}
-        )
+            if image is not None and overlay:
+                rgb = overlay_rgb(image, m, vmax, cells.signed, opacity, fade)
+            else:
+                rgb = colorize(m, vmax, cells.signed)
+            if scale != "shared":
+                row["scale"] = scale_label(vmax)
+        values.append({**row, "url": _png_url(rgb)})
     return values
 
 
@@ -208,7 +252,14 @@ def _legend(scale: str, limits: dict, legend_title: str) -> tuple[float, str]:
     the others attribution / vmax over [-1, 1] or [0, 1]."""
     if scale == "shared":  # magnitudes are comparable across cells: say so
         return next(iter(limits.values())), f"{legend_title} (one scale for all)"
-    return 1.0, f"{legend_title} / vmax ({scale})"
+    return 1.0, f"{legend_title} / vmax (each map's own vmax is written under it)"
+
+
+def _check_negligible(negligible: object) -> float:
+    if (isinstance(negligible, bool) or not isinstance(negligible, numbers.Real)
+            or not 0 <= negligible < 1):
+        raise ValueError(f"negligible must be a number in [0, 1), got {negligible!r}")
+    return float(negligible)
 
 
 def _check_options(scale, overlay, show_input, opacity, size) -> tuple[float, int]:
@@ -220,18 +271,20 @@ def _check_options(scale, overlay, show_input, opacity, size) -> tuple[float, in
     return _check_opacity(opacity), _check_size(size)
 
 
-def _values(cells, limits, scale, overlay, opacity, fade, show_input):
+def _values(cells, limits, scale, overlay, opacity, fade, show_input, negligible):
     """The grid's data rows (the input's first, then the maps') and its
     row and column labels (with "input" when the input is shown)."""
     values, row_labels, col_labels = [], cells.row_labels, cells.col_labels
     if show_input:
         values, row_labels, col_labels = _input_values(cells)
-    values += _map_values(cells, limits, scale, overlay, opacity, fade)
+    greyed = _negligible_groups(cells, scale, negligible)
+    values += _map_values(cells, limits, scale, overlay, opacity, fade, greyed)
     return values, row_labels, col_labels
 
 
 def _wrapped_chart(
-    cells, values, legend, row_labels, col_labels, size, title, row_title, column_title
+    cells, values, legend, row_labels, col_labels, size, title, row_title, column_title,
+    scale_text=False, frame=False,
 ):
     """The faceted chart and its spec; a grid wider than `COLUMN_WIDTH` is
     split into blocks of columns stacked vertically, sharing one legend."""
@@ -240,7 +293,8 @@ def _wrapped_chart(
         cells.signed, legend_vmax, row=row_labels[0], col=col_labels[0]
     )
     h, w = cells.shape
-    blocks = _column_blocks(col_labels, row_labels, size, row_title)
+    cell = size + (2 * FRAME_WIDTH if frame else 0)
+    blocks = _column_blocks(col_labels, row_labels, cell, row_title)
 
     def block_chart(cols, block_values, block_title):
         layout = FacetLayout(
@@ -255,6 +309,8 @@ def _wrapped_chart(
             tooltip=True,
             spacing=4,
             legend_orient="bottom",
+            scale_text=scale_text,
+            frame=frame,
         )
         return facet_chart(layout, block_values, block_title)
 
@@ -291,6 +347,8 @@ def grid(
     row_title: str | None = None,
     column_title: str | None = None,
     legend_title: str = "attribution",
+    negligible: float = NEGLIGIBLE,
+    frame: bool = False,
     return_spec: bool = False,
 ):
     """Maps laid out rows × columns as one faceted chart (method / cascade figures).
@@ -314,8 +372,9 @@ def grid(
         scale: "shared" (default: one colour scale for all maps), "row" (one
             per row, e.g. per randomization step), "column" or "independent"
             (one per map). Non-shared scales divide each group by its own vmax,
-            so the legend reads "attribution / vmax" over [-1, 1] (or [0, 1]);
-            the tooltip gives each cell's vmax.
+            so the legend reads "attribution / vmax" over [-1, 1] (or [0, 1]),
+            and each map states its own scale under it ("vmax 0.279"); the
+            tooltip gives it too.
         signed: True / False / None (auto: signed iff any map is negative); one
             choice for the whole grid so one legend reads every cell. Signed
             overlays draw the map at full colour with the digit's outline on
@@ -333,6 +392,15 @@ def grid(
             column) wraps: its columns are split into blocks drawn one below
             the other, each with its column labels, sharing one legend.
         title, row_title, column_title, legend_title: texts.
+        negligible: with non-shared scales, a scale group whose largest
+            |value| is at most `negligible` × the grid's largest (default
+            1e-3) is not stretched to its own vmax: its maps are drawn light
+            grey and labelled "≈ 0 (max …)" ("= 0" when exactly zero). A
+            probability drop of 0.0002 next to one of 0.99 is no evidence,
+            however red its own scale would paint it. 0 greys out only
+            all-zero maps.
+        frame: draw each picture inset on a dark ground (white strokes at a
+            patch's border stay visible on the white page). Default False.
         return_spec: also return the spec dict (see `panels`). Default False.
     Returns:
         A faceted Altair chart with one image mark per cell (PNG data URL; see
@@ -340,14 +408,16 @@ def grid(
         (chart, spec).
     """
     opacity, size = _check_options(scale, overlay, show_input, opacity, size)
+    negligible = _check_negligible(negligible)
     cells = _cells(maps, image, signed, reduce, show_input)
     limits = _scale_limits(cells, scale, outlier_perc)
     values, rows, cols = _values(
-        cells, limits, scale, overlay, opacity, fade, show_input
+        cells, limits, scale, overlay, opacity, fade, show_input, negligible
     )
     legend = _legend(scale, limits, legend_title)
     chart, spec = _wrapped_chart(
-        cells, values, legend, rows, cols, size, title, row_title, column_title
+        cells, values, legend, rows, cols, size, title, row_title, column_title,
+        scale_text=scale != "shared", frame=bool(frame),
     )
     return (chart, spec) if return_spec else chart
 

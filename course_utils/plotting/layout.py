@@ -29,6 +29,13 @@ from ._base import (
 )
 from .maps import _image_layer, _legend_layer, _legend_rows, _prepare
 
+# Height of the line under each picture that states its own scale.
+SCALE_TEXT_HEIGHT = 15
+# The dark ground of framed cells and the frame's width in pixels.
+FRAME_RGB = "#3b3b3b"
+FRAME_WIDTH = 3
+CELL_STROKE = "#c8c8c8"  # Vega-Lite's cell border is #ddd; a touch darker
+
 _GRID_TOOLTIP = (
     ("row:N", "row"),
     ("col:N", "column"),
@@ -50,6 +57,12 @@ class FacetLayout:
         tooltip: cells carry a tooltip (row, column, vmax).
         spacing: pixels between cells.
         legend_orient: where the colour legend goes ("right" or "bottom").
+        scale_text: write each cell's ``scale`` field (its vmax, "≈ 0") under
+            its picture (`SCALE_TEXT_HEIGHT` px): how a grid with one colour
+            scale per map shows each map's scale. Default False.
+        frame: draw each picture on a dark ground (`FRAME_RGB`) reaching
+            `FRAME_WIDTH` px beyond it, so a white stroke on a patch's border
+            stays visible. The picture keeps its width. Default False.
     """
 
     signed: bool
@@ -63,6 +76,24 @@ class FacetLayout:
     tooltip: bool = False
     spacing: int = 6
     legend_orient: str = "right"
+    scale_text: bool = False
+    frame: bool = False
+
+    @property
+    def inset(self) -> int:
+        """Pixels of dark ground around each picture (0 without a frame)."""
+        return FRAME_WIDTH if self.frame else 0
+
+    @property
+    def cell_width(self) -> int:
+        """The facet cell's width: the picture and its frame."""
+        return self.width + 2 * self.inset
+
+    @property
+    def cell_height(self) -> int:
+        """The facet cell's height: the picture, its frame, the scale text."""
+        text = SCALE_TEXT_HEIGHT if self.scale_text else 0
+        return self.height + 2 * self.inset + text
 
     def _tooltips(self) -> list | None:
         if not self.tooltip:
@@ -80,11 +111,11 @@ class FacetLayout:
                 title=self.column_title,
                 header=alt.Header(
                     labelFontSize=12 if self.rows is None else 11,
-                    labelLimit=self.width + self.spacing,
+                    labelLimit=self.cell_width + self.spacing,
                     # a label wider than its cell goes on several lines (split
                     # at spaces and underscores) instead of being cut off
                     labelExpr=(
-                        f"length(datum.label) * 6.5 > {self.width + self.spacing}"
+                        f"length(datum.label) * 6.5 > {self.cell_width + self.spacing}"
                         " ? split(replace(datum.label, /_/g, ' '), ' ')"
                         " : datum.label"
                     ),
@@ -101,6 +132,39 @@ class FacetLayout:
         return facets
 
 
+def _cell_layers(layout: FacetLayout) -> list:
+    """What one facet cell draws: (the dark frame,) the picture, (its scale
+    text,) and the invisible legend layer."""
+    w, h = layout.cell_width, layout.cell_height - (
+        SCALE_TEXT_HEIGHT if layout.scale_text else 0
+    )
+    image = _image_layer(layout.width, layout.height, layout._tooltips(), at=layout.inset)
+    layers = [image.transform_filter("isValid(datum.url)")]
+    if layout.frame or layout.scale_text:
+        # the cell's own border is off (it would box the text too): each
+        # picture gets its frame, a dark ground or a thin grey line on top
+        mark = (dict(color=FRAME_RGB) if layout.frame else
+                dict(filled=False, stroke=CELL_STROKE, strokeWidth=1))
+        box = (
+            alt.Chart()
+            .mark_rect(aria=False, **mark)
+            .encode(x=alt.XValue(0), x2=alt.X2Value(w), y=alt.YValue(0),
+                    y2=alt.Y2Value(h))
+            .transform_filter("isValid(datum.url)")
+        )
+        layers.insert(0 if layout.frame else 1, box)
+    if layout.scale_text:
+        text = (
+            alt.Chart()
+            .mark_text(align="left", baseline="top", fontSize=10, color="#333")
+            .encode(x=alt.XValue(0), y=alt.YValue(h + 3), text=alt.Text("scale:N"))
+            .transform_filter("isValid(datum.scale)")
+        )
+        layers.append(text)
+    layers.append(_legend_layer(layout.signed, layout.legend_title, layout.legend_orient))
+    return layers
+
+
 @lru_cache(maxsize=64)
 def _facet_template(layout: FacetLayout) -> tuple[alt.LayerSpec, dict]:
     """The layer inside every facet as an `alt.LayerSpec`, and the spec of an
@@ -110,11 +174,11 @@ def _facet_template(layout: FacetLayout) -> tuple[alt.LayerSpec, dict]:
     the facet's inner spec on every `FacetChart(...)`, and copying a
     `LayerChart` re-runs its constructor, which copies each layer twice more.
     """
-    image = _image_layer(layout.width, layout.height, layout._tooltips())
-    layer = alt.layer(
-        image.transform_filter("isValid(datum.url)"),
-        _legend_layer(layout.signed, layout.legend_title, layout.legend_orient),
-    ).properties(width=layout.width, height=layout.height)
+    layer = alt.layer(*_cell_layers(layout)).properties(
+        width=layout.cell_width, height=layout.cell_height,
+        **({"view": alt.ViewBackground(stroke=None)}
+           if layout.frame or layout.scale_text else {}),
+    )
     chart = layer.facet(
         data=alt.Data(values=[]), spacing=layout.spacing, **layout._facets()
     )
@@ -210,3 +274,35 @@ def panels(
     layout = FacetLayout(signed, str(legend_title), size, height, cols=names)
     chart, spec = facet_chart(layout, values, title)
     return (chart, spec) if return_spec else chart
+
+
+def stack(parts, title: str | None = None, spacing: int = 14):
+    """Charts one below the other, each with its own colour scale and legend.
+
+    For a figure that mixes signed maps (blue–white–red) and magnitude maps
+    (plasma), e.g. Grad-CAM next to gradient methods: one `grid` per kind,
+    stacked. The spec is assembled from the parts' specs (no Altair
+    serialisation, as `facet_chart`).
+
+    Args:
+        parts: (chart, spec) pairs, e.g. `grid(..., return_spec=True)`.
+        title: the whole figure's title. spacing: pixels between the parts.
+    Returns:
+        (chart, spec): `alt.vconcat` of the charts with independent colour
+        scales, and its spec dict.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("parts must hold at least one (chart, spec) pair")
+    extra = {} if title is None else {"title": str(title)}
+    chart = alt.vconcat(*(c for c, _ in parts), spacing=spacing, **extra)
+    chart = chart.resolve_scale(color="independent")
+    inner = [{k: v for k, v in s.items() if k != "$schema"} for _, s in parts]
+    spec = {
+        "$schema": parts[0][1].get("$schema"),
+        "vconcat": inner,
+        "spacing": spacing,
+        "resolve": {"scale": {"color": "independent"}},
+        **extra,
+    }
+    return chart, spec

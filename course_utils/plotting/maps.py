@@ -212,7 +212,8 @@ def _legend_layer(signed: bool, title: str, orient: str = "right") -> alt.Chart:
                 legend=alt.Legend(
                     title=title,
                     orient=orient,
-                    **({"direction": "horizontal", "gradientLength": 240}
+                    **({"direction": "horizontal", "gradientLength": 240,
+                        "titleLimit": 400}
                        if orient in ("top", "bottom") else {}),
                 ),
             )
@@ -226,8 +227,9 @@ def _legend_rows(signed: bool, vmax: float, **where) -> list[dict]:
     return [{**where, "_legend": lo}, {**where, "_legend": vmax}]
 
 
-def _image_layer(width: int, height: int, tooltip=None, data=None) -> alt.Chart:
-    enc = {"url": alt.Url("url:N"), "x": alt.XValue(0), "y": alt.YValue(0)}
+def _image_layer(width: int, height: int, tooltip=None, data=None, at: int = 0):
+    """Image marks of `width` × `height` px, top left corner at (at, at)."""
+    enc = {"url": alt.Url("url:N"), "x": alt.XValue(at), "y": alt.YValue(at)}
     if tooltip:
         enc["tooltip"] = tooltip
     return (

@@ -30,12 +30,14 @@ from ._base import (
     color_limit,
     colorize,
 )
+from .grid import _check_negligible, _greyed, scale_label
 from .layout import FacetLayout, facet_chart
 from .maps import _legend_rows
 
 AGGREGATION = "mean |attribution| over channels"
 PHOTO_BRIGHTNESS = 0.85  # the grey photo under the heat
-# Short enough for Vega's legend title limit (about 180 px).
+# Short enough for Vega's legend title limit (about 180 px); each map's vmax is
+# written under it.
 LEGEND_TITLE = "channel mean |attr| ÷ vmax"
 
 
@@ -96,28 +98,31 @@ def _upsampled(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Picture:
-    """One map drawn as `photo_maps` draws it (a PNG data URL), made by `picture`;
-    `photo_maps` takes it in place of an attribution and reuses the PNG."""
+    """One map drawn as `photo_maps` draws it (a PNG data URL, its vmax and its
+    largest value), made by `picture`; `photo_maps` takes it in place of an
+    attribution and reuses the PNG."""
 
     url: str
+    vmax: float
+    peak: float
 
 
 def picture(photo: torch.Tensor | np.ndarray, attr, *, overlay: bool = True,
             opacity: float = 0.8, outlier_perc: float = OUTLIER_PERC) -> Picture:
     """The map of `attr` as `photo_maps` draws it, for reuse (arguments as there)."""
-    return Picture(_picture_url(photo_rgb(photo), attr, overlay,
-                                _check_opacity(opacity), outlier_perc))
+    return _picture(photo_rgb(photo), attr, overlay, _check_opacity(opacity),
+                    outlier_perc)
 
 
-def _picture_url(rgb: np.ndarray, attr, overlay: bool, opacity: float,
-                 outlier_perc: float) -> str:
+def _picture(rgb: np.ndarray, attr, overlay: bool, opacity: float,
+             outlier_perc: float) -> Picture:
     if isinstance(attr, Picture):
-        return attr.url
+        return attr
     m = _upsampled(channel_map(attr), rgb.shape[:2])
     vmax = color_limit(m, outlier_perc)
     drawn = (photo_overlay_rgb(rgb, m, vmax, opacity) if overlay
              else colorize(m, vmax, signed=False))
-    return _png_url(drawn)
+    return Picture(_png_url(drawn), vmax, float(m.max()))
 
 
 def photo_maps(
@@ -131,6 +136,7 @@ def photo_maps(
     size: int = 168,
     title: str | None = None,
     row_title: str | None = None,
+    negligible: float = 0.0,
 ):
     """The photo and its maps side by side, each as mean |attribution| over channels.
 
@@ -146,25 +152,41 @@ def photo_maps(
         opacity: of the heat layer at its top value. outlier_perc: Captum's
             rule for each map's vmax (default 2 %). size: cell width in pixels.
         title, row_title: chart and row-header titles.
+        negligible: a map whose largest value is at most `negligible` × the
+            chart's largest is drawn light grey and labelled "≈ 0" instead of
+            being stretched to full colour. Default 0: only all-zero maps
+            (a Grad-CAM after its ReLU), because the course's photo grids are
+            cascades, whose maps shrink by orders of magnitude as the layers go
+            random while their pattern is what is compared (each map's vmax
+            under it shows the shrinking). `NEGLIGIBLE` (1e-3) is `grid`'s.
     Returns:
         An Altair facet chart; the legend runs from 0 to each map's own vmax
-        (`LEGEND_TITLE`).
+        (`LEGEND_TITLE`), written under each map ("vmax 0.0123").
     """
     opacity = _check_opacity(opacity)
     size = _check_size(size)
+    negligible = _check_negligible(negligible)
     rgb = photo_rgb(photo)
     grid = maps if all(isinstance(v, Mapping) for v in maps.values()) else None
     rows = {None: maps} if grid is None else grid
     cols = ["photo"] if show_photo else []
     values = []
+    drawn = {(row, col): _picture(rgb, attr, overlay, opacity, outlier_perc)
+             for row, cells in rows.items() for col, attr in cells.items()}
+    top = max(p.peak for p in drawn.values())
     for row, cells in rows.items():
         where = {} if row is None else {"row": str(row)}
         if show_photo:
             values.append({**where, "col": "photo",
                            "url": _png_url(np.rint(rgb * 255).astype(np.uint8))})
-        for col, attr in cells.items():
-            url = _picture_url(rgb, attr, overlay, opacity, outlier_perc)
-            values.append({**where, "col": str(col), "url": url})
+        for col in cells:
+            p = drawn[(row, col)]
+            if p.peak <= negligible * top:  # its own scale would stretch ≈ 0 to colour
+                url = _png_url(_greyed(None, rgb.shape[:2]))
+                text = scale_label(p.vmax, p.peak)
+            else:
+                url, text = p.url, scale_label(p.vmax)
+            values.append({**where, "col": str(col), "url": url, "scale": text})
             if str(col) not in cols:
                 cols.append(str(col))
     first = {"col": cols[-1], **({} if grid is None else {"row": str(next(iter(rows)))})}
@@ -173,7 +195,7 @@ def photo_maps(
     layout = FacetLayout(
         False, LEGEND_TITLE, size, height, cols=tuple(cols),
         rows=None if grid is None else tuple(str(r) for r in rows),
-        row_title=row_title, legend_orient="bottom",
+        row_title=row_title, legend_orient="bottom", scale_text=True,
     )
     chart, _ = facet_chart(layout, values, title)
     return chart

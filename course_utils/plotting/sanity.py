@@ -55,17 +55,25 @@ def cascade_curve(
     height: int = 200,
     columns: int = 2,
 ) -> alt.Chart:
-    """Similarity vs randomization depth: one line per method, one panel per metric.
+    """Similarity vs randomization step: one series per method, one panel per metric.
 
     x: the randomized layer in step order ("original", then top down), y: the
-    mean similarity over images, with a ±1 std band. The lecture's cascade
-    curve (Adebayo et al., 2018, Fig. 2/4); works for independent results too.
+    mean similarity over images. A cascade (a progression: each step adds a
+    layer) is drawn as lines with a ±1 std band, the lecture's cascade curve
+    (Adebayo et al., 2018, Fig. 2/4). An independent result (each step is a
+    different network, not a progression) is drawn as points side by side
+    (offset per method) with ±1 std bars, never connected.
+
+    Each method has its own dash pattern (cascade) or point shape and place
+    (independent) besides its colour (the legend shows the colour): two
+    methods with equal similarities (input × gradient and IG, whose maps
+    share the digit's silhouette) are still both visible.
 
     Args:
         result: a `SanityResult` of `cascading_randomization` or
             `independent_randomization`.
         metrics: panels, a subset of `METRICS`; None = all four.
-        methods: lines; None = every method in the result.
+        methods: series; None = every method in the result.
         band: draw mean ± std over the images (default True).
         width, height: size of one panel in pixels.
         columns: panels per row (default 2, so four panels and the legend fit
@@ -89,20 +97,12 @@ def cascade_curve(
         title=_STEP_TITLES[result.test],
         axis=alt.Axis(labelAngle=-40),
     )
-    # the legend's swatches at full colour, not the band's 12 % opacity
-    color = alt.Color(
-        "method:N",
-        sort=list(dict.fromkeys(t.method)),
-        legend=alt.Legend(symbolOpacity=1, symbolStrokeWidth=3),
-    )
-    base = alt.Chart().encode(x=x, color=color)
-    lines = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title="similarity to trained map", scale=_similarity_scale(t)),
-        tooltip=_stat_tooltip("method", "metric", result.key),
-    )
-    layers = [lines]
-    if band:
-        layers.insert(0, base.mark_area(opacity=0.12).encode(y="lo:Q", y2="hi:Q"))
+    y = alt.Y("mean:Q", title="similarity to trained map", scale=_similarity_scale(t))
+    tooltip = _stat_tooltip("method", "metric", result.key)
+    if result.test == "independent":
+        layers = _independent_layers(x, y, tooltip, band)
+    else:
+        layers = _cascade_layers(x, y, tooltip, band)
     title = {
         "cascading": "Cascading randomization",
         "independent": "Independent layer randomization",
@@ -122,6 +122,41 @@ def cascade_curve(
     )
 
 
+def _cascade_layers(x, y, tooltip, band) -> list:
+    """Lines with points, a dash pattern per method, under them the
+    translucent ±1 std bands. The legend shows each method's colour (as a
+    stroke); the dashes only keep coinciding lines apart. (Every layer's
+    colour carries the same legend: Vega-Lite then draws one legend.)"""
+    legend = alt.Legend(symbolType="stroke", symbolStrokeWidth=3, symbolOpacity=1)
+    color = alt.Color("method:N", legend=legend)
+    line = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=30, filled=True)).encode(
+        x=x, y=y, tooltip=tooltip, color=color,
+        strokeDash=alt.StrokeDash("method:N", legend=None),
+    )
+    if not band:
+        return [line]
+    bands = alt.Chart().mark_area(opacity=0.12).encode(
+        x=x, y="lo:Q", y2="hi:Q", color=color
+    )
+    return [bands, line]
+
+
+def _independent_layers(x, y, tooltip, band) -> list:
+    """Points side by side per step (offset by method, a shape each) and ±1
+    std bars: each step is its own network, so nothing is connected."""
+    color = alt.Color("method:N", legend=alt.Legend(symbolOpacity=1, symbolType="circle"))
+    points = alt.Chart().mark_point(filled=True, size=45, opacity=1).encode(
+        x=x, xOffset="method:N", y=y, tooltip=tooltip, color=color,
+        shape=alt.Shape("method:N", legend=None),
+    )
+    if not band:
+        return [points]
+    bars = alt.Chart().mark_rule(opacity=0.6).encode(
+        x=x, xOffset="method:N", y="lo:Q", y2="hi:Q", color=color
+    )
+    return [bars, points]
+
+
 def cascade_grid(
     result: SanityResult,
     image: int = 0,
@@ -136,7 +171,9 @@ def cascade_grid(
     Drawn with `plotting.grid`. By default every map gets its own colour scale
     (`scale="independent"`: |E| / its own top value, as Adebayo et al.'s
     figures normalise each map), so a randomized map that shrank is still
-    visible and the eye compares patterns, as the rank measures do. Works for
+    visible and the eye compares patterns, as the rank measures do; each
+    map's vmax is written under it, so the shrinking shows too. Only maps
+    that are exactly zero are greyed out ("= 0"). Works for
     every `SanityResult` (columns: layers, or the compared models of the label
     test).
 
@@ -151,7 +188,8 @@ def cascade_grid(
             shows signed maps on the diverging scale.
         overlay: draw the maps over the digit (default False: maps alone, so
             a map that merely copies the digit shows it by itself).
-        size: width of a cell in pixels (default 120).
+        size: width of a cell in pixels (default 120: six steps, the
+            ResNet's cascade, fit the notebook column in one block).
     Returns:
         A faceted Altair chart.
     """
@@ -181,9 +219,13 @@ def cascade_grid(
         scale=scale,
         signed=False if absolute else None,
         size=size,
-        row_title="method",
+        row_title=None,  # the rows are named by method; the room goes to columns
         column_title=_STEP_TITLES[result.test],
         legend_title="|attribution|" if absolute else "attribution",
+        # randomized maps shrink by orders of magnitude (the vmax under each
+        # map shows it); their pattern is what the figure compares, so only
+        # an all-zero map (Grad-CAM after its ReLU) is greyed out
+        negligible=0.0,
     )
 
 

@@ -83,11 +83,28 @@ METHODS = {
     "deconvnet": deconvnet,
     "gradient_shap": gradient_shap,
 }
+# How the course writes each method's name in charts and text.
+METHOD_TITLES = {
+    "gradient": "gradient",
+    "input_x_gradient": "input × gradient",
+    "integrated_gradients": "integrated gradients",
+    "smoothgrad": "SmoothGrad",
+    "occlusion": "occlusion",
+    "grad_cam": "Grad-CAM",
+    "guided_backprop": "guided backprop",
+    "guided_grad_cam": "guided Grad-CAM",
+    "deconvnet": "deconvnet",
+    "gradient_shap": "expected gradients",
+}
+# Methods whose maps are ≥ 0 by construction: drawn on the magnitude scale.
+MAGNITUDE_METHODS = ("grad_cam",)
 
 __all__ = [
     "BASELINE_NAMES",
     "DEFAULT_BATCH_SIZE",
+    "MAGNITUDE_METHODS",
     "METHODS",
+    "METHOD_TITLES",
     "QUADRATURE_RULES",
     "SMOOTHGRAD_KINDS",
     "cam",

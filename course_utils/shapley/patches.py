@@ -150,7 +150,7 @@ def patch_map(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def patch_sums(attr: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(N, P) sum of a per-pixel map (N, C, H, W) over each patch (and channels).
 
-    Puts pixel maps (IG, gradient × input, expected gradients) on the same
+    Puts pixel maps (IG, input × gradient, expected gradients) on the same
     players as Shapley values: for IG, Σ_i patch_sums(IG)_i ≈ f(x) − f(x₀).
     """
     if not isinstance(attr, torch.Tensor) or attr.dim() != 4:

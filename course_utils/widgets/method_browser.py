@@ -18,7 +18,11 @@ class MethodBrowser(_Explorer):
     """Every method of `sal.METHODS` side by side for one digit, browsable ← →.
 
     Each map has its own colour scale (methods differ by orders of magnitude),
-    so the grid shows attribution / vmax per map. Methods that draw random
+    so the grid shows attribution / vmax per map, with each map's vmax written
+    under it. Signed methods share the diverging scale; Grad-CAM (≥ 0 by
+    construction, `sal.MAGNITUDE_METHODS`) gets the magnitude scale in a row
+    of its own, as in every Grad-CAM chart of the course. Columns are headed
+    with the methods' names (`sal.METHOD_TITLES`). Methods that draw random
     numbers (SmoothGrad) run under a fixed seed (`torch.random.fork_rng`, the
     global generator is restored afterwards), so a digit always gets the same
     maps.
@@ -28,7 +32,8 @@ class MethodBrowser(_Explorer):
             `OcclusionExplorer`.
         methods: names from `sal.METHODS` to show, in order. Default: all.
         seed: seed for methods that draw noise. Default 0.
-        size: width of each map in pixels. Default 84.
+        size: width of each map in pixels. Default 120 (the grid wraps onto
+            several rows of maps to fit the notebook column).
 
     ``result`` is a dict {method name: (1, C, H, W) or (1, 1, H, W) tensor}.
     Maps are cached per digit and target (like every explorer's results), so
@@ -38,7 +43,7 @@ class MethodBrowser(_Explorer):
     css = "sal-methods"
 
     def __init__(
-        self, model, images, labels=None, *, methods=None, seed=0, size=84, **kwargs
+        self, model, images, labels=None, *, methods=None, seed=0, size=120, **kwargs
     ):
         if methods is None:
             methods = list(sal.METHODS)
@@ -79,13 +84,22 @@ class MethodBrowser(_Explorer):
         return maps
 
     def _draw(self, x, target, result):
-        return plotting.grid(
-            {"map": {k: v[0] for k, v in result.items()}},
-            image=x[0],
-            overlay=False,
-            show_input=True,
-            scale="independent",
-            size=self.size,
-            title=self._title(target),
-            return_spec=True,
-        )
+        signed = [m for m in result if m not in sal.MAGNITUDE_METHODS]
+        magnitude = [m for m in result if m in sal.MAGNITUDE_METHODS]
+        parts = []
+        for names, kind, is_signed in ((signed, "signed", True),
+                                       (magnitude, "≥ 0 (magnitude)", False)):
+            if not names:
+                continue
+            parts.append(plotting.grid(
+                {kind: {sal.METHOD_TITLES[k]: result[k][0] for k in names}},
+                image=x[0],
+                overlay=False,
+                show_input=not parts,  # the digit once, first
+                signed=is_signed,
+                scale="independent",
+                size=self.size,
+                legend_title="attribution" if is_signed else "|attribution|",
+                return_spec=True,
+            ))
+        return plotting.stack(parts, title=self._title(target))

@@ -14,7 +14,11 @@
 * `ink_share`, `map_entropy`, `measure_training`: the lab says a diffuse
   map is "a sign of insufficient training"; these put numbers on it — the
   share of |gradient| on the digit's ink and the entropy of the occlusion
-  map, at chosen training steps.
+  map's positive drops, at chosen training steps.
+
+The maps are drawn on the signed scale (blue–white–red, as notebook 05 draws
+occlusion): a negative drop, a patch whose hiding *raises* the class
+probability, is blue, never painted as the most important patch.
 
 CSS classes for browser tests: the view has "sal-training-lab"; buttons
 "sal-train", "sal-pause", "sal-saliency", "sal-prev", "sal-next"; "sal-auto"
@@ -73,16 +77,23 @@ def ink_share(attr: torch.Tensor, x: torch.Tensor, threshold: float = INK_THRESH
     return metrics.mass_share(attr, (x > threshold).any(1, keepdim=True))
 
 
-def map_entropy(attr: torch.Tensor) -> torch.Tensor:
-    """Normalised entropy of a map's |values| as a distribution over pixels: (N,).
+def map_entropy(attr: torch.Tensor, positive: bool = False) -> torch.Tensor:
+    """Normalised entropy of a map's mass as a distribution over pixels: (N,).
 
-    p = |a| / Σ|a| (channels summed first), H = −Σ p log p / log(H·W): 1 for a
-    perfectly uniform (diffuse) map, 0 for all mass on one pixel. NaN for an
-    all-zero map.
+    p = w / Σ w with w = |a| (default) or, with ``positive=True``, w =
+    max(a, 0): only the evidence *for* the class (an occlusion drop > 0; a
+    negative drop, hiding a patch that raises the probability, is
+    counter-evidence and not counted). Channels are summed first.
+    H = −Σ p log p / log(H·W): 1 for a perfectly uniform (diffuse) map, 0 for
+    all mass on one pixel. NaN for a map with no mass (all zero, or no
+    positive value).
     """
     if not isinstance(attr, torch.Tensor) or attr.dim() != 4:
         raise ValueError("attr must be a (N, C, H, W) tensor")
-    mass = attr.detach().sum(1).abs().flatten(1).double()
+    if not isinstance(positive, bool):
+        raise TypeError(f"positive must be True or False, got {positive!r}")
+    summed = attr.detach().sum(1).flatten(1).double()
+    mass = summed.clamp(min=0) if positive else summed.abs()
     total = mass.sum(1, keepdim=True)
     p = mass / total
     terms = torch.where(p > 0, -p * p.log(), torch.zeros_like(p))
@@ -207,7 +218,8 @@ def measure_training(
 
     Trains one `LiveTrainer` (seeded) through the steps in increasing order;
     at each, for the digits x explained for their labels y: the mean
-    `ink_share` of |gradient|, the mean `map_entropy` of the occlusion map,
+    `ink_share` of |gradient|, the mean `map_entropy` of the occlusion map's
+    positive drops (the patches whose hiding lowers the class probability),
     and the test accuracy.
 
     Args:
@@ -249,7 +261,9 @@ def measure_training(
                 "test_accuracy": trainer.accuracy(),
                 "ink_share": float(ink_share(maps["gradient"], x).mean()),
                 "ink_share_chance": chance,
-                "occlusion_entropy": float(map_entropy(maps["occlusion"]).nanmean()),
+                "occlusion_entropy": float(
+                    map_entropy(maps["occlusion"], positive=True).nanmean()
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -545,22 +559,22 @@ class TrainingLab(View):
                     probs = torch.softmax(self.trainer.model(x)[0], 0)
             pred = int(probs.argmax())
             share = float(ink_share(maps["gradient"], x)[0])
-            entropy = float(map_entropy(maps["occlusion"])[0])
+            entropy = float(map_entropy(maps["occlusion"], positive=True)[0])
             chart, spec = plotting.grid(
                 {
                     f"step {step}": {
-                        "occlusion": maps["occlusion"][0],
-                        "|gradient|": maps["gradient"][0].abs(),
+                        "occlusion (drop)": maps["occlusion"][0],
+                        "gradient": maps["gradient"][0],
                     }
                 },
                 image=x[0],
                 show_input=True,
-                signed=False,
+                signed=True,  # a negative drop (counter-evidence) is blue
                 scale="independent",
                 size=self.size,
                 title=(
-                    f"digit #{i} (label {label}), step {step}: explaining {label}; "
-                    f"|grad| on ink {100 * share:.0f} %, occlusion entropy "
+                    f"digit #{i} (label {label}), step {step}: |grad| on ink "
+                    f"{100 * share:.0f} %, entropy of the positive drops "
                     f"{entropy:.2f}"
                 ),
                 return_spec=True,

@@ -38,8 +38,10 @@ class UnitBrowser(View):
             output), in order. Default ("conv1", "conv2").
         layer, unit: shown first. Defaults: the first layer, unit 0.
         k: patches per unit, 1 … 12. Default 9.
-        size: width of each cell in pixels. Default 64 (8 px per pixel of an
-            8 × 8 conv2 patch; nine columns fit 900 px).
+        size: width of each cell in pixels. Default 120 (15 px per pixel of
+            an 8 × 8 conv2 patch); nine patches wrap onto two blocks of
+            columns to fit the notebook column. Every cell is framed on a dark
+            ground, so a patch's white strokes at its border stay visible.
 
     Attributes: `view`, `controls` ({"layer", "unit", "prev", "next"}),
     `result` (the `TopActivations`), `projections` ({rule: (k, C, s, s)}
@@ -57,7 +59,7 @@ class UnitBrowser(View):
         layer: str | None = None,
         unit: int = 0,
         k: int = 9,
-        size: int = 64,
+        size: int = 120,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(
@@ -168,6 +170,7 @@ class UnitBrowser(View):
             overlay=False,
             scale="row",
             size=self.size,
+            frame=True,
             title=f"{layer} unit {unit}: top-{self.k} patches and their projections",
             return_spec=True,
         )
