@@ -6,6 +6,7 @@
     course grade SET [SUBMISSIONS_DIR]             grade a class → gradebook + CSV
     course export SET                              CSV again (after manual grading)
     course report SET [--out DIR]                  the class at a glance (HTML, PNG)
+    course feedback SET [--out DIR]                each student's feedback pages (HTML)
     course handout DIR [--after-deadline SET]      the student repository
 
 `COMMANDS` maps each name to (function, help); `course_utils.cli.main` adds them
@@ -306,6 +307,38 @@ report_command.configure = lambda p: (
 )
 
 
+def feedback_command(args) -> int:
+    from .feedback import load_feedback
+    from .feedback_page import write_feedback
+
+    try:
+        course = _course(args)
+        pages = load_feedback(course, args.set)
+        out = Path(args.out) if args.out else course.feedback
+        paths = write_feedback(pages, out, course.submitted)
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail("feedback", exc)
+    students = len({p.folder for p in pages})
+    print(f"feedback: {len(paths)} page(s) for {students} student(s) in {out}")
+    if pages:
+        print("  (nbgrader release_feedback delivers them on a JupyterHub; "
+              f"MathJax is in {out / 'mathjax'})")
+    return 0
+
+
+feedback_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)"),
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for DIR/<student>/SET/<notebook>.html (default: the course's "
+        "feedback/, where nbgrader release_feedback looks)",
+    ),
+    _add_root(p),
+)
+
+
 def handout_command(args) -> int:
     from .handout import format_report, handout, scan
 
@@ -361,6 +394,10 @@ COMMANDS = {
     "report": (
         report_command,
         "the class at a glance: statuses, scores, frequent mistakes (HTML, PNG)",
+    ),
+    "feedback": (
+        feedback_command,
+        "each graded student's feedback pages: points, kinds of mistakes, comments",
     ),
     "handout": (
         handout_command,
