@@ -185,7 +185,8 @@ def test_a_hostile_student_and_answer_are_escaped(graded):
     assert not [a for t, a in tags if t == "img" or any(k.startswith("on") for k in a)]
     assert [t for t, _ in tags].count("style") == 1
     assert "<img src=x" not in html and "</div><style>" not in html
-    assert "&lt;script&gt;window.pwned = 1&lt;/script&gt;" in html
+    assert html.count("&lt;script&gt;window.pwned = 1&lt;/script&gt;") == 2
+    assert "&amp;lt;" not in html  # the markdown answer is escaped once, not twice
     assert "⟨U+003C⟩img src⟨U+003D⟩x onerror⟨U+003D⟩alert⟨U+0028⟩1⟨U+0029⟩" in html
     assert "\\href{javascript:window.pwned=3}" in html  # text, for MathJax's Safe
     assert not re.search(r"(src|href)=\"(?!#)", html)  # no external link or source

@@ -28,6 +28,7 @@ them) passes `sanitize` on the way in and `sanitize.html` on the way out.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def _sources(path: Path) -> dict[str, tuple[str, bool]]:
     """Answer grade id → (its source, is code) in a graded notebook.
 
     Only answer cells are read, never an output: the outputs of a graded
-    notebook hold the grader's lines, which name hidden cases.
+    notebook hold the grader's lines, which name hidden cases. A markdown
+    answer was HTML-escaped for formgrader (`formgrader.sanitize_for_formgrader`):
+    it is unescaped here, and escaped once again by the page.
     """
     if not path.is_file() or path.is_symlink():
         return {}
@@ -133,6 +136,8 @@ def _sources(path: Path) -> dict[str, tuple[str, bool]]:
         gid = nbs.grade_id(cell)
         if nbs.is_answer(cell) and gid:
             text = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            if cell.cell_type != "code":  # escaped for formgrader: shown as written
+                text = html.unescape(text)
             out[sanitize.line(gid, 200)] = (
                 sanitize.text(text, ANSWER_LIMIT),
                 cell.cell_type == "code",
