@@ -210,6 +210,6 @@ def test_the_loader_hash_matches_the_csp():
 
     fb = feedback.NotebookFeedback("s", "tiny", "tiny", "graded", [])
     html = feedback_page.page(fb)
-    script = re.search(r"<script>(.*?)</script>", html, re.S)[1]
+    script = re.search(r"<script>(.*?)</script>", html, re.DOTALL)[1]
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"'sha256-{digest}'" in html

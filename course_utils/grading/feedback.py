@@ -220,11 +220,11 @@ def load_feedback(course: Course, set_id: str) -> list[NotebookFeedback]:
                 continue
             status = stored.get(student, (Status.GRADED.value, ""))[0]
             mistakes = facts[student].mistakes if student in facts else {}
-            for nb_name in answers:
+            for nb_name, answer_of in answers.items():
                 page = _notebook(
                     gb, set_id, stored_id, student, nb_name, status,
                     [q for q in questions if q.notebook == nb_name],
-                    answers[nb_name], mistakes,
+                    answer_of, mistakes,
                     _sources(folders[student] / set_id / f"{nb_name}.ipynb"),
                 )
                 page.folder = folders[student].name

@@ -61,8 +61,8 @@ MATHJAX_CONFIG = {
 }
 _LOADER = (
     "(function () {\n"
-    "  window.MathJax = %s;\n"
-    '  var query = "%s", here = "../../%s/MathJax.js";\n'
+    "  window.MathJax = {config};\n"
+    '  var query = "{query}", here = "../../{folder}/MathJax.js";\n'
     "  var base = document.baseURI, i = base.search(/\\/(files|view|tree)\\//);\n"
     '  var server = (i >= 0 && location.protocol !== "file:") ?\n'
     '    base.slice(0, i) + "/static/jupyter_server_mathjax/MathJax.js" : null;\n'
@@ -74,7 +74,9 @@ _LOADER = (
     "  }\n"
     "  load(here, server);\n"
     "})();"
-) % (json.dumps(MATHJAX_CONFIG, sort_keys=True), MATHJAX_QUERY, MATHJAX_DIR)
+).replace("{config}", json.dumps(MATHJAX_CONFIG, sort_keys=True)).replace(
+    "{query}", MATHJAX_QUERY
+).replace("{folder}", MATHJAX_DIR)
 LOADER_HASH = "sha256-" + base64.b64encode(
     hashlib.sha256(_LOADER.encode()).digest()
 ).decode()
@@ -326,5 +328,5 @@ def _mtime(path: Path | None) -> str:
     import datetime as dt
 
     seconds = path.stat().st_mtime if path else dt.datetime.now().timestamp()
-    when = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
     return when.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
