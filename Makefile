@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup lab test lock check-platforms test-fast test-notebooks test-browser html \
-        release collect grade report similarity handout bench weights clean bubblewrap
+        release collect grade report similarity feedback handout bench weights clean bubblewrap
 
 # Installs only when requirements.lock, pyproject.toml or the Python version changed
 # (a content hash in .venv/.installed, written once everything is installed).
@@ -107,6 +107,11 @@ grade: setup bubblewrap
 report: setup
 	@test -n "$(SET)" || { echo "usage: make report SET=<problem set> [OUT=dir]"; exit 2; }
 	$(BIN)/course report $(SET) $(if $(OUT),--out "$(OUT)")
+
+# make feedback SET=ps1_gradients [OUT=dir]: each student's pages (feedback/<student>/SET/)
+feedback: setup
+	@test -n "$(SET)" || { echo "usage: make feedback SET=<problem set> [OUT=dir]"; exit 2; }
+	$(BIN)/course feedback $(SET) $(if $(OUT),--out "$(OUT)")
 
 # make handout DIR=../student-repo [WITHHOLD=1 [AFTER=ps1_gradients]]: the repository
 # students get (everything by default; WITHHOLD=1 keeps open sets' references back)

@@ -44,7 +44,7 @@ def test_cli_offers_grading_subcommands(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for name in ("train", "info", "release", "check", "collect", "grade", "export",
-                 "report"):
+                 "report", "feedback"):
         assert name in out
 
 

@@ -7,6 +7,7 @@
     course export SET                              CSV again (after manual grading)
     course report SET [--out DIR]                  the class at a glance (HTML, PNG)
     course similarity SET [SUBMISSIONS_DIR]        answers that look copied
+    course feedback SET [--out DIR]                each student's feedback pages (HTML)
     course handout DIR [--withhold [--after-deadline SET]]  the student repository
 
 `COMMANDS` maps each name to (function, help); `course_utils.cli.main` adds them
@@ -361,6 +362,38 @@ similarity_command.configure = lambda p: (
 )
 
 
+def feedback_command(args) -> int:
+    from .feedback import load_feedback
+    from .feedback_page import write_feedback
+
+    try:
+        course = _course(args)
+        pages = load_feedback(course, args.set)
+        out = Path(args.out) if args.out else course.feedback
+        paths = write_feedback(pages, out, course.submitted)
+    except (ValueError, RuntimeError, OSError) as exc:
+        return _fail("feedback", exc)
+    students = len({p.folder for p in pages})
+    print(f"feedback: {len(paths)} page(s) for {students} student(s) in {out}")
+    if pages:
+        print("  (nbgrader release_feedback delivers them on a JupyterHub; "
+              f"MathJax is in {out / 'mathjax'})")
+    return 0
+
+
+feedback_command.configure = lambda p: (
+    p.add_argument("set", metavar="SET", help="problem set (a folder of solutions/)"),
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for DIR/<student>/SET/<notebook>.html (default: the course's "
+        "feedback/, where nbgrader release_feedback looks)",
+    ),
+    _add_root(p),
+)
+
+
 def handout_command(args) -> int:
     from .handout import format_report, handout, scan
 
@@ -432,6 +465,10 @@ COMMANDS = {
     "similarity": (
         similarity_command,
         "answers that look copied (from the course or a classmate), side by side",
+    ),
+    "feedback": (
+        feedback_command,
+        "each graded student's feedback pages: points, kinds of mistakes, comments",
     ),
     "handout": (
         handout_command,
